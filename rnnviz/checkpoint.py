@@ -37,7 +37,7 @@ class Checkpoint:
 
 
 def versions() -> dict:
-    return {"rnnviz": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"rnnviz": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def file_sha256(path: str | os.PathLike) -> str:

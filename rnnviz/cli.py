@@ -48,3 +48,75 @@ def cli():
 
 def main():
     cli(prog_name="rnnviz")
+
+
+_ENCODING = click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files.")
+_ERRORS = click.option("--errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict",
+                       show_default=True, help="What to do with bytes the encoding cannot decode.")
+
+
+@cli.command()
+@click.argument("texts", nargs=-1, type=click.Path(path_type=str))
+@click.option("-o", "--output", default="model.pt", show_default=True, help="Checkpoint to write.")
+@click.option("--preset", type=click.Choice(["stdlib"]), help="A named recipe; 'stdlib' trains the shipped demo model.")
+@click.option("--layers", type=int, default=2, show_default=True)
+@click.option("--hidden", type=int, default=128, show_default=True, help="Units per layer.")
+@click.option("--embedding", type=int, default=64, show_default=True)
+@click.option("--dropout", type=float, default=0.0, show_default=True)
+@click.option("--seq-length", type=int, default=50, show_default=True)
+@click.option("--batch-size", type=int, default=50, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--lr-decay", type=float, default=0.97, show_default=True, help="Per-epoch factor.")
+@click.option("--decay-after", type=int, default=10, show_default=True, help="Epochs before decay starts.")
+@click.option("--grad-clip", type=float, default=5.0, show_default=True)
+@click.option("--val-fraction", type=float, default=0.05, show_default=True)
+@click.option("--epochs", type=int, default=50, show_default=True)
+@click.option("--max-time", type=float, help="Stop after this many seconds.")
+@click.option("--max-steps", type=int)
+@click.option("--eval-every", type=int, default=200, show_default=True)
+@click.option("--sample-every", type=int, default=0, help="Print and keep a sample every N steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, help="Torch CPU threads.")
+@click.option("--resume", is_flag=True, help="Continue training the checkpoint at -o.")
+@click.option("--force", is_flag=True, help="Overwrite an existing checkpoint at -o.")
+@_ENCODING
+@_ERRORS
+@user_errors
+def train(texts, output, preset, layers, hidden, embedding, dropout, resume, force, encoding, errors,
+          seq_length, batch_size, lr, lr_decay, decay_after, grad_clip, val_fraction, epochs,
+          max_time, max_steps, eval_every, sample_every, seed, threads):
+    """Train a character-level LSTM on TEXTS (files or directories)."""
+    from .workflows import train_command
+    opts = dict(seq_length=seq_length, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
+                decay_after=decay_after, grad_clip=grad_clip, val_fraction=val_fraction,
+                epochs=epochs, max_time=max_time, max_steps=max_steps, eval_every=eval_every,
+                sample_every=sample_every, seed=seed, threads=threads)
+    model = dict(num_layers=layers, hidden_size=hidden, embedding_size=embedding, dropout=dropout)
+    given = {k for k, v in click.get_current_context().params.items()
+             if click.get_current_context().get_parameter_source(k).name != "DEFAULT"}
+    train_command(texts, output, opts, model, preset=preset, resume=resume, force=force,
+                  encoding=encoding, errors=errors, given=given)
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@click.option("-n", "--length", type=int, default=500, show_default=True, help="Characters to generate.")
+@click.option("-t", "--temperature", type=float, default=1.0, show_default=True,
+              help="Divides the logits: lower is more conservative.")
+@click.option("--prime", default="", help="Text to read before generating.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--argmax", is_flag=True, help="Always take the most likely character.")
+@user_errors
+def sample(checkpoint, length, temperature, prime, seed, argmax):
+    """Generate text from a trained CHECKPOINT (to stdout)."""
+    from .workflows import sample_text
+    click.echo(sample_text(checkpoint, length, temperature, prime, seed, argmax))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=str))
+@user_errors
+def info(path):
+    """Print what a checkpoint or a dump holds."""
+    from .workflows import describe_file
+    click.echo(describe_file(path))

@@ -1,0 +1,121 @@
+"""What the CLI commands do, as plain functions callable from Python too."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .errors import RnnvizError
+from .model import CharLSTMConfig
+from .presets import PRESETS, stdlib_files
+from .text import read_sources
+from .train import LN2, TrainConfig, train
+
+
+def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume=False, force=False,
+                  encoding="utf-8", errors="strict", given=frozenset()):
+    out = Path(output)
+    if resume and force:
+        raise RnnvizError("--resume and --force contradict each other: pick one")
+    if not out.parent.exists():
+        raise RnnvizError(f"{out.parent}: no such directory for the checkpoint")
+    if out.exists() and not (resume or force):
+        raise RnnvizError(f"{out} exists; pass --force to overwrite it or --resume to continue it")
+    if resume and not out.exists():
+        raise RnnvizError(f"--resume: {out} does not exist yet")
+    val_sources = None
+    extra = {"command": " ".join(shlex.quote(a) for a in ["rnnviz"] + sys.argv[1:])}
+    if preset:
+        recipe = PRESETS[preset]
+        # Options given on the command line win over the preset's.
+        model = {**model, **{k: v for k, v in recipe["model"].items()
+                             if _flag_for(k) not in given}}
+        opts = {**opts, **{k: v for k, v in recipe["train"].items() if k not in given}}
+        if texts:
+            raise RnnvizError(f"--preset {preset} chooses its own text; give no files with it")
+        train_files, heldout = stdlib_files()
+        texts = [str(p) for p in train_files]
+        val_sources = read_sources([str(p) for p in heldout])
+        extra["preset"] = preset
+        extra["heldout"] = [s.describe() for s in val_sources]
+    elif not texts:
+        raise RnnvizError("give text files or directories to train on (or --preset stdlib)")
+    sources = read_sources(texts, encoding, errors)
+    cfg = TrainConfig(**opts)
+    ckpt = load_checkpoint(out) if resume else None
+    result = train(sources, cfg, out, model_cfg=CharLSTMConfig(**model), resume=ckpt,
+                   val_sources=val_sources, extra_meta=extra)
+    print(f"best validation loss {result.best_val_loss:.4f} nats/char "
+          f"({result.best_val_loss / LN2:.3f} bits/char) after {result.steps} steps, "
+          f"{result.chars_per_second:,.0f} chars/s; saved {out}", file=sys.stderr)
+    return result
+
+
+def _flag_for(model_key: str) -> str:
+    return {"num_layers": "layers", "hidden_size": "hidden", "embedding_size": "embedding"}.get(model_key, model_key)
+
+
+def sample_text(checkpoint, length=500, temperature=1.0, prime="", seed=0, argmax=False) -> str:
+    if not temperature > 0:
+        raise RnnvizError(f"--temperature must be > 0, got {temperature}")
+    if length < 0:
+        raise RnnvizError(f"--length must be >= 0, got {length}")
+    ckpt = load_checkpoint(checkpoint)
+    _, unknown = ckpt.vocab.encode(prime)
+    if unknown:
+        print(f"warning: {unknown} character(s) of --prime are not in the model's vocabulary",
+              file=sys.stderr)
+    gen = torch.Generator().manual_seed(seed)
+    return prime + ckpt.model.sample(ckpt.vocab, length, prime, temperature, argmax, gen)
+
+
+def describe_file(path) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise RnnvizError(f"{p}: no such file")
+    with open(p, "rb") as f:
+        magic = f.read(8)
+    if magic == b"\x89HDF\r\n\x1a\n":
+        from .dump import describe_dump
+        return describe_dump(p)
+    return describe_checkpoint(p)
+
+
+def describe_checkpoint(path) -> str:
+    ckpt = load_checkpoint(path)
+    m, c = ckpt.meta, ckpt.config
+    lines = [f"rnnviz checkpoint {path}",
+             f"  sha256        {ckpt.sha256}",
+             f"  model         {c.num_layers} layers x {c.hidden_size} units, embedding {c.embedding_size}, "
+             f"dropout {c.dropout}, vocabulary {c.vocab_size}",
+             f"  parameters    {sum(p.numel() for p in ckpt.model.parameters()):,}"]
+    if "best_val_loss" in m:
+        lines.append(f"  validation    {m['best_val_loss']:.4f} nats/char = {m['best_val_bpc']:.3f} bits/char"
+                     f" (unigram entropy {m.get('unigram_bits_per_char', float('nan')):.3f} bits/char)")
+    corpus = m.get("corpus", [])
+    if corpus:
+        total = sum(s["chars"] for s in corpus)
+        lines.append(f"  corpus        {len(corpus)} file(s), {total:,} chars: "
+                     + ", ".join(Path(s["name"]).name for s in corpus[:5]) + (" ..." if len(corpus) > 5 else ""))
+    if m.get("heldout"):
+        lines.append("  held out      " + ", ".join(Path(s["name"]).name for s in m["heldout"]))
+    if m.get("command"):
+        lines.append(f"  command       {m['command']}")
+    opts = m.get("train_options")
+    if opts:
+        lines.append("  options       " + ", ".join(f"{k}={v}" for k, v in opts.items()
+                                                   if k not in ("threads",)))
+    hist = m.get("history", [])
+    if hist:
+        last = hist[-1]
+        lines.append(f"  trained       {last['step']} steps, {last['epoch']:.2f} epochs, {last['seconds']:.0f} s")
+        lines.append("  loss history  " + "  ".join(f"{h['step']}:{h['val_loss']:.3f}" for h in hist[-8:]))
+    for s in m.get("samples", []):
+        lines.append(f"  sample at step {s['step']} (train loss {s['train_loss']:.3f}):")
+        lines += ["    | " + line for line in s["text"].splitlines()[:6]]
+    v = m.get("versions", {})
+    lines.append("  versions      " + ", ".join(f"{k} {v}" for k, v in v.items()))
+    return "\n".join(lines)
