@@ -50,7 +50,8 @@ class TrainResult:
     best_val_loss: float
     steps: int
     epochs_done: float
-    chars_per_second: float
+    chars_per_second: float       # training steps only (validation, samples, saving excluded)
+    wall_seconds: float = 0.0
     history: list = field(default_factory=list)
 
 
@@ -149,6 +150,7 @@ def train(sources: list[Source], cfg: TrainConfig, out: str | Path,
     hidden = None
     t0 = time.perf_counter()
     chars_done = 0
+    side_seconds = 0.0  # validation, samples and checkpoint writes
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -176,10 +178,12 @@ def train(sources: list[Source], cfg: TrainConfig, out: str | Path,
             opt.step()
             step += 1
             chars_done += x.numel()
-            train_loss = float(loss) if math.isnan(train_loss) else 0.95 * train_loss + 0.05 * float(loss)
+            loss_value = loss.item()
+            train_loss = loss_value if math.isnan(train_loss) else 0.95 * train_loss + 0.05 * loss_value
             elapsed = time.perf_counter() - t0
             out_of_time = cfg.max_time is not None and elapsed >= cfg.max_time
             at_epoch_end = step % steps_per_epoch == 0
+            side_start = time.perf_counter()
             if step % cfg.eval_every == 0 or at_epoch_end or out_of_time or step >= total_steps:
                 val_loss = evaluate(model, val_ids, cfg.seq_length, cfg.batch_size)
                 history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": train_loss,
@@ -191,8 +195,10 @@ def train(sources: list[Source], cfg: TrainConfig, out: str | Path,
                 text = model.sample(vocab, cfg.sample_length, temperature=0.8, generator=sample_gen)
                 samples.append({"step": step, "train_loss": train_loss, "text": text})
                 bar.write(f"--- sample at step {step} (loss {train_loss:.3f}) ---\n{text}\n")
+            side_seconds += time.perf_counter() - side_start
             bar.set_postfix(refresh=False, loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}",
-                            bpc=f"{val_loss / LN2:.3f}", cps=f"{chars_done / elapsed:,.0f}")
+                            bpc=f"{val_loss / LN2:.3f}",
+                            cps=f"{chars_done / max(elapsed - side_seconds, 1e-9):,.0f}")
             bar.update(1)
             stop = out_of_time
     finally:
@@ -206,4 +212,5 @@ def train(sources: list[Source], cfg: TrainConfig, out: str | Path,
         save_checkpoint(out, ckpt.model, ckpt.vocab, meta)
     elapsed = time.perf_counter() - t0
     return TrainResult(best_val_loss=best, steps=step, epochs_done=step / steps_per_epoch,
-                       chars_per_second=chars_done / max(elapsed, 1e-9), history=history)
+                       chars_per_second=chars_done / max(elapsed - side_seconds, 1e-9),
+                       wall_seconds=elapsed, history=history)
