@@ -120,3 +120,18 @@ def info(path):
     """Print what a checkpoint or a dump holds."""
     from .workflows import describe_file
     click.echo(describe_file(path))
+
+
+@cli.command()
+@click.argument("dumps", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--port", type=click.IntRange(0, 65535), default=5006, show_default=True,
+              help="Port to listen on; 0 picks a free one.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; 0.0.0.0 makes the app reachable from other machines.")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")
+@click.option("--unit", default=None, help="Unit to show first, e.g. layer1.c[42].")
+@user_errors
+def serve(dumps, port, host, no_browser, unit):
+    """Explore DUMPS in the browser: text coloured by each unit's firing."""
+    from .app import serve as serve_app
+    serve_app(list(dumps), port=port, host=host, open_browser=not no_browser, initial_unit=unit)

@@ -1,0 +1,401 @@
+"""One browser tab's document: ``make_doc(doc, paths, initial_unit)`` builds it.
+
+The :class:`Explorer` owns the state of a tab (dump, unit, window, feature) and
+wires the widgets to it. All reading goes through the process-wide
+:class:`~rnnviz.app.store.DumpView`, so tabs share open files.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import threading
+import traceback
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from bokeh.document import Document
+from bokeh.layouts import column, row
+from bokeh.models import Button, Div, TabPanel, Tabs
+
+from ..errors import RnnvizError
+from ..names import KIND_RANGE, parse_point, parse_unit, unit_name
+from . import colours
+from .controls import Controls
+from .layout import WRAP, line_start, trim_to_line_end
+from .panels import SIDE_W, ContextsPanel, DiscoverPanel, ExportPanel, RankingPanel, SaturationPanel
+from .search import compile_query, find_all, find_matches, select_units
+from .store import open_view
+from .textview import TextView, window_data
+
+log = logging.getLogger(__name__)
+_KIND_WORDS = {"c": "cell state", "h": "hidden state", "gate_i": "input gate", "gate_f": "forget gate",
+               "gate_g": "cell candidate", "gate_o": "output gate"}
+
+
+def make_doc(doc: Document, paths, initial_unit: str | None = None, dump_index: int = 0) -> "Explorer":
+    """Fill ``doc`` with the app for ``paths`` (first shown: ``paths[dump_index]``)."""
+    args = _url_args(doc)
+    unit = args.get("unit", initial_unit)
+    position = int(args["pos"]) if args.get("pos", "").isdigit() else None
+    explorer = Explorer(doc, list(paths), dump_index, unit, position)
+    doc.title = f"rnnviz — {explorer.view.name}"
+    doc.add_root(explorer.layout)
+    return explorer
+
+
+def _url_args(doc: Document) -> dict[str, str]:
+    ctx = doc.session_context
+    request = getattr(ctx, "request", None) if ctx is not None else None
+    raw = getattr(request, "arguments", None) or {}
+    return {k: (v[0].decode() if isinstance(v[0], bytes) else str(v[0])) for k, v in raw.items() if v}
+
+
+class Explorer:
+    def __init__(self, doc: Document, paths: list[str], dump_index: int = 0, unit: str | None = None,
+                 position: int | None = None):
+        self.doc, self.paths, self.dump_index = doc, paths, dump_index
+        self.view = open_view(paths[dump_index])
+        self.point, self.index = self._first_unit(unit)
+        self.start = self.end = 0
+        self.feature: str | None = None
+        self.match_starts = self.match_lengths = np.zeros(0, np.int64)
+        self.match_i = -1
+        self.found_units = np.zeros(0, np.int64)
+        self._quiet_depth = 0
+        self.text = TextView()
+        self.controls = Controls(self.view, paths, dump_index)
+        self.ranking = RankingPanel(self._guard(self.select_unit_name), self._guard(self.set_feature))
+        self.contexts = ContextsPanel(self._guard(self.jump))
+        self.saturation = SaturationPanel(self._guard(self.select_unit_name))
+        self.discover = DiscoverPanel(self._guard(self.select_unit_name), self._guard(self.jump))
+        self.export = ExportPanel()
+        self.banner = Div(text="", width=SIDE_W, name="analysis_banner")
+        self.run_analysis = Button(label="Run the analysis now", button_type="warning", width=200,
+                                   name="run_analysis")
+        self._wire()
+        self.layout = self._layout()
+        self._show_analysis()
+        self.load_window(0 if position is None else self._line_start(self.view.check_position(position)))
+        self.select_unit(self.point, self.index)
+        if position is not None:
+            self.text.mark(position, 1)
+
+    # ----- plumbing
+    def _guard(self, fn):
+        """Run a callback; a user error or a bug becomes a visible status line, never a dead tab."""
+        @functools.wraps(fn)   # Bokeh checks a callback's signature
+        def guarded(*args, **kwargs):
+            if self._quiet_depth:
+                return None
+            try:
+                return fn(*args, **kwargs)
+            except RnnvizError as e:
+                self.error(str(e))
+            except Exception as e:   # keep the session alive; the log has the traceback
+                log.error("rnnviz app callback failed:\n%s", traceback.format_exc())
+                self.error(f"internal error in {getattr(fn, '__name__', 'callback')}: {e!r}")
+        return guarded
+
+    @contextmanager
+    def _quiet(self):
+        """Set widget values from Python without running their callbacks."""
+        self._quiet_depth += 1
+        try:
+            yield
+        finally:
+            self._quiet_depth -= 1
+
+    def info(self, message: str) -> None:
+        self.controls.status.update(text=html.escape(message), styles={"color": "#1d5e1d"})
+
+    def error(self, message: str) -> None:
+        self.controls.status.update(text="⚠ " + html.escape(message), styles={"color": "#b00020", "font-weight": "bold"})
+
+    def _background(self, label: str, work, done) -> None:
+        """Run ``work(progress)`` off the server's event loop, then ``done(result)`` on it."""
+        if self.doc.session_context is None:        # no server loop (tests, scripts): run inline
+            return self._guard(lambda: done(work(lambda frac: None)))()
+        self.info(f"{label}…")
+
+        def later(fn, *args):
+            self.doc.add_next_tick_callback(partial(self._guard(fn), *args))
+
+        def run():
+            try:
+                result = work(lambda frac: later(self.info, f"{label}: {frac:.0%}"))
+            except RnnvizError as e:
+                later(self.error, str(e))
+            except Exception as e:
+                log.error("rnnviz background job failed:\n%s", traceback.format_exc())
+                later(self.error, f"{label} failed: {e!r}")
+            else:
+                later(done, result)
+        threading.Thread(target=run, name=f"rnnviz-{label}", daemon=True).start()
+
+    def _wire(self) -> None:
+        c, g = self.controls, self._guard
+        for w in (c.layer, c.kind, c.index):
+            w.on_change("value", g(lambda a, o, n: self._unit_from_widgets()))
+        c.scale.on_change("value", g(lambda a, o, n: self.paint()))
+        c.window.on_change("value", g(lambda a, o, n: self.load_window(self.start)))
+        c.prev_page.on_click(g(self.prev_page))
+        c.next_page.on_click(g(self.next_page))
+        c.position.on_change("value", g(lambda a, o, n: n is not None and self.jump(int(n))))
+        c.source.on_change("value", g(lambda a, o, n: self.jump_to_source(int(n))))
+        c.slider.on_change("value_throttled", g(lambda a, o, n: self.jump(int(n), mark=False)))
+        c.search.on_change("value", g(lambda a, o, n: self.search(n)))
+        c.search_opts.on_change("active", g(lambda a, o, n: c.search.value and self.search(c.search.value)))
+        c.next_match.on_click(g(lambda: self.step_match(+1)))
+        c.prev_match.on_click(g(lambda: self.step_match(-1)))
+        c.dump.on_change("value", g(lambda a, o, n: self.switch_dump(int(n))))
+        self.text.source.selected.on_change("indices", g(self._span_from_selection))
+        self.text.figure.y_range.on_change("end", g(lambda a, o, n: self.text.update_visible_box()))
+        self.discover.find_units.on_click(g(self.find_units))
+        self.discover.find_matches.on_click(g(self.find_matches))
+        self.export.button.on_click(g(self.export_visible))
+        self.run_analysis.on_click(g(self.start_analysis))
+
+    def _layout(self):
+        tabs = Tabs(tabs=[TabPanel(child=self.ranking.layout, title="Ranking"),
+                          TabPanel(child=self.contexts.layout, title="Top contexts"),
+                          TabPanel(child=self.saturation.layout, title="Gate saturation"),
+                          TabPanel(child=self.discover.layout, title="Select & match"),
+                          TabPanel(child=self.export.layout, title="Export")], width=SIDE_W + 10,
+                    name="side_tabs")
+        # Nested columns: a plain column would align the two frames and squeeze out the colour bar.
+        main = column(self.controls.unit_line, column(self.text.figure), column(self.text.plot))
+        side = column(self.banner, self.run_analysis, tabs)
+        return column(self.controls.layout(), row(main, side))
+
+    # ----- units
+    def _first_unit(self, unit: str | None) -> tuple[str, int]:
+        if unit:
+            return self.view.check_unit(unit)
+        a = self.view.analysis
+        if a is not None and a.ranking is not None and len(a.ranking):
+            best = a.ranking.iloc[0]
+            if best["point"] in self.view.points:
+                return str(best["point"]), int(best["index"])
+        ordered = sorted(self.view.points, key=lambda p: (p.split(".")[1] != "c", -parse_point(p)[0]))
+        return ordered[0], 0
+
+    @property
+    def unit(self) -> str:
+        return unit_name(self.point, self.index)
+
+    def _unit_from_widgets(self) -> None:
+        c = self.controls
+        point = f"layer{c.layer.value}.{c.kind.value}"
+        if point not in self.view.points:
+            raise RnnvizError(f"{point} was not recorded in this dump; it has {', '.join(self.view.points)}")
+        self.select_unit(point, int(c.index.value))
+
+    def select_unit_name(self, unit: str) -> None:
+        self.select_unit(*self.view.check_unit(unit))
+
+    def select_unit(self, point: str, index: int) -> None:
+        self.point, self.index = point, index
+        layer, kind = parse_point(point)
+        with self._quiet():
+            self.controls.layer.value, self.controls.kind.value = str(layer), kind
+            self.controls.index.value = index
+        self.paint()
+        self.contexts.show(self.view, self.unit)
+        self.saturation.mark(self.unit)
+        self.controls.status.text = ""
+
+    def paint(self) -> None:
+        """Colour the window by the current unit: sends the ``v`` column and the scale only."""
+        kind = parse_point(self.point)[1]
+        values = self.view.values(self.point, self.index, self.start, self.end)
+        scale = self.controls.scale.value
+        extent = self.view.unit_extent(self.unit) if scale != "fixed" else None
+        low, high = colours.limits(kind, values, scale, extent)
+        self.text.show_values(values, kind, low, high, self.unit)
+        how = ("its range over the whole text" if extent else "its range in this window") \
+            if (scale == "per unit" or (scale == "auto" and KIND_RANGE[kind] == "unbounded")) else "the kind's range"
+        self.controls.unit_line.text = (f"<b style='font-size:15px'>{self.unit}</b> &nbsp;{_KIND_WORDS[kind]}, "
+                                        f"colour {low:.3g} … {high:.3g} ({how}){self._top_features()}")
+
+    def _top_features(self) -> str:
+        a = self.view.analysis
+        if a is None or a.ranking is None:
+            return ""
+        r = a.ranking[a.ranking["unit"] == self.unit].head(3)
+        if not len(r):
+            return ""
+        return " &nbsp;· strongest features: " + ", ".join(
+            f"{html.escape(str(f))} {s:+.2f}" for f, s in zip(r["feature"], r["score"]))
+
+    def set_feature(self, name: str | None) -> None:
+        self.feature = name
+        self.ranking.refresh()
+        values = self.view.feature(name, self.start, self.end) if name else None
+        self.text.show_feature(values, name or "")
+
+    # ----- moving through the text
+    def _line_start(self, pos: int) -> int:
+        """Start of the line holding ``pos`` (or of its source, if that is nearer)."""
+        before = self.view.text(max(0, pos - WRAP), pos)
+        start = pos - line_start(before, WRAP)
+        firsts = self.view.sources["start"].to_numpy()
+        inside = firsts[(firsts > start) & (firsts <= pos)]
+        return int(inside.max()) if len(inside) else start
+
+    def load_window(self, start: int) -> None:
+        n = self.view.n_chars
+        start = max(0, min(start, n - 1))
+        end = min(n, start + int(self.controls.window.value))
+        if end < n:   # end the window at a line end so the next page starts at a line start
+            end = start + trim_to_line_end(self.view.text(start, end), WRAP)
+        self.start, self.end = start, end
+        values = self.view.values(self.point, self.index, start, end)
+        feature = self.view.feature(self.feature, start, end) if self.feature else None
+        self.text.source.selected.indices = []
+        self.text.show_window(*window_data(self.view, start, end, values, feature))
+        if feature is not None:
+            self.text.show_feature(feature, self.feature)
+        self.paint()
+        self._show_where()
+
+    def _show_where(self) -> None:
+        c, firsts = self.controls, self.view.sources["start"].to_numpy()
+        src = int(np.searchsorted(firsts, self.start, side="right") - 1)
+        with self._quiet():
+            c.slider.value = self.start
+            c.source.value = str(max(src, 0))
+        c.where.text = f"chars {self.start:,}–{self.end:,} of {self.view.n_chars:,}"
+
+    def next_page(self) -> None:
+        if self.end >= self.view.n_chars:
+            raise RnnvizError("this is the end of the text")
+        self.load_window(self.end)
+
+    def prev_page(self) -> None:
+        if self.start == 0:
+            raise RnnvizError("this is the start of the text")
+        self.load_window(self._line_start(max(0, self.start - int(self.controls.window.value))))
+        self.text.scroll_to_row(self.text.rows)
+
+    def jump(self, pos: int, length: int = 1, mark: bool = True) -> None:
+        pos = self.view.check_position(pos)
+        if not self.start <= pos < self.end or pos + length > self.end:
+            back = int(self.controls.window.value) // 4
+            self.load_window(self._line_start(max(0, pos - back)) if pos - back > 0 else 0)
+        if mark:
+            self.text.mark(pos, length)
+        else:
+            self.text.scroll_to_row(-int(self.text.source.data["y"][pos - self.start]))
+        self.controls.status.text = ""
+
+    def jump_to_source(self, i: int) -> None:
+        first = int(self.view.sources["start"].iloc[i])
+        self.load_window(first)
+        self.info(f"{self.view.sources['name'].iloc[i]} starts at char {first:,}")
+
+    def search(self, query: str) -> None:
+        c = self.controls
+        if not query:
+            self.match_starts = self.match_lengths = np.zeros(0, np.int64)
+            c.match_info.text = ""
+            return
+        pattern = compile_query(query, regex=0 in c.search_opts.active, case=1 in c.search_opts.active)
+        self.match_starts, self.match_lengths, cut = find_all(self.view, pattern)
+        if not len(self.match_starts):
+            c.match_info.text = "no matches"
+            raise RnnvizError(f"{query!r} does not occur in the text")
+        # Start from the first match at or after the window start.
+        self.match_i = int(np.searchsorted(self.match_starts, self.start)) % len(self.match_starts) - 1
+        self._cut = cut
+        self.step_match(+1)
+
+    def step_match(self, step: int) -> None:
+        if not len(self.match_starts):
+            raise RnnvizError("no search results: type a search first")
+        self.match_i = (self.match_i + step) % len(self.match_starts)
+        at = int(self.match_starts[self.match_i])
+        self.jump(at, int(self.match_lengths[self.match_i]))
+        more = "+" if getattr(self, "_cut", False) else ""
+        self.controls.match_info.text = f"match {self.match_i + 1:,} of {len(self.match_starts):,}{more} (char {at:,})"
+
+    def switch_dump(self, index: int) -> None:
+        doc = self.doc
+        doc.clear()
+        make_doc(doc, self.paths, None, index)
+
+    # ----- select & match (LSTMVis)
+    def _span_from_selection(self, attr, old, new) -> None:
+        if not new:
+            return
+        pos = np.asarray(self.text.source.data["pos"])[new]
+        with self._quiet():
+            self.discover.start.value, self.discover.end.value = int(pos.min()), int(pos.max()) + 1
+
+    def find_units(self) -> None:
+        d = self.discover
+        start, end = d.span()
+        found = select_units(self.view, self.point, start, end, float(d.threshold.value),
+                             int(d.before.value), int(d.after.value))
+        self.found_units = found["index"].to_numpy()
+        self.found_span = (start, end)
+        d.units.data = {"unit": found["unit"].tolist(), "mean_inside": found["mean_inside"].to_numpy(),
+                        "mean_around": found["mean_around"].to_numpy()}
+        d.note.text = (f"{len(found)} unit(s) of {self.point} are ≥ {d.threshold.value} on all of chars "
+                       f"{start:,}–{end:,} and below it {d.before.value} char(s) before, {d.after.value} after."
+                       + ("" if len(found) else " Try a lower threshold or fewer chars around."))
+
+    def find_matches(self) -> None:
+        d = self.discover
+        if not len(self.found_units):
+            raise RnnvizError("no units selected: first press 'Units on in span'")
+        point, units, span = self.point, self.found_units, self.found_span
+        thr, min_overlap = float(d.threshold.value), float(d.min_overlap.value)
+
+        def work(progress):
+            return find_matches(self.view, point, units, thr, span, min_overlap, progress=progress)
+
+        def done(found):
+            texts = [self.view.text(p, p + min(n, 60)).replace("\n", "↵") for p, n in
+                     zip(found["position"], found["length"])]
+            d.matches.data = {"position": found["position"].to_numpy(), "length": found["length"].to_numpy(),
+                              "overlap": found["overlap"].to_numpy(), "text": texts}
+            self.info(f"{len(found)} place(s) where those {len(units)} units fire together; click one to jump")
+        self._background("Matching", work, done)
+
+    # ----- analysis and export
+    def _show_analysis(self) -> None:
+        a = self.view.analysis
+        self.run_analysis.visible = a is None
+        if a is None:
+            self.banner.text = ("<b>This dump has no analysis yet.</b> The ranking of units against text "
+                                "features, their top contexts and the gate saturation come from "
+                                "<code>rnnviz analyze</code>.")
+        else:
+            self.banner.text = ""
+        self.ranking.set_ranking(None if a is None else a.ranking, [] if a is None else sorted(a.features))
+        self.saturation.show(None if a is None else a.saturation)
+
+    def start_analysis(self) -> None:
+        self.run_analysis.disabled = True
+
+        def done(_):
+            self.info("analysis finished")
+            self.switch_dump(self.dump_index)
+        self._background("Analysing the dump (this writes /analysis into it)",
+                         lambda progress: self.view.run_analysis(), done)
+
+    def export_visible(self) -> None:
+        from ..export import export_span, free_name
+        start, end = self.text.visible_span()
+        fmt = self.export.format.value
+        out = free_name(Path(self.view.path), self.unit, start, end, fmt)
+        unit, scale = self.unit, self.controls.scale.value
+
+        def done(path):
+            self.export.note.text = f"Wrote <code>{html.escape(str(path))}</code> (chars {start:,}–{end:,}, {unit})"
+            self.info(f"wrote {path}")
+        self._background(f"Exporting {fmt.upper()}",
+                         lambda progress: export_span(self.view.path, unit, start, end, out, scale=scale), done)

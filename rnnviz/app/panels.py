@@ -1,0 +1,219 @@
+"""The side panels: unit ranking, top contexts, gate saturation, LSTMVis discovery, export.
+
+Each panel owns its widgets and a ``show_*`` method; clicks call back into the
+explorer (``on_unit(name)`` / ``on_jump(position)``), which owns the state.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from bokeh.layouts import column, row
+from bokeh.models import (Button, ColumnDataSource, DataTable, Div, InlineStyleSheet, NumberFormatter,
+                          NumericInput, Range1d, Select, Spinner, StringFormatter, TableColumn, TapTool)
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure
+
+from ..names import parse_point
+from .layout import snippet
+
+SIDE_W = 470
+MAX_RANKED = 500
+_MONO = InlineStyleSheet(css=".slick-cell { font-family: 'DejaVu Sans Mono', Menlo, monospace; }")
+ALL = "(all)"
+NONE = "(none)"
+
+
+def _table(source, columns, name, height=300):
+    return DataTable(source=source, columns=columns, width=SIDE_W, height=height, index_position=None,
+                     sortable=True, name=name, stylesheets=[_MONO], selectable=True)
+
+
+def _on_pick(source, callback, key):
+    """Call ``callback(source.data[key][i])`` when row/dot ``i`` is clicked, then clear the selection."""
+    def picked(attr, old, new):
+        if new:
+            value = source.data[key][new[0]]
+            source.selected.indices = []
+            callback(value.item() if hasattr(value, "item") else value)
+    source.selected.on_change("indices", picked)
+
+
+class RankingPanel:
+    def __init__(self, on_unit, on_feature):
+        self.feature = Select(title="Feature", options=[NONE], value=NONE, width=220, name="feature_select")
+        self.kind = Select(title="Kind", options=[ALL], value=ALL, width=120, name="rank_kind_select")
+        self.source = ColumnDataSource({"unit": [], "feature": [], "score": []}, name="ranking_source")
+        self.table = _table(self.source, [
+            TableColumn(field="unit", title="unit", width=130),
+            TableColumn(field="feature", title="feature", width=190),
+            TableColumn(field="score", title="score", formatter=NumberFormatter(format="0.000"), width=80)],
+            "ranking_table", height=420)
+        self.note = Div(text="", width=SIDE_W, styles={"color": "#555"})
+        self.ranking: pd.DataFrame | None = None
+        _on_pick(self.source, on_unit, "unit")
+        self.feature.on_change("value", lambda a, o, n: on_feature(None if n == NONE else n))
+        self.kind.on_change("value", lambda a, o, n: self.refresh())
+        self.layout = column(row(self.feature, self.kind), self.table, self.note)
+
+    def set_ranking(self, ranking: pd.DataFrame | None, features: list[str]) -> None:
+        self.ranking = ranking
+        self.feature.options = [NONE] + list(features)
+        if ranking is not None and "kind" in ranking:
+            self.kind.options = [ALL] + sorted(set(ranking["kind"].astype(str)))
+        self.refresh()
+
+    def refresh(self) -> None:
+        r = self.ranking
+        if r is None:
+            self.source.data = {"unit": [], "feature": [], "score": []}
+            self.note.text = "No ranking: this dump has not been analysed yet."
+            return
+        if self.feature.value != NONE:
+            r = r[r["feature"] == self.feature.value]
+        if self.kind.value != ALL and "kind" in r:
+            r = r[r["kind"].astype(str) == self.kind.value]
+        top = r.head(MAX_RANKED)
+        self.source.data = {"unit": top["unit"].tolist(), "feature": top["feature"].tolist(),
+                            "score": top["score"].to_numpy(np.float64)}
+        self.note.text = (f"{len(top)} of {len(r):,} (unit, feature) pairs, strongest |score| first; "
+                          f"click a row to show the unit.")
+
+
+class ContextsPanel:
+    def __init__(self, on_jump):
+        cols = {"which": [], "rank": [], "position": [], "value": [], "left": [], "char": [], "right": []}
+        self.source = ColumnDataSource(cols, name="contexts_source")
+        self.table = _table(self.source, [
+            TableColumn(field="which", title="", width=55),
+            TableColumn(field="value", title="value", formatter=NumberFormatter(format="0.000"), width=60),
+            TableColumn(field="left", title="before", formatter=StringFormatter(text_align="right"), width=150),
+            TableColumn(field="char", title="", formatter=StringFormatter(font_style="bold"), width=22),
+            TableColumn(field="right", title="after", width=110),
+            TableColumn(field="position", title="position", width=70)], "contexts_table", height=460)
+        self.note = Div(text="", width=SIDE_W, styles={"color": "#555"})
+        _on_pick(self.source, on_jump, "position")
+        self.layout = column(self.note, self.table)
+
+    def show(self, view, unit: str) -> None:
+        a = view.analysis
+        if a is None or a.contexts is None:
+            self.source.data = {k: [] for k in self.source.data}
+            self.note.text = "No contexts: this dump has not been analysed yet."
+            return
+        c = a.contexts[a.contexts["unit"] == unit]
+        if "rank" in c:
+            c = c.sort_values(["which", "rank"], ascending=[False, True], kind="stable")
+        parts = [snippet(view.text(p - 40, p + 16), min(p, 40), 40, 15) for p in c["position"].tolist()]
+        self.source.data = {"which": c["which"].astype(str).tolist(),
+                            "rank": c["rank"].to_numpy() if "rank" in c else np.zeros(len(c)),
+                            "position": c["position"].to_numpy(np.int64),
+                            "value": c["value"].to_numpy(np.float64),
+                            "left": [p[0] for p in parts], "char": [p[1] for p in parts],
+                            "right": [p[2] for p in parts]}
+        self.note.text = (f"Where {unit} is highest (top), lowest (bottom) and at quantiles; "
+                          f"click a row to jump there." if len(c) else f"No contexts stored for {unit}.")
+
+
+class SaturationPanel:
+    """Karpathy et al. 2016, fig. 3: fraction of time right- vs left-saturated, per gate unit."""
+
+    GATES = ("gate_i", "gate_f", "gate_o")
+
+    def __init__(self, on_unit):
+        self.sources, self.current, figs = {}, {}, []
+        for gate in self.GATES:
+            src = ColumnDataSource({"x": [], "y": [], "unit": [], "color": [], "layer": []},
+                                   name=f"saturation_{gate}")
+            cur = ColumnDataSource({"x": [], "y": []})
+            fig = figure(width=SIDE_W // 3, height=SIDE_W // 3 + 20, x_range=Range1d(-0.03, 1.03),
+                         y_range=Range1d(-0.03, 1.03), tools="hover", toolbar_location=None,
+                         title=f"{gate} ({'input forget output'.split()[self.GATES.index(gate)]})",
+                         tooltips=[("unit", "@unit"), ("right-sat.", "@x{0.00}"), ("left-sat.", "@y{0.00}")],
+                         min_border=2, name=f"saturation_fig_{gate}")
+            fig.line([0, 1], [1, 0], line_color="#dddddd")
+            dots = fig.scatter(x="x", y="y", color="color", source=src, size=5, alpha=0.7)
+            fig.scatter(x="x", y="y", source=cur, size=12, fill_color=None, line_color="#000000", line_width=2)
+            fig.add_tools(TapTool(renderers=[dots]))
+            fig.xaxis.axis_label = "right-saturated" if gate == "gate_f" else ""
+            fig.yaxis.axis_label = "left-saturated" if gate == "gate_i" else ""
+            fig.title.text_font_size = "11px"
+            _on_pick(src, on_unit, "unit")
+            self.sources[gate], self.current[gate] = src, cur
+            figs.append(fig)
+        self.note = Div(text="", width=SIDE_W, styles={"color": "#555"})
+        self.layout = column(row(*figs), self.note)
+
+    def show(self, saturation: pd.DataFrame | None) -> None:
+        if saturation is None:
+            self.note.text = "No gate saturation: this dump has not been analysed yet."
+            return
+        layers = [parse_point(p)[0] for p in saturation["point"]]
+        kinds = [parse_point(p)[1] for p in saturation["point"]]
+        df = saturation.assign(layer=layers, kind=kinds)
+        for gate, src in self.sources.items():
+            d = df[df["kind"] == gate]
+            src.data = {"x": d["frac_right"].to_numpy(np.float64), "y": d["frac_left"].to_numpy(np.float64),
+                        "unit": [f"{p}[{i}]" for p, i in zip(d["point"], d["index"])],
+                        "color": [Category10_10[lay % 10] for lay in d["layer"]],
+                        "layer": d["layer"].to_numpy()}
+        legend = " ".join(f'<span style="color:{Category10_10[i % 10]}">● layer {i}</span>'
+                          for i in sorted(set(layers)))
+        self.note.text = (f"{legend}<br>Gate activation &lt; 0.1 is left-saturated, &gt; 0.9 right-saturated. "
+                          f"Click a dot to show that unit.")
+
+    def mark(self, unit: str) -> None:
+        for gate, src in self.sources.items():
+            units = src.data["unit"]
+            hit = [i for i, u in enumerate(units) if u == unit]
+            x, y = np.asarray(src.data["x"]), np.asarray(src.data["y"])
+            self.current[gate].data = {"x": x[hit], "y": y[hit]}
+
+
+class DiscoverPanel:
+    """LSTMVis' select and match tools."""
+
+    def __init__(self, on_unit, on_jump):
+        self.start = NumericInput(title="Span start", value=None, width=110, name="span_start")
+        self.end = NumericInput(title="Span end (excl.)", value=None, width=110, name="span_end")
+        self.threshold = Spinner(title="Threshold", value=0.3, step=0.05, width=90, name="threshold")
+        self.before = Spinner(title="Off before", value=1, low=0, step=1, width=80, name="before")
+        self.after = Spinner(title="Off after", value=0, low=0, step=1, width=80, name="after")
+        self.find_units = Button(label="Units on in span", button_type="primary", width=150, name="find_units")
+        self.min_overlap = Spinner(title="Min overlap", value=0.5, low=0.05, high=1, step=0.05, width=90)
+        self.find_matches = Button(label="Find where they fire together", width=220, name="find_matches")
+        self.units = ColumnDataSource({"unit": [], "mean_inside": [], "mean_around": []}, name="discover_units")
+        self.matches = ColumnDataSource({"position": [], "length": [], "overlap": [], "text": []},
+                                        name="discover_matches")
+        self.note = Div(text="Drag over the text (box select) or type a span, then find the units "
+                        "that are on inside it and off around it.", width=SIDE_W, styles={"color": "#555"})
+        fmt = NumberFormatter(format="0.000")
+        units_table = _table(self.units, [
+            TableColumn(field="unit", title="unit"), TableColumn(field="mean_inside", title="mean inside", formatter=fmt),
+            TableColumn(field="mean_around", title="mean around", formatter=fmt)], "units_table", height=150)
+        matches_table = _table(self.matches, [
+            TableColumn(field="position", title="position", width=70), TableColumn(field="length", title="len", width=40),
+            TableColumn(field="overlap", title="overlap", formatter=fmt, width=60),
+            TableColumn(field="text", title="text", width=300)], "matches_table", height=200)
+        _on_pick(self.units, on_unit, "unit")
+        _on_pick(self.matches, on_jump, "position")
+        self.layout = column(row(self.start, self.end, self.threshold, self.before, self.after),
+                             self.find_units, self.note, units_table,
+                             row(self.min_overlap, self.find_matches), matches_table)
+
+    def span(self) -> tuple[int, int]:
+        from ..errors import RnnvizError
+        if self.start.value is None or self.end.value is None:
+            raise RnnvizError("select a span first: drag over the text or fill in start and end")
+        return int(self.start.value), int(self.end.value)
+
+
+class ExportPanel:
+    def __init__(self):
+        self.format = Select(title="Format", options=["svg", "html", "png"], value="svg", width=100,
+                             name="export_format")
+        self.button = Button(label="Export the visible text", button_type="primary", width=200,
+                             name="export_button")
+        self.note = Div(text="Writes the rows now visible, coloured by the shown unit, with a colour bar, "
+                        "next to the dump (never over an existing file).", width=SIDE_W,
+                        styles={"color": "#555"}, name="export_note")
+        self.layout = column(row(self.format, self.button), self.note)

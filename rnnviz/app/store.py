@@ -1,0 +1,266 @@
+"""Open dumps once per server process and read them lazily, one window at a time.
+
+Every browser tab gets its own Bokeh document, but they all share the
+:class:`DumpView` returned by :func:`open_view`, so a dump of millions of
+characters is opened once and only the windows being looked at are read.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from ..dump import open_dump
+from ..errors import RnnvizError
+from ..h5util import json_attr, read_table
+from ..names import h5_path, parse_point, parse_unit
+
+# Windows of state blocks kept per process; a 10k-char window of 256 float16 units is 5 MB.
+BLOCK_CACHE_BYTES = 64 << 20
+_REQUIRED = ("text/codes", "predictions/loss", "predictions/topk_ids", "predictions/topk_probs")
+_ANALYSIS_TABLES = ("ranking", "saturation", "contexts")
+
+_VIEWS: dict[str, "DumpView"] = {}
+_VIEWS_LOCK = threading.Lock()
+
+
+def open_view(path) -> "DumpView":
+    """The process-wide view of the dump at ``path`` (opened and checked on first use)."""
+    key = os.path.realpath(path)
+    with _VIEWS_LOCK:
+        view = _VIEWS.get(key)
+        if view is None:
+            view = _VIEWS[key] = DumpView(path)
+        return view
+
+
+@dataclass
+class Analysis:
+    """The /analysis group's tables, or None for each one that is missing."""
+    ranking: pd.DataFrame | None = None
+    saturation: pd.DataFrame | None = None
+    contexts: pd.DataFrame | None = None
+    features: dict[str, str] = field(default_factory=dict)   # name -> kind (binary, continuous, ordinal)
+
+
+class DumpView:
+    """Read-only, thread-safe window reader over one dump file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.name = Path(path).name
+        self._lock = threading.RLock()
+        self._busy: str | None = None       # why the file is closed right now (e.g. analysis running)
+        self._blocks: OrderedDict = OrderedDict()
+        self._analysis: Analysis | None | bool = False   # False = not read yet
+        self._file = None
+        self._open()
+
+    # ----- opening and checking
+    def _open(self) -> None:
+        f = open_dump(self.path)
+        try:
+            self._read_header(f)
+        except (KeyError, ValueError, TypeError) as e:
+            f.close()
+            raise RnnvizError(f"{self.path}: damaged dump ({e}); record it again with rnnviz dump") from None
+        except RnnvizError:
+            f.close()
+            raise
+        self._file = f
+
+    def _read_header(self, f: h5py.File) -> None:
+        for key in _REQUIRED + ("sources",):
+            if key not in f:
+                raise RnnvizError(f"{self.path}: missing /{key}, which every dump has "
+                                  f"(docs/dump-format.md); record it again with rnnviz dump")
+        self.n_chars = int(f["text/codes"].shape[0])
+        self.num_layers = int(f.attrs["num_layers"])
+        self.hidden_size = int(f.attrs["hidden_size"])
+        self.topk = int(f["predictions/topk_ids"].shape[1])
+        self.vocab: list[str] = json_attr(f, "vocab", [])
+        recorded = json_attr(f, "recorded", [])
+        self.points = [p for p in recorded if h5_path(p) in f]
+        for point in self.points:
+            shape = f[h5_path(point)].shape
+            if shape[0] != self.n_chars or len(shape) != 2:
+                raise RnnvizError(f"{self.path}: {h5_path(point)} has shape {shape}, expected "
+                                  f"({self.n_chars}, {self.hidden_size})")
+        if not self.points:
+            raise RnnvizError(f"{self.path}: none of the recorded state arrays {recorded} is in the "
+                              f"file; record it again with rnnviz dump")
+        if f["predictions/loss"].shape[0] != self.n_chars:
+            raise RnnvizError(f"{self.path}: /predictions/loss has {f['predictions/loss'].shape[0]} "
+                              f"rows, expected {self.n_chars}")
+        self.sources = read_table(f["sources"])
+        self.dtype = str(f.attrs.get("dtype", "float32"))
+
+    @contextmanager
+    def _h5(self):
+        with self._lock:
+            if self._file is None:
+                raise RnnvizError(f"{self.name}: {self._busy or 'closed'}; try again when it finishes")
+            yield self._file
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.n_chars:,} chars in {len(self.sources)} source(s), "
+                f"{self.num_layers} layer(s) x {self.hidden_size} units")
+
+    # ----- units
+    def check_unit(self, unit: str) -> tuple[str, int]:
+        """'layer1.c[42]' -> ('layer1.c', 42), refusing units this dump does not hold."""
+        point, index = parse_unit(unit)
+        if point not in self.points:
+            raise RnnvizError(f"{unit}: this dump recorded {', '.join(self.points)}, not {point}")
+        if index >= self.hidden_size:
+            raise RnnvizError(f"{unit}: index out of range, the layers have {self.hidden_size} units")
+        return point, index
+
+    def check_position(self, pos: int) -> int:
+        if not 0 <= pos < self.n_chars:
+            raise RnnvizError(f"position {pos:,} is outside the text, which has {self.n_chars:,} "
+                              f"chars (0..{self.n_chars - 1:,})")
+        return int(pos)
+
+    # ----- windows
+    def source_breaks(self, start: int, end: int) -> list[int]:
+        """Offsets into chars [start, end) where a source other than the first one begins."""
+        firsts = self.sources["start"].to_numpy()
+        return (firsts[(firsts > start) & (firsts < end)] - start).tolist()
+
+    def text(self, start: int, end: int) -> str:
+        start, end = max(0, start), min(self.n_chars, end)
+        if end <= start:
+            return ""
+        with self._h5() as f:
+            codes = f["text/codes"][start:end].astype("<u4")
+        return codes.tobytes().decode("utf-32-le", errors="replace")
+
+    def codes(self, start: int, end: int) -> np.ndarray:
+        with self._h5() as f:
+            return f["text/codes"][max(0, start):min(self.n_chars, end)]
+
+    def block(self, point: str, start: int, end: int) -> np.ndarray:
+        """(T, H) states of ``point`` for chars [start, end), as stored (float16/32); cached."""
+        key = (point, start, end)
+        with self._lock:
+            hit = self._blocks.get(key)
+            if hit is not None:
+                self._blocks.move_to_end(key)
+                return hit
+            with self._h5() as f:
+                arr = f[h5_path(point)][start:end]
+            self._blocks[key] = arr
+            while sum(a.nbytes for a in self._blocks.values()) > BLOCK_CACHE_BYTES and len(self._blocks) > 1:
+                self._blocks.popitem(last=False)
+            return arr
+
+    def values(self, point: str, index: int, start: int, end: int) -> np.ndarray:
+        """(T,) float32 values of one unit over chars [start, end)."""
+        return self.block(point, start, end)[:, index].astype(np.float32)
+
+    def predictions(self, start: int, end: int):
+        """loss (T,), top-k ids (T, K) and probabilities (T, K) for chars [start, end)."""
+        with self._h5() as f:
+            return (f["predictions/loss"][start:end], f["predictions/topk_ids"][start:end],
+                    f["predictions/topk_probs"][start:end])
+
+    def iter_text(self, chunk: int = 1 << 20, overlap: int = 0):
+        """Yield (start, text) pieces covering the text; consecutive pieces share ``overlap`` chars."""
+        pos = 0
+        while pos < self.n_chars:
+            end = min(self.n_chars, pos + chunk + overlap)
+            yield pos, self.text(pos, end)
+            pos += chunk
+
+    def iter_point(self, point: str, chunk: int = 1 << 16):
+        """Yield (start, (T, H) block) over the whole dump, without caching the blocks."""
+        for pos in range(0, self.n_chars, chunk):
+            with self._h5() as f:
+                block = f[h5_path(point)][pos:pos + chunk]
+            yield pos, block
+
+    # ----- analysis
+    @property
+    def analysis(self) -> Analysis | None:
+        """The /analysis group's tables (read once per process), or None before ``rnnviz analyze``."""
+        with self._lock:
+            if self._analysis is False:
+                with self._h5() as f:
+                    self._analysis = _read_analysis(f)
+            return self._analysis
+
+    def feature(self, name: str, start: int, end: int) -> np.ndarray:
+        with self._h5() as f:
+            key = f"analysis/features/{name}"
+            if key not in f:
+                raise RnnvizError(f"{self.name}: no feature {name!r} in the analysis")
+            return f[key][start:end].astype(np.float32)
+
+    def unit_extent(self, unit: str) -> tuple[float, float] | None:
+        """Lowest and highest value of ``unit`` over the whole dump, from /analysis/contexts."""
+        a = self.analysis
+        if a is None or a.contexts is None or "unit" not in a.contexts:
+            return None
+        values = a.contexts.loc[a.contexts["unit"] == unit, "value"].to_numpy(np.float64)
+        values = values[np.isfinite(values)]
+        return (float(values.min()), float(values.max())) if len(values) else None
+
+    def run_analysis(self) -> None:
+        """Run ``rnnviz analyze`` on this dump; its file is closed meanwhile (the analyzer writes it)."""
+        try:
+            from ..analyze import analyze_dump
+        except ImportError:
+            raise RnnvizError("this rnnviz has no analyzer yet (rnnviz.analyze is missing)") from None
+        with self._lock:
+            if self._file is None:
+                raise RnnvizError(f"{self.name}: {self._busy}; try again when it finishes")
+            self._file.close()
+            self._file, self._busy = None, "the analysis is running"
+            self._blocks.clear()
+        try:
+            analyze_dump(self.path)
+        finally:
+            with self._lock:
+                self._analysis = False
+                self._busy = None
+                self._open()
+
+
+def _read_analysis(f: h5py.File) -> Analysis | None:
+    if "analysis" not in f:
+        return None
+    g = f["analysis"]
+    tables = {name: read_table(g[name]) for name in _ANALYSIS_TABLES
+              if name in g and "columns" in g[name].attrs}
+    features = {}
+    if "features" in g:
+        for name, ds in g["features"].items():
+            kind = ds.attrs.get("kind", "continuous")
+            features[name] = kind.decode() if isinstance(kind, bytes) else str(kind)
+    analysis = Analysis(features=features, **tables)
+    if analysis.ranking is not None:
+        analysis.ranking = _with_unit_columns(analysis.ranking)
+    return analysis
+
+
+def _with_unit_columns(ranking: pd.DataFrame) -> pd.DataFrame:
+    """Fill `point`/`index` from `unit` where the analyzer left them out, and sort by |score|."""
+    if "unit" in ranking and ("point" not in ranking or "index" not in ranking):
+        parsed = [parse_unit(u) for u in ranking["unit"]]
+        ranking["point"] = [p for p, _ in parsed]
+        ranking["index"] = [i for _, i in parsed]
+    if "score" in ranking:
+        ranking = ranking.iloc[np.argsort(-np.abs(ranking["score"].to_numpy(np.float64)), kind="stable")]
+    return ranking.reset_index(drop=True)
+
+
+def point_kind(point: str) -> str:
+    return parse_point(point)[1]

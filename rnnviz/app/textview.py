@@ -1,0 +1,189 @@
+"""The main view: a window of text on a grid of cells coloured by one unit, and its value plot.
+
+One ColumnDataSource holds a row per character of the window. Switching unit
+replaces its numeric column ``v`` only (a binary float32 buffer); the text,
+positions and predictions travel once per window. The colours are computed in
+the browser by a LinearColorMapper over ``v``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from bokeh.models import (BoxAnnotation, BoxSelectTool, ColorBar, ColumnDataSource, HoverTool,
+                          LinearAxis, LinearColorMapper, Range1d, Span, WheelPanTool)
+from bokeh.core.properties import value
+from bokeh.plotting import figure
+from bokeh.transform import dodge
+
+from . import colours
+from .layout import WRAP, described, grid, is_whitespace_mark, predictions_text, shown
+
+CELL_W, CELL_H = 9, 18        # pixels per character cell
+ROWS_VISIBLE = 32             # rows shown at once; the wheel scrolls through the rest of the window
+FONT = "'DejaVu Sans Mono', Menlo, Consolas, monospace"
+_COLUMNS = ("pos", "x", "y", "w", "ch", "raw", "tc", "v", "f", "pred", "loss")
+
+
+def window_data(view, start: int, end: int, values: np.ndarray, feature: np.ndarray | None):
+    """Columns for chars [start, end) and the rows where sources begin: (data, rows, seps)."""
+    text = view.text(start, end)
+    src = view.sources
+    firsts = src["start"].to_numpy()
+    g = grid(text, WRAP, breaks=view.source_breaks(start, end))
+    loss, ids, probs = view.predictions(start, end)
+    n = len(text)
+    data = {
+        "pos": np.arange(start, end, dtype=np.int64),
+        "x": (g.col + (g.width - 1) / 2).astype(np.float32),
+        "y": (-g.row).astype(np.float32),
+        "w": g.width.astype(np.float32),
+        "ch": [shown(c) for c in text],
+        "raw": [described(c) for c in text],
+        "tc": ["#9a9a9a" if is_whitespace_mark(c) else "#111111" for c in text],
+        "v": values.astype(np.float32),
+        "f": feature.astype(np.float32) if feature is not None else np.full(n, np.nan, np.float32),
+        "pred": predictions_text(ids, probs, view.vocab),
+        "loss": loss.astype(np.float32),
+    }
+    # Rows where a new source starts get a rule and the source's name.
+    first_rows = [(int(g.row[f - start]), name) for f, name in zip(firsts, src["name"]) if start <= f < end]
+    seps = {"y": [0.5 - r for r, _ in first_rows], "name": [name for _, name in first_rows],
+            "x": [WRAP - 0.5] * len(first_rows)}
+    return data, g.rows, seps
+
+
+class TextView:
+    def __init__(self):
+        self.source = ColumnDataSource({k: [] for k in _COLUMNS}, name="text_source")
+        self.mapper = LinearColorMapper(palette=colours.DIVERGING, low=-1, high=1, nan_color=colours.NAN_COLOR)
+        self.feature_mapper = LinearColorMapper(palette=colours.FEATURE, low=0, high=1,
+                                                nan_color="rgba(0,0,0,0)")
+        self.marks = ColumnDataSource({"x": [], "y": [], "w": []})
+        self.seps = ColumnDataSource({"x": [], "y": [], "name": []})
+        self.rows = 0
+        self.figure = self._text_figure()
+        self.plot = self._value_plot()
+
+    def _text_figure(self):
+        y_range = Range1d(-ROWS_VISIBLE + 0.5, 0.5, bounds=(-ROWS_VISIBLE + 0.5, 0.5))
+        fig = figure(frame_width=WRAP * CELL_W, frame_height=ROWS_VISIBLE * CELL_H,
+                     x_range=Range1d(-0.5, WRAP - 0.5), y_range=y_range, tools=[],
+                     toolbar_location="above", name="text_figure", min_border=4,
+                     outline_line_color="#d0d0d0", background_fill_color="#ffffff")
+        fig.axis.visible = False
+        fig.grid.visible = False
+        # The outline in the fill colour covers the hairline seams anti-aliasing leaves between cells.
+        colour = {"field": "v", "transform": self.mapper}
+        cells = fig.rect(x="x", y="y", width="w", height=1, source=self.source, fill_color=colour,
+                         line_color=colour, line_width=1)
+        # The feature track: a thin bar along the bottom of each cell, like LSTMVis' meta tracks.
+        fig.rect(x="x", y=dodge("y", -0.41, range=fig.y_range), width="w", height=0.18,
+                 source=self.source, line_color=None, name="feature_track", visible=False,
+                 fill_color={"field": "f", "transform": self.feature_mapper})
+        fig.text(x="x", y="y", text="ch", source=self.source, text_color="tc", text_font=value(FONT),
+                 text_font_size="13px", text_align="center", text_baseline="middle")
+        fig.rect(x="x", y="y", width="w", height=1, source=self.marks, fill_color=None,
+                 line_color="#111111", line_width=2)
+        fig.hspan(y="y", source=self.seps, line_color="#888888", line_dash="dashed")
+        fig.text(x="x", y="y", text="name", source=self.seps, text_color="#666666",
+                 text_font_size="10px", text_align="right", text_baseline="top")
+        self.colorbar = ColorBar(color_mapper=self.mapper, width=14, title="", padding=6,
+                                 title_text_font_size="11px", major_label_text_font_size="11px")
+        fig.add_layout(self.colorbar, "right")
+        hover = HoverTool(renderers=[cells], tooltips=[
+            ("char", "@raw"), ("position", "@pos{0,0}"), ("value", "@v{0.0000}"),
+            ("feature", "@f{0.00}"), ("next char (model)", "@pred"), ("loss", "@loss{0.00} nats")])
+        select = BoxSelectTool(renderers=[cells], description="Select a span of text")
+        wheel = WheelPanTool(dimension="height", description="Scroll through the window")
+        fig.add_tools(select, wheel, hover)
+        fig.toolbar.active_drag = select
+        fig.toolbar.active_scroll = wheel
+        return fig
+
+    def _value_plot(self):
+        fig = figure(frame_width=WRAP * CELL_W, frame_height=110, x_range=Range1d(0, 1),
+                     y_range=Range1d(-1, 1), tools="xpan,xwheel_zoom,reset", name="value_plot",
+                     toolbar_location="right", min_border_left=4, y_axis_label="value",
+                     y_axis_location="right", x_axis_label="character position")
+        fig.add_layout(Span(location=0, dimension="width", line_color="#bbbbbb"))
+        self.visible_box = BoxAnnotation(fill_color="#888888", fill_alpha=0.12, line_alpha=0)
+        fig.add_layout(self.visible_box)
+        fig.line(x="pos", y="v", source=self.source, line_color="#333333", line_width=1)
+        fig.extra_y_ranges = {"feature": Range1d(0, 1)}
+        self.feature_axis = LinearAxis(y_range_name="feature", axis_label="feature",
+                                       axis_label_text_color="#6a3d9a", visible=False)
+        fig.add_layout(self.feature_axis, "right")
+        self.feature_line = fig.step(x="pos", y="f", source=self.source, y_range_name="feature",
+                                     line_color="#6a3d9a", line_alpha=0.8, mode="center", visible=False)
+        fig.xaxis.formatter.use_scientific = False
+        return fig
+
+    # ----- updates
+    def show_window(self, data: dict, rows: int, seps: dict) -> None:
+        self.rows = rows
+        self.source.data = data
+        self.seps.data = seps
+        self.marks.data = {"x": [], "y": [], "w": []}
+        bottom = min(-ROWS_VISIBLE, -rows) + 0.5
+        yr = self.figure.y_range
+        yr.update(bounds=(bottom, 0.5), start=-ROWS_VISIBLE + 0.5, end=0.5)
+        pos = data["pos"]
+        if len(pos):
+            self.plot.x_range.update(start=int(pos[0]), end=int(pos[-1]) + 1)
+        self.update_visible_box()
+
+    def show_values(self, values: np.ndarray, kind: str, low: float, high: float, title: str) -> None:
+        """New unit: only the ``v`` column, the colour map and a few scalars change."""
+        self.source.data["v"] = values.astype(np.float32)
+        self.mapper.update(palette=colours.palette(kind), low=low, high=high)
+        self.colorbar.title = title
+        pad = 0.05 * (high - low)
+        self.plot.y_range.update(start=low - pad, end=high + pad)
+
+    def show_feature(self, values: np.ndarray | None, name: str = "") -> None:
+        n = len(self.source.data["pos"])
+        shown_values = values if values is not None else np.full(n, np.nan, np.float32)
+        self.source.data["f"] = shown_values.astype(np.float32)
+        on = values is not None
+        track = self.figure.select_one({"name": "feature_track"})
+        track.visible = on
+        self.feature_line.visible = on
+        self.feature_axis.visible = on
+        if on:
+            finite = values[np.isfinite(values)]
+            lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+            hi = hi if hi > lo else lo + 1
+            self.feature_mapper.update(low=lo, high=hi)
+            self.plot.extra_y_ranges["feature"].update(start=lo - 0.05 * (hi - lo), end=hi + 0.05 * (hi - lo))
+            self.feature_axis.axis_label = name
+
+    def mark(self, start: int, length: int) -> None:
+        """Outline chars [start, start+length) and scroll them into view."""
+        pos = self.source.data["pos"]
+        if not len(pos):
+            return
+        i0 = int(start - pos[0])
+        idx = np.arange(max(0, i0), min(len(pos), i0 + max(1, length)))
+        d = self.source.data
+        self.marks.data = {"x": np.asarray(d["x"])[idx], "y": np.asarray(d["y"])[idx],
+                           "w": np.asarray(d["w"])[idx]}
+        if len(idx):
+            self.scroll_to_row(-int(np.asarray(d["y"])[idx[0]]))
+
+    def scroll_to_row(self, row: int) -> None:
+        """Put ``row`` about a third of the way down the visible rows."""
+        top = max(0, min(row - ROWS_VISIBLE // 3, self.rows - ROWS_VISIBLE))
+        self.figure.y_range.update(start=-top - ROWS_VISIBLE + 0.5, end=-top + 0.5)
+        self.update_visible_box()
+
+    def visible_span(self) -> tuple[int, int]:
+        """Chars [start, end) on the rows now visible in the text figure."""
+        pos, y = np.asarray(self.source.data["pos"]), np.asarray(self.source.data["y"])
+        yr = self.figure.y_range
+        inside = np.flatnonzero((y <= yr.end) & (y >= yr.start))
+        if not len(inside):
+            return (int(pos[0]), int(pos[0]) + 1) if len(pos) else (0, 0)
+        return int(pos[inside[0]]), int(pos[inside[-1]]) + 1
+
+    def update_visible_box(self) -> None:
+        start, end = self.visible_span()
+        self.visible_box.update(left=start, right=end)
