@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
-from bokeh.models import Button, Div, TabPanel, Tabs
+from bokeh.models import Button, CustomJS, DataTable, Div, TabPanel, Tabs
 
 from ..errors import RnnvizError
 from ..names import KIND_RANGE, parse_point, parse_unit, unit_name
@@ -165,10 +165,17 @@ class Explorer:
                           TabPanel(child=self.discover.layout, title="Select & match"),
                           TabPanel(child=self.export.layout, title="Export")], width=SIDE_W + 10,
                     name="side_tabs")
+        # Tables filled while their tab was hidden are drawn at zero size: redraw them on show.
+        tabs.js_on_change("active", CustomJS(args={"tables": list(self.doc_tables(tabs))},
+                                             code="for (const t of tables) { t.change.emit() }"))
         # Nested columns: a plain column would align the two frames and squeeze out the colour bar.
         main = column(self.controls.unit_line, column(self.text.figure), column(self.text.plot))
         side = column(self.banner, self.run_analysis, tabs)
         return column(self.controls.layout(), row(main, side))
+
+    @staticmethod
+    def doc_tables(layout):
+        return layout.select({"type": DataTable})
 
     # ----- units
     def _first_unit(self, unit: str | None) -> tuple[str, int]:

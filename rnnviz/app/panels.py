@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from bokeh.layouts import column, row
-from bokeh.models import (Button, ColumnDataSource, DataTable, Div, InlineStyleSheet, NumberFormatter,
+from bokeh.models import (Button, ColumnDataSource, CustomJS, DataTable, Div, InlineStyleSheet, NumberFormatter,
                           NumericInput, Range1d, Select, Spinner, StringFormatter, TableColumn, TapTool)
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
@@ -18,14 +18,19 @@ from .layout import snippet
 
 SIDE_W = 470
 MAX_RANKED = 500
-_MONO = InlineStyleSheet(css=".slick-cell { font-family: 'DejaVu Sans Mono', Menlo, monospace; }")
+_MONO_CSS = ".slick-cell { font-family: 'DejaVu Sans Mono', Menlo, monospace; }"
 ALL = "(all)"
 NONE = "(none)"
 
 
 def _table(source, columns, name, height=300):
-    return DataTable(source=source, columns=columns, width=SIDE_W, height=height, index_position=None,
-                     sortable=True, name=name, stylesheets=[_MONO], selectable=True)
+    table = DataTable(source=source, columns=columns, width=SIDE_W, height=height, index_position=None,
+                      sortable=True, name=name, selectable=True,
+                      stylesheets=[InlineStyleSheet(css=_MONO_CSS)])   # a model belongs to one document
+    # BokehJS redraws a table's cells only when its row count changes: new rows of the same
+    # count (the next unit's ten contexts) would keep showing the old ones. Redraw on every change.
+    source.js_on_change("data", CustomJS(args={"table": table}, code="table.change.emit()"))
+    return table
 
 
 def _on_pick(source, callback, key):
@@ -103,7 +108,7 @@ class ContextsPanel:
         c = a.contexts[a.contexts["unit"] == unit]
         if "rank" in c:
             c = c.sort_values(["which", "rank"], ascending=[False, True], kind="stable")
-        parts = [snippet(view.text(p - 40, p + 16), min(p, 40), 40, 15) for p in c["position"].tolist()]
+        parts = [snippet(view.text(p - 18, p + 16), min(p, 18), 18, 15) for p in c["position"].tolist()]
         self.source.data = {"which": c["which"].astype(str).tolist(),
                             "rank": c["rank"].to_numpy() if "rank" in c else np.zeros(len(c)),
                             "position": c["position"].to_numpy(np.int64),
