@@ -6,17 +6,82 @@ The file layout is docs/dump-format.md. Readers open dumps with :func:`open_dump
 """
 from __future__ import annotations
 
+import json
 import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
+import torch
 
+from .checkpoint import load_checkpoint, versions
 from .errors import RnnvizError
-from .h5util import json_attr, read_table
+from .h5util import json_attr, read_table, write_table
+from .names import expand_selection, parse_point
+from .record import ANCHOR, Recorder
+from .text import read_sources
 
 FORMAT = "rnnviz-dump"
 SCHEMA_VERSION = 1
+CHUNK_ROWS, CHUNK_UNITS = 1024, 64  # HDF5 chunk: a column (one unit) reads 1/4 of a 256-unit layer
+
+
+@dataclass
+class DumpOptions:
+    record: str | None = None         # --record: points or kinds (names.expand_selection); None = all
+    layers: list[int] | None = None   # --layers: record only these layers
+    dtype: str = "float16"            # storage type of /states
+    compression: str = "none"         # float16 states barely compress (lzf: 1.00 of raw), so none
+    max_chars: int | None = None      # stop after this many characters in total
+    topk: int = 5                     # next-character predictions kept (Karpathy's blog shows 5)
+    force: bool = False               # overwrite an existing target, discard a .partial
+    resume: bool = False              # continue TARGET.partial
+    encoding: str = "utf-8"           # passed to text.read_sources
+    errors: str = "strict"
+    batch_size: int = 16              # sources recorded side by side
+    chunk_chars: int = 4096           # characters per chunk: bounds memory, unit of resume
+    threads: int = 1                  # torch threads in each of the two pipeline stages
+    progress: bool = True             # tqdm bar (chars/s) on stderr
+    command: str = ""                 # the command line, stored in the file
+
+
+@dataclass
+class Unit:
+    """One chunk of work: rows = sources side by side (longest first), steps t0..t1 of each."""
+    index: int
+    lanes: list[int]
+    t0: int
+    t1: int
+
+
+@dataclass
+class DumpResult:
+    path: Path
+    n_chars: int
+    unknown_chars: int
+    seconds: float
+    size_bytes: int
+
+
+def plan(lengths: list[int], batch_size: int, chunk_chars: int, anchor: int = ANCHOR) -> list[Unit]:
+    """The fixed order of work: groups of ``batch_size`` sources of similar length (so little
+    is padded), each cut in time into chunks of about ``chunk_chars`` characters."""
+    order = sorted((s for s, n in enumerate(lengths) if n > 0), key=lambda s: -lengths[s])
+    units: list[Unit] = []
+    for g in range(0, len(order), batch_size):
+        group = order[g:g + batch_size]
+        steps = max(anchor, chunk_chars // len(group) // anchor * anchor)
+        for t0 in range(0, lengths[group[0]], steps):
+            lanes = [s for s in group if lengths[s] > t0]
+            units.append(Unit(len(units), lanes, t0, min(t0 + steps, lengths[group[0]])))
+    return units
 
 
 def open_dump(path: str | os.PathLike, mode: str = "r") -> h5py.File:
@@ -100,3 +165,286 @@ def _summarize_points(points: list[str]) -> str:
         groups.setdefault(tuple(layers), []).append(kind)
     return "; ".join(f"{', '.join(kinds)} in layers {','.join(map(str, layers))}"
                      for layers, kinds in groups.items()) or "nothing"
+
+
+def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | None = None,
+         options: DumpOptions | None = None) -> DumpResult:
+    """Record ``checkpoint`` over the text files ``texts`` into ``out`` (default
+    dumps/<stem of the first file>.h5); each file is one sequence from a zero state."""
+    opt = options or DumpOptions()
+    started = time.perf_counter()
+    target = _target(texts, out, opt)
+    partial = target.with_name(target.name + ".partial")
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt.config
+    points = expand_selection(opt.record, cfg.num_layers, opt.layers)
+    if opt.dtype not in ("float16", "float32"):
+        raise RnnvizError(f"--dtype: expected float16 or float32, found {opt.dtype!r}")
+    if opt.compression not in ("none", "lzf", "gzip"):
+        raise RnnvizError(f"--compression: expected none, lzf or gzip, found {opt.compression!r}")
+    if not 1 <= opt.topk <= len(ckpt.vocab):
+        raise RnnvizError(f"--topk: expected 1..{len(ckpt.vocab)} (the vocabulary size), found {opt.topk}")
+    if opt.batch_size < 1 or opt.chunk_chars < 1:
+        raise RnnvizError("--batch-size and --chunk-chars must be positive")
+    if opt.max_chars is not None and opt.max_chars < 1:
+        raise RnnvizError(f"--max-chars: expected a positive number, found {opt.max_chars}")
+    text = _Text(read_sources(texts, opt.encoding, opt.errors), ckpt.vocab, opt.max_chars)
+    if text.unknown:
+        print(f"note: {text.unknown:,} characters not in the model's vocabulary were fed as the "
+              f"unknown symbol (id 0)", file=sys.stderr)
+    units = plan(text.lengths, opt.batch_size, opt.chunk_chars)
+    key = json.dumps({"checkpoint_sha256": ckpt.sha256, "sources": [s.sha256 for s in text.sources],
+                      "lengths": text.lengths, "points": points, "dtype": opt.dtype,
+                      "topk": opt.topk, "compression": opt.compression,
+                      "plan": [opt.batch_size, opt.chunk_chars, ANCHOR]})
+    if opt.resume:
+        f, done, state = _reopen(partial, key)
+    else:
+        if partial.exists():
+            partial.unlink()
+        f, done, state = _create(partial, key, points, text, ckpt, checkpoint, opt), 0, None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, opt.threads))
+    try:
+        with torch.inference_mode():
+            _record(f, units, done, state, text, ckpt.model, points, opt)
+        f.attrs["complete"] = 1
+        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        del f["progress"], f.attrs["resume_key"]
+    except BaseException:
+        f.close()
+        print(f"note: kept the unfinished {partial}; continue it with --resume", file=sys.stderr)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    f.close()
+    os.replace(partial, target)
+    return DumpResult(target, text.n, text.unknown, time.perf_counter() - started,
+                      target.stat().st_size)
+
+
+def _target(texts: list, out, opt: DumpOptions) -> Path:
+    """Where the dump goes; refuses to overwrite anything without --force."""
+    if not texts:
+        raise RnnvizError("no input files given")
+    if out is None:
+        target = Path("dumps") / (Path(texts[0]).stem + ".h5")
+        target.parent.mkdir(exist_ok=True)
+    else:
+        target = Path(out)
+    if not target.parent.is_dir():
+        raise RnnvizError(f"{target}: folder {target.parent} does not exist; create it first")
+    if target.is_dir():
+        raise RnnvizError(f"{target}: is a directory, expected a file name such as dumps/text.h5")
+    if target.exists() and not opt.force:
+        raise RnnvizError(f"{target} exists; pass --force to overwrite it")
+    partial = target.with_name(target.name + ".partial")
+    if opt.resume and not partial.exists():
+        raise RnnvizError(f"nothing to resume: {partial} does not exist")
+    if partial.exists() and not (opt.resume or opt.force):
+        raise RnnvizError(f"{partial} exists (an interrupted dump): pass --resume to continue it "
+                          f"or --force to start over")
+    return target
+
+
+class _Text:
+    """The sources as one char axis: codes, vocabulary ids and where each source starts."""
+
+    def __init__(self, sources, vocab, max_chars: int | None):
+        self.sources, self.lengths, codes, ids, self.unknown = sources, [], [], [], 0
+        budget = sys.maxsize if max_chars is None else max_chars
+        for src in sources:
+            piece = src.text[:budget]
+            budget -= len(piece)
+            i, unknown = vocab.encode(piece)
+            codes.append(np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32))
+            ids.append(i.astype(np.int32))
+            self.lengths.append(len(piece))
+            self.unknown += unknown
+        self.codes, self.ids = np.concatenate(codes), np.concatenate(ids)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self.n = int(self.codes.size)
+
+    def batch(self, unit: Unit) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T) ids fed to the model and the ids that follow them (-1: end of source)."""
+        B, T = len(unit.lanes), unit.t1 - unit.t0
+        ids, nxt = np.zeros((B, T), np.int64), np.full((B, T), -1, np.int64)
+        for row, s in enumerate(unit.lanes):
+            n = min(unit.t1, self.lengths[s]) - unit.t0
+            a = self.starts[s] + unit.t0
+            ids[row, :n] = self.ids[a:a + n]
+            m = min(n, self.lengths[s] - unit.t0 - 1)
+            nxt[row, :m] = self.ids[a + 1:a + 1 + m]
+        return ids, nxt
+
+    def rows(self, unit: Unit):
+        """(row in the batch, first char-axis index, count) of each source in ``unit``."""
+        for row, s in enumerate(unit.lanes):
+            yield row, int(self.starts[s] + unit.t0), min(unit.t1, self.lengths[s]) - unit.t0
+
+
+def _create(path: Path, key: str, points: list[str], text: _Text, ckpt, checkpoint,
+            opt: DumpOptions) -> h5py.File:
+    """A new .partial file with every attribute and (empty) dataset of docs/dump-format.md."""
+    cfg, n, k = ckpt.config, text.n, opt.topk
+    f = h5py.File(path, "w", rdcc_nbytes=8 << 20, rdcc_nslots=10007)
+    try:
+        f.attrs.update({
+            "format": FORMAT, "schema_version": SCHEMA_VERSION, "complete": 0, "n_chars": n,
+            "num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size,
+            "recorded": json.dumps(points), "dtype": opt.dtype, "topk": k,
+            "unknown_chars": text.unknown, "vocab": json.dumps(ckpt.vocab.chars),
+            "model_config": json.dumps(cfg.to_dict()), "checkpoint": str(checkpoint),
+            "checkpoint_sha256": ckpt.sha256, "versions": json.dumps(versions()), "created": "",
+            "compression": opt.compression, "command": opt.command, "resume_key": key})
+        compression = None if opt.compression == "none" else opt.compression
+
+        def per_char(name, dtype, width=None, data=None, label="unit", fill=0):
+            shape = (n,) if width is None else (n, width)
+            rows = min(n, CHUNK_ROWS if width else 16 * CHUNK_ROWS)
+            chunks = (rows,) if width is None else (rows, min(width, CHUNK_UNITS))
+            ds = f.create_dataset(name, shape=shape, dtype=dtype, data=data, chunks=chunks,
+                                  compression=compression, fillvalue=fill)
+            ds.dims[0].label = "char"
+            if width is not None:
+                ds.dims[1].label = label
+
+        per_char("text/codes", np.uint32, data=text.codes)
+        per_char("text/ids", np.int32, data=text.ids)
+        write_table(f, "sources", pd.DataFrame({
+            "name": [s.name for s in text.sources], "start": text.starts,
+            "length": np.asarray(text.lengths, np.int64),
+            "size_bytes": np.asarray([s.size_bytes for s in text.sources], np.int64),
+            "sha256": [s.sha256 for s in text.sources]}))
+        for point in points:
+            layer, kind = parse_point(point)
+            per_char(f"states/layer{layer}/{kind}", opt.dtype, cfg.hidden_size)
+        per_char("predictions/loss", np.float32, fill=np.nan)
+        per_char("predictions/topk_ids", np.int32, k, label="rank")
+        per_char("predictions/topk_probs", np.float32, k, label="rank")
+        # Only in .partial files: how far recording got, and the LSTM state there.
+        progress = f.create_group("progress")
+        progress.create_dataset("units_done", data=0)
+        lanes = min(opt.batch_size, len(text.sources))
+        for name in ("h", "c"):
+            progress.create_dataset(name, shape=(cfg.num_layers, lanes, cfg.hidden_size), dtype=np.float32)
+        f.flush()
+    except BaseException:
+        f.close()
+        path.unlink(missing_ok=True)
+        raise
+    return f
+
+
+def _reopen(partial: Path, key: str):
+    """The .partial of an interrupted dump, checked to be the same work; where it stopped."""
+    try:
+        f = h5py.File(partial, "r+", rdcc_nbytes=8 << 20, rdcc_nslots=10007)
+    except OSError as e:
+        raise RnnvizError(f"cannot resume {partial}: the file is damaged ({str(e).splitlines()[0][:120]}); "
+                          f"start over with --force") from None
+    try:
+        if f.attrs.get("format") != FORMAT or "progress" not in f:
+            raise RnnvizError(f"cannot resume {partial}: expected an unfinished rnnviz dump")
+        if f.attrs.get("resume_key") != key:
+            raise RnnvizError(f"cannot resume {partial}: it was made from a different checkpoint, "
+                              f"text or options; give the same ones, or start over with --force")
+        progress = f["progress"]
+        state = tuple(torch.from_numpy(progress[name][()]) for name in ("h", "c"))
+        return f, int(progress["units_done"][()]), state
+    except BaseException:
+        f.close()
+        raise
+
+
+def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, model,
+            points: list[str], opt: DumpOptions) -> None:
+    """Two stages: this thread runs the recurrence of chunk k+1 while a writer thread
+    expands chunk k (gates, c, predictions) and writes it; a queue of 2 bounds memory."""
+    from tqdm import tqdm
+    rec = Recorder(model.lstm, reuse_buffers=True)
+    wanted: dict[int, list[str]] = {}
+    for point in points:
+        layer, kind = parse_point(point)
+        wanted.setdefault(layer, []).append(kind)
+    todo = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+    chars_done = sum(n for u in units[:done] for _, _, n in text.rows(u))
+    bar = tqdm(total=text.n, initial=chars_done, unit="char", unit_scale=True, file=sys.stderr,
+               disable=not opt.progress, desc="dump", smoothing=0.1)
+    writer = threading.Thread(target=_writer, daemon=True,
+                              args=(f, todo, rec, model, text, wanted, opt, bar, failure, stop))
+    writer.start()
+    try:
+        h, c = (None, None) if state is None else state
+        for unit in units[done:]:
+            ids, nxt = text.batch(unit)
+            x = model.embed(torch.from_numpy(ids))
+            lanes = len(unit.lanes)
+            start = None if unit.t0 == 0 else (h[:, :lanes].contiguous(), c[:, :lanes].contiguous())
+            p = rec.run(x, start)
+            h, c = p.state
+            if not _put(todo, (unit, p, nxt), stop):
+                break
+        _put(todo, None, stop)
+        writer.join()
+    finally:
+        stop.set()
+        while writer.is_alive():
+            writer.join(0.2)
+        bar.close()
+    if failure:
+        raise failure[0]
+
+
+def _put(todo: queue.Queue, item, stop: threading.Event) -> bool:
+    """Hand ``item`` to the writer unless it has stopped (failed): never blocks forever."""
+    while not stop.is_set():
+        try:
+            todo.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            pass
+    return False
+
+
+def _writer(f, todo, rec, model, text, wanted, opt, bar, failure, stop) -> None:
+    try:
+        with torch.inference_mode():  # grad mode is per thread
+            _write_all(f, todo, rec, model, text, wanted, opt, bar, stop)
+    except BaseException as e:  # handed to the main thread, which raises it
+        failure.append(e)
+        stop.set()
+
+
+def _write_all(f, todo, rec, model, text, wanted, opt, bar, stop) -> None:
+    """Expand, predict and write each chunk, then record the progress."""
+    states, dtype = f["states"] if "states" in f else None, getattr(torch, opt.dtype)
+    while not stop.is_set():
+        item = todo.get()
+        if item is None:
+            return
+        unit, p, nxt = item
+        for layer, kinds in wanted.items():
+            for kind, a in rec.expand(p, layer, kinds).items():
+                _write_rows(states[f"layer{layer}/{kind}"], a.to(dtype).numpy(), unit, text)
+        logp = torch.log_softmax(model.head(p.h[-1]), dim=-1)  # (B, T, V)
+        nxt = torch.from_numpy(nxt)
+        loss = -logp.gather(-1, nxt.clamp(min=0)[..., None])[..., 0]
+        loss[nxt < 0] = float("nan")
+        top = logp.topk(opt.topk, dim=-1)
+        _write_rows(f["predictions/loss"], loss.numpy(), unit, text)
+        _write_rows(f["predictions/topk_ids"], top.indices.to(torch.int32).numpy(), unit, text)
+        _write_rows(f["predictions/topk_probs"], top.values.exp().numpy(), unit, text)
+        progress, lanes = f["progress"], len(unit.lanes)
+        progress["h"][:, :lanes] = p.state[0].numpy()
+        progress["c"][:, :lanes] = p.state[1].numpy()
+        progress["units_done"][()] = unit.index + 1
+        f.flush()  # the progress on disk never runs ahead of the data
+        bar.update(sum(n for _, _, n in text.rows(unit)))
+
+
+def _write_rows(ds: h5py.Dataset, a: np.ndarray, unit: Unit, text: _Text) -> None:
+    for row, first, n in text.rows(unit):
+        ds[first:first + n] = a[row, :n]

@@ -1,0 +1,310 @@
+"""Record every cell state, hidden state and gate of any ``torch.nn.LSTM``, exactly and fast.
+
+    rec = rnnviz.record(lstm, inputs); rec["layer0.gate_f"]  # laid out like the LSTM's output
+
+PyTorch's fused LSTM (oneDNN on CPU) returns h of the last layer only, and a Python loop
+over steps is several times slower than it. So each layer runs as PyTorch's own fused
+single-layer LSTM to get h at every step (:meth:`Recorder.run`, the sequential half);
+then :meth:`Recorder.expand` (the time-parallel half) recomputes all gate
+pre-activations of a chunk with ONE matrix product on [x_t, h_{t-1}], and c by the
+linear scan c_t = f_t c_{t-1} + i_t g_t in float64, restarted every ``anchor`` steps from
+the fused run's own c so that rounding cannot build up over long texts. A caller can
+overlap ``run`` of one chunk with ``expand`` of the previous one in another thread.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import types
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import RnnvizError
+from .names import GATES, KINDS, all_points, parse_point, point_name
+
+ANCHOR = 128  # steps between exact restarts of the c scan (also the fused call length)
+
+
+def check_lstm(lstm) -> nn.LSTM:
+    """Refuse what the recorder does not model, with a message saying what it expects."""
+    if not isinstance(lstm, nn.LSTM):
+        raise RnnvizError(f"expected a torch.nn.LSTM, found {type(lstm).__name__}")
+    if lstm.bidirectional:
+        raise RnnvizError("bidirectional LSTMs are not supported: record each direction as its own "
+                          "nn.LSTM (the backward one over the reversed input)")
+    if getattr(lstm, "proj_size", 0):
+        raise RnnvizError(f"LSTMs with projections (proj_size={lstm.proj_size}) are not supported: "
+                          f"expected proj_size=0")
+    return lstm
+
+
+@dataclass
+class LayerWeights:
+    w_ih: torch.Tensor  # (4H, In)
+    w_hh: torch.Tensor  # (4H, H)
+    bias: torch.Tensor  # (4H,) b_ih + b_hh (zeros for bias=False)
+
+
+def layer_weights(lstm: nn.LSTM, layer: int) -> LayerWeights:
+    w_ih = getattr(lstm, f"weight_ih_l{layer}").detach()
+    w_hh = getattr(lstm, f"weight_hh_l{layer}").detach()
+    if lstm.bias:
+        bias = (getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")).detach()
+    else:
+        bias = torch.zeros(w_ih.shape[0], dtype=w_ih.dtype, device=w_ih.device)
+    return LayerWeights(w_ih, w_hh, bias)
+
+
+class Linear:
+    """x -> x @ weight.T + bias, through oneDNN's packed-weight kernel where this PyTorch has
+    it: 2-3x the throughput of the default BLAS on some CPUs (MKL on AMD), measured in
+    benchmarks/dump_speed.py. Otherwise, or if it disagrees on a probe, plain addmm."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.weight, self.bias, self.packed = weight, bias, None
+        if weight.device.type != "cpu" or weight.dtype != torch.float32:
+            return
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+            probe = torch.randn(5, weight.shape[1], generator=torch.Generator().manual_seed(0))
+            got = torch.ops.mkldnn._linear_pointwise(probe, packed, bias, "none", [], "")
+        except (AttributeError, RuntimeError):  # an op this build does not have
+            return
+        if torch.allclose(got, torch.addmm(bias, probe, weight.t()), rtol=1e-4, atol=1e-4):
+            self.packed = packed
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return torch.addmm(self.bias, x, self.weight.t())
+
+
+@dataclass
+class Pass:
+    """One chunk after the sequential half: everything :meth:`Recorder.expand` needs."""
+    x: torch.Tensor                     # (B, T, In) layer-0 input
+    h0: torch.Tensor                    # (L, B, H) state before the chunk
+    c0: torch.Tensor
+    h: list[torch.Tensor] = field(default_factory=list)        # per layer (B, T, H)
+    anchors: list[torch.Tensor] = field(default_factory=list)  # per layer (B, nb, H): c at block starts
+    state: tuple[torch.Tensor, torch.Tensor] | None = None     # (h_n, c_n) after the chunk
+
+
+class Recorder:
+    """Records one nn.LSTM chunk by chunk, carrying the state across chunks.
+
+    Inputs are batch-first (B, T, In) whatever the LSTM's layout (:func:`record` handles
+    layouts). Dropout between layers is not applied (evaluation behaviour). With
+    ``reuse_buffers`` the arrays :meth:`expand` returns are overwritten by its next call:
+    page faults on fresh large arrays cost as much as the arithmetic here.
+    """
+
+    def __init__(self, lstm: nn.LSTM, anchor: int = ANCHOR, reuse_buffers: bool = False):
+        check_lstm(lstm)
+        self.num_layers, self.hidden_size = lstm.num_layers, lstm.hidden_size
+        self.input_size = lstm.input_size
+        self.anchor, self.reuse = anchor, reuse_buffers
+        self.weights = [layer_weights(lstm, layer) for layer in range(self.num_layers)]
+        self.fused = [self._single_layer(lstm, layer) for layer in range(self.num_layers)]
+        self.linears = [Linear(torch.cat([w.w_ih, w.w_hh], dim=1), w.bias) for w in self.weights]
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _single_layer(lstm: nn.LSTM, layer: int) -> nn.LSTM:
+        """A one-layer fused LSTM sharing layer ``layer``'s parameters (no copy)."""
+        w = getattr(lstm, f"weight_ih_l{layer}")
+        one = nn.LSTM(w.shape[1], lstm.hidden_size, 1, bias=lstm.bias, batch_first=True,
+                      device="meta")
+        for name in one._flat_weights_names:
+            setattr(one, name, getattr(lstm, name[:-1] + str(layer)))
+        return one.eval()
+
+    def zero_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = like.new_zeros(self.num_layers, batch, self.hidden_size)
+        return z, z.clone()
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, state=None) -> Pass:
+        """The sequential half: x (B, T, In) -> h of every layer at every step."""
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise RnnvizError(f"expected inputs of shape (batch, time, {self.input_size}), "
+                              f"found {tuple(x.shape)}")
+        h0, c0 = self.zero_state(x.shape[0], x) if state is None else state
+        p = Pass(x=x, h0=h0, c0=c0)
+        hn, cn, inp = [], [], x
+        for layer in range(self.num_layers):
+            outs, starts = [], []
+            h, c = h0[layer:layer + 1], c0[layer:layer + 1]
+            for t in range(0, x.shape[1], self.anchor):
+                starts.append(c[0])
+                out, (h, c) = self.fused[layer](inp[:, t:t + self.anchor], (h, c))
+                outs.append(out)
+            p.h.append(torch.cat(outs, dim=1) if len(outs) > 1 else outs[0])
+            p.anchors.append(torch.stack(starts, dim=1))
+            hn.append(h[0])
+            cn.append(c[0])
+            inp = p.h[-1]
+        p.state = (torch.stack(hn), torch.stack(cn))
+        return p
+
+    @torch.no_grad()
+    def expand(self, p: Pass, layer: int, kinds=KINDS) -> dict[str, torch.Tensor]:
+        """The time-parallel half for one layer: kind -> (B, T, H) float, for ``kinds``."""
+        out = {"h": p.h[layer]} if "h" in kinds else {}
+        if set(kinds) <= {"h"}:
+            return out
+        H = self.hidden_size
+        gates = self._gates(layer, p)
+        if "c" in kinds:
+            out["c"] = self._cells(gates, p.anchors[layer])
+        for k, gate in enumerate(GATES):
+            if f"gate_{gate}" in kinds:
+                out[f"gate_{gate}"] = gates[..., k * H:(k + 1) * H]
+        return {kind: out[kind] for kind in kinds}
+
+    def _buffer(self, name: str, shape, dtype) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self._buffers.get(name) if self.reuse else None
+        if buf is None or buf.numel() < n or buf.dtype != dtype:
+            buf = torch.empty(n, dtype=dtype, device=self.weights[0].w_ih.device)
+            if self.reuse:
+                self._buffers[name] = buf
+        return buf[:n].view(shape)
+
+    def _gates(self, layer: int, p: Pass) -> torch.Tensor:
+        """(B, T, 4H) gates after their nonlinearity, from [x_t, h_{t-1}] of the whole chunk at once."""
+        H = self.hidden_size
+        x, h = (p.x if layer == 0 else p.h[layer - 1]), p.h[layer]
+        B, T, n_in = x.shape
+        xh = self._buffer("xh", (B, T, n_in + H), h.dtype)
+        xh[..., :n_in] = x
+        xh[:, 0, n_in:] = p.h0[layer]
+        xh[:, 1:, n_in:] = h[:, :-1]
+        pre = self.linears[layer](xh.view(B * T, n_in + H)).view(B, T, 4 * H)
+        pre[..., :2 * H].sigmoid_()       # i, f
+        pre[..., 2 * H:3 * H].tanh_()     # g
+        pre[..., 3 * H:].sigmoid_()       # o
+        return pre
+
+    def _cells(self, gates: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """c_t = f_t c_{t-1} + i_t g_t for gates (B, T, 4H), restarting from ``starts``
+        (B, nb, H) every ``anchor`` steps: a loop over the offset inside a block, all
+        blocks at once, in float64."""
+        B, T, H4 = gates.shape
+        H, nb, block = H4 // 4, starts.shape[1], self.anchor
+        f = self._buffer("f64", (B, nb * block, H), torch.float64)
+        ig = self._buffer("ig64", (B, nb * block, H), torch.float64)
+        f[:, T:] = 0
+        ig[:, T:] = 0
+        f[:, :T] = gates[..., H:2 * H]
+        torch.mul(gates[..., :H], gates[..., 2 * H:3 * H], out=ig[:, :T])
+        f, ig = f.view(B, nb, block, H), ig.view(B, nb, block, H)
+        c = self._buffer("c64", (B, nb, block, H), torch.float64)
+        prev = starts.double()
+        for j in range(block):
+            prev = torch.addcmul(ig[:, :, j], f[:, :, j], prev, out=c[:, :, j])
+        out = self._buffer("c", (B, T, H), gates.dtype)
+        out.copy_(c.view(B, nb * block, H)[:, :T])
+        return out
+
+
+@dataclass
+class Recording:
+    """Recorded points (name -> tensor laid out like the LSTM's output), output and final state."""
+    points: dict[str, torch.Tensor]
+    output: torch.Tensor
+    state: tuple[torch.Tensor, torch.Tensor]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.points[name]
+
+
+def record(lstm: nn.LSTM, inputs: torch.Tensor, state=None, points: list[str] | None = None,
+           chunk: int = 8192) -> Recording:
+    """Run ``lstm`` over ``inputs`` (its own layout: (T, In), (B, T, In) if batch_first, else
+    (T, B, In)) from ``state`` (default zeros) and return the recorded ``points`` (default
+    all; names as in rnnviz.names, e.g. "layer0.gate_f") laid out like the LSTM's output."""
+    rec = Recorder(lstm)
+    points = all_points(rec.num_layers) if points is None else list(points)
+    wanted: dict[int, list[str]] = {}
+    for q in points:
+        layer, kind = parse_point(q)
+        if layer >= rec.num_layers:
+            raise RnnvizError(f"{q}: the LSTM has layers 0..{rec.num_layers - 1}")
+        wanted.setdefault(layer, []).append(kind)
+    x, unbatched = _batch_first(lstm, inputs)
+    if state is not None and unbatched:
+        state = tuple(s[:, None] for s in state)
+    got: dict[str, list[torch.Tensor]] = {q: [] for q in points}
+    outs = []
+    for t in range(0, x.shape[1], chunk):
+        p = rec.run(x[:, t:t + chunk], state)
+        state = p.state
+        outs.append(p.h[-1])
+        for layer, kinds in wanted.items():
+            for kind, a in rec.expand(p, layer, kinds).items():
+                got[point_name(layer, kind)].append(a)
+    if not outs:
+        raise RnnvizError("expected at least one time step, found an empty input")
+
+    def layout(parts):
+        return _restore(lstm, torch.cat(parts, dim=1), unbatched)
+    h_n, c_n = state
+    if unbatched:
+        h_n, c_n = h_n[:, 0], c_n[:, 0]
+    return Recording({q: layout(a) for q, a in got.items()}, layout(outs), (h_n, c_n))
+
+
+@torch.no_grad()
+def record_naive(lstm: nn.LSTM, inputs: torch.Tensor, state=None) -> Recording:
+    """The LSTM equations written out, one step and one layer at a time: slow and plain.
+
+    The reference the fast paths are tested against and the baseline the benchmark times.
+    """
+    check_lstm(lstm)
+    x, unbatched = _batch_first(lstm, inputs)
+    L, H = lstm.num_layers, lstm.hidden_size
+    weights = [layer_weights(lstm, layer) for layer in range(L)]
+    B, T, _ = x.shape
+    h = [x.new_zeros(B, H) for _ in range(L)] if state is None else list(state[0].unbind(0))
+    c = [x.new_zeros(B, H) for _ in range(L)] if state is None else list(state[1].unbind(0))
+    got = {q: x.new_empty(B, T, H) for q in all_points(L)}
+    for t in range(T):
+        inp = x[:, t]
+        for layer, w in enumerate(weights):
+            pre = inp @ w.w_ih.T + h[layer] @ w.w_hh.T + w.bias
+            i, f, g, o = pre.chunk(4, dim=1)
+            i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+            c[layer] = f * c[layer] + i * g
+            h[layer] = o * torch.tanh(c[layer])
+            for kind, value in zip(KINDS, (c[layer], h[layer], i, f, g, o)):
+                got[point_name(layer, kind)][:, t] = value
+            inp = h[layer]
+    points = {q: _restore(lstm, a, unbatched) for q, a in got.items()}
+    return Recording(points, points[point_name(L - 1, "h")], (torch.stack(h), torch.stack(c)))
+
+
+def _batch_first(lstm: nn.LSTM, inputs: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    if inputs.dim() == 2:
+        return inputs[None], True
+    if inputs.dim() != 3:
+        raise RnnvizError(f"expected inputs of 2 or 3 dimensions, found shape {tuple(inputs.shape)}")
+    return (inputs if lstm.batch_first else inputs.transpose(0, 1)), False
+
+
+def _restore(lstm: nn.LSTM, a: torch.Tensor, unbatched: bool) -> torch.Tensor:
+    if unbatched:
+        return a[0]
+    return a if lstm.batch_first else a.transpose(0, 1)
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``rnnviz.record(lstm, inputs)`` work although ``rnnviz.record`` is this module."""
+
+    def __call__(self, *args, **kwargs) -> Recording:
+        return record(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,114 @@
+"""The recorder agrees with the LSTM equations written out, for any nn.LSTM."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import rnnviz
+from rnnviz.errors import RnnvizError
+from rnnviz.model import CharLSTM, CharLSTMConfig
+from rnnviz.names import all_points
+from rnnviz.record import Recorder, record, record_naive
+
+TOL = 1e-5  # the issue's bound on every recorded array, float32
+
+
+def max_error(a: rnnviz.record.Recording, b: rnnviz.record.Recording) -> float:
+    assert set(a.points) == set(b.points)
+    return max(float((a[q] - b[q]).abs().max()) for q in a.points)
+
+
+@pytest.mark.parametrize("layers, hidden, n_in, batch_first, bias, batch, steps", [
+    (1, 16, 8, True, True, 1, 300),
+    (2, 32, 8, False, True, 3, 260),
+    (3, 24, 5, True, False, 2, 200),
+    (2, 16, 16, False, False, 5, 129),
+])
+def test_user_lstm_matches_the_step_by_step_equations(layers, hidden, n_in, batch_first, bias, batch, steps):
+    torch.manual_seed(layers * 100 + hidden)
+    lstm = nn.LSTM(n_in, hidden, layers, batch_first=batch_first, bias=bias)
+    x = torch.randn((batch, steps, n_in) if batch_first else (steps, batch, n_in))
+    # Small chunks: the state is carried across chunk and anchor boundaries.
+    fast, slow = record(lstm, x, chunk=100), record_naive(lstm, x)
+    assert fast["layer0.c"].shape == (x.shape[0], x.shape[1], hidden)  # the LSTM's own layout
+    assert max_error(fast, slow) <= TOL
+    with torch.no_grad():
+        out, (h_n, c_n) = lstm(x)
+    # The reference itself is right: it reproduces PyTorch's own outputs.
+    assert float((slow.output - out).abs().max()) <= TOL
+    assert float((fast.output - out).abs().max()) <= TOL
+    assert float((fast.state[1] - c_n).abs().max()) <= TOL
+    assert float((fast.state[0] - h_n).abs().max()) <= TOL
+
+
+def test_rnnviz_model_is_recorded_exactly_and_h_is_o_tanh_c():
+    torch.manual_seed(0)
+    model = CharLSTM(CharLSTMConfig(vocab_size=30, num_layers=2, hidden_size=32, embedding_size=8)).eval()
+    ids = torch.randint(0, 30, (2, 700))
+    x = model.embed(ids).detach()
+    fast, slow = record(model.lstm, x, chunk=256), record_naive(model.lstm, x)
+    assert max_error(fast, slow) <= TOL
+    for layer in range(2):
+        o, c, h = (fast[f"layer{layer}.{k}"] for k in ("gate_o", "c", "h"))
+        assert float((o * torch.tanh(c) - h).abs().max()) <= TOL
+    with torch.no_grad():
+        logits, _ = model(ids)
+        assert float((model.head(fast.output) - logits).abs().max()) <= TOL
+
+
+def test_long_sequence_does_not_drift():
+    # Integrating cells (forget gate near 1) reach |c| ~ 150 over 6000 steps. There one
+    # float32 step is 1.5e-5, so the bound is relative: the recording stays as close to
+    # the exact (float64) values as PyTorch's own float32 forward does.
+    torch.manual_seed(1)
+    lstm = nn.LSTM(4, 16, 1, batch_first=True)
+    with torch.no_grad():
+        lstm.bias_ih_l0[16:32] = 6.0
+    x = torch.randn(1, 6000, 4)
+    fast = record(lstm, x, points=["layer0.c"])["layer0.c"].double()
+    exact = record_naive(copy.deepcopy(lstm).double(), x.double())["layer0.c"]
+    scale = float(exact.abs().max())
+    assert scale > 100  # the cells really integrate
+    assert float((fast - exact).abs().max()) <= 1e-5 * scale
+    with torch.no_grad():
+        _, (_, c_n) = lstm(x)
+    assert float((fast[0, -1] - c_n[0, 0]).abs().max()) <= 1e-6 * scale
+
+
+def test_initial_state_and_unbatched_input():
+    torch.manual_seed(2)
+    lstm = nn.LSTM(3, 8, 2)
+    x = torch.randn(40, 3)  # (T, In): no batch axis
+    state = (torch.randn(2, 8), torch.randn(2, 8))
+    fast, slow = record(lstm, x, state=state), record_naive(lstm, x[:, None], (state[0][:, None], state[1][:, None]))
+    assert fast["layer1.gate_g"].shape == (40, 8)
+    assert float((fast["layer1.gate_g"] - slow["layer1.gate_g"][:, 0]).abs().max()) <= TOL
+    assert float((fast["layer0.c"] - slow["layer0.c"][:, 0]).abs().max()) <= TOL
+
+
+def test_only_the_chosen_points_are_returned():
+    lstm = nn.LSTM(3, 8, 2, batch_first=True)
+    rec = rnnviz.record(lstm, torch.randn(1, 10, 3), points=["layer1.gate_f", "layer0.h"])
+    assert sorted(rec.points) == ["layer0.h", "layer1.gate_f"]
+    assert len(all_points(2)) == 12
+
+
+@pytest.mark.parametrize("lstm, message", [
+    (nn.LSTM(3, 8, 1, bidirectional=True), "bidirectional"),
+    (nn.LSTM(3, 8, 1, proj_size=4), "proj_size=4"),
+    (nn.GRU(3, 8, 1), "expected a torch.nn.LSTM, found GRU"),
+])
+def test_unsupported_networks_are_refused_clearly(lstm, message):
+    with pytest.raises(RnnvizError, match=message):
+        record(lstm, torch.randn(5, 3))
+
+
+def test_bad_points_and_inputs_are_refused():
+    lstm = nn.LSTM(3, 8, 2, batch_first=True)
+    with pytest.raises(RnnvizError, match="layers 0..1"):
+        record(lstm, torch.randn(1, 5, 3), points=["layer2.c"])
+    with pytest.raises(RnnvizError, match="unknown recording point"):
+        record(lstm, torch.randn(1, 5, 3), points=["layer0.q"])
+    with pytest.raises(RnnvizError, match=r"\(batch, time, 3\)"):
+        Recorder(lstm).run(torch.randn(1, 5, 4))
