@@ -114,6 +114,50 @@ def sample(checkpoint, length, temperature, prime, seed, argmax):
 
 
 @cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@click.argument("texts", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("-o", "--output", help="Dump file to write [default: dumps/<stem of first file>.h5].")
+@click.option("--record", "record_spec", default="all", show_default=True,
+              help="Points to record: all, or a comma list of kinds (c,h,gate_i,gate_f,gate_g,gate_o,gates) "
+                   "or points (layer0.c).")
+@click.option("--layers", help="Comma list of layers to record, e.g. 0,1 [default: all].")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True,
+              help="lzf is the fast one; float16 states barely compress.")
+@click.option("--max-chars", type=int, help="Stop after this many characters in total.")
+@click.option("--topk", type=int, default=5, show_default=True, help="Next-character predictions kept per character.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Files recorded side by side.")
+@click.option("--chunk-chars", type=int, default=4096, show_default=True,
+              help="Characters per recorded chunk (bounds memory).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per pipeline stage.")
+@click.option("--force", is_flag=True, help="Overwrite an existing dump (or discard an unfinished one).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted dump OUTPUT.partial.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_ENCODING
+@_ERRORS
+@user_errors
+def dump(checkpoint, texts, output, record_spec, layers, dtype, compression, max_chars, topk, batch_size,
+         chunk_chars, threads, force, resume, quiet, encoding, errors):
+    """Record every cell and gate of CHECKPOINT over TEXTS (files or directories) into HDF5.
+
+    Each file is one sequence starting from a zero state. The layout is docs/dump-format.md.
+    """
+    from .dump import DumpOptions, dump as run_dump
+    try:
+        layer_list = None if layers is None else [int(x) for x in layers.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected a comma list of layer numbers, found {layers!r}",
+                                 param_hint="--layers") from None
+    options = DumpOptions(record=record_spec, layers=layer_list, dtype=dtype, compression=compression,
+                          max_chars=max_chars, topk=topk, force=force, resume=resume, encoding=encoding,
+                          errors=errors, batch_size=batch_size, chunk_chars=chunk_chars, threads=threads,
+                          progress=not quiet, command=" ".join(["rnnviz"] + sys.argv[1:]))
+    result = run_dump(checkpoint, list(texts), output, options)
+    click.echo(f"wrote {result.path}: {result.n_chars:,} chars, {result.size_bytes / result.n_chars:,.0f} "
+               f"bytes/char, {result.n_chars / result.seconds:,.0f} chars/s", err=True)
+
+
+@cli.command()
 @click.argument("path", type=click.Path(path_type=str))
 @user_errors
 def info(path):
@@ -135,3 +179,20 @@ def serve(dumps, port, host, no_browser, unit):
     """Explore DUMPS in the browser: text coloured by each unit's firing."""
     from .app import serve as serve_app
     serve_app(list(dumps), port=port, host=host, open_browser=not no_browser, initial_unit=unit)
+
+
+@cli.command()
+@click.argument("texts", nargs=-1, type=click.Path(path_type=str))
+@click.option("-o", "--output", default="dumps/demo.h5", show_default=True, help="Where the demo dump goes.")
+@click.option("--port", type=int, default=5006, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")
+@user_errors
+def demo(texts, output, port, host, no_browser):
+    """The shipped model on held-out standard-library text: dump, analyze, serve.
+
+    TEXTS replaces the held-out files (needed where Python has no stdlib sources).
+    """
+    from .workflows import demo as run_demo
+    run_demo(list(texts) or None, output, port=port, host=host, open_browser=not no_browser,
+             log=lambda m: click.echo(m, err=True))
