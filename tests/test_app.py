@@ -210,6 +210,7 @@ def test_ranking_features_contexts_and_saturation(dump):
     np.testing.assert_array_equal(np.asarray(app.text.source.data["f"]), feat)
     app.ranking.source.selected.indices = [1]                     # click the second row
     assert app.unit == ranked[1]
+    app.tabs.active = 1                                           # open "Top contexts"
     top = app.contexts.source.data
     assert top["which"][0] == "top" and top["char"][0] in WORD
     app.contexts.source.selected.indices = [7]                    # a bottom context

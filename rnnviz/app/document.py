@@ -21,16 +21,17 @@ from bokeh.layouts import column, row
 from bokeh.models import Button, CustomJS, DataTable, Div, TabPanel, Tabs
 
 from ..errors import RnnvizError
-from ..names import KIND_RANGE, parse_point, parse_unit, unit_name
+from ..names import KIND_RANGE, parse_point, unit_name
 from . import colours
 from .controls import Controls
-from .layout import WRAP, line_start, trim_to_line_end
+from .navigation import Navigator
 from .panels import SIDE_W, ContextsPanel, DiscoverPanel, ExportPanel, RankingPanel, SaturationPanel
-from .search import compile_query, find_all, find_matches, select_units
+from .search import find_matches, select_units
 from .store import open_view
-from .textview import TextView, window_data
+from .textview import TextView
 
 log = logging.getLogger(__name__)
+CONTEXTS_TAB = 1
 _KIND_WORDS = {"c": "cell state", "h": "hidden state", "gate_i": "input gate", "gate_f": "forget gate",
                "gate_g": "cell candidate", "gate_o": "output gate"}
 
@@ -53,12 +54,17 @@ def _url_args(doc: Document) -> dict[str, str]:
     return {k: (v[0].decode() if isinstance(v[0], bytes) else str(v[0])) for k, v in raw.items() if v}
 
 
-class Explorer:
+class Explorer(Navigator):
     def __init__(self, doc: Document, paths: list[str], dump_index: int = 0, unit: str | None = None,
                  position: int | None = None):
         self.doc, self.paths, self.dump_index = doc, paths, dump_index
         self.view = open_view(paths[dump_index])
-        self.point, self.index = self._first_unit(unit)
+        try:
+            self.point, self.index = self._first_unit(unit)
+            unit_error = None
+        except RnnvizError as e:        # a bad ?unit= in the address: show the default unit and say why
+            self.point, self.index = self._first_unit(None)
+            unit_error = str(e)
         self.start = self.end = 0
         self.feature: str | None = None
         self.match_starts = self.match_lengths = np.zeros(0, np.int64)
@@ -78,10 +84,13 @@ class Explorer:
         self._wire()
         self.layout = self._layout()
         self._show_analysis()
-        self.load_window(0 if position is None else self._line_start(self.view.check_position(position)))
+        self._cut = False
+        self.load_window(0)
         self.select_unit(self.point, self.index)
         if position is not None:
-            self.text.mark(position, 1)
+            self._guard(self.jump)(position)
+        if unit_error:
+            self.error(unit_error)
 
     # ----- plumbing
     def _guard(self, fn):
@@ -165,6 +174,8 @@ class Explorer:
                           TabPanel(child=self.discover.layout, title="Select & match"),
                           TabPanel(child=self.export.layout, title="Export")], width=SIDE_W + 10,
                     name="side_tabs")
+        self.tabs = tabs
+        tabs.on_change("active", self._guard(lambda a, o, n: self._show_contexts()))
         # Tables filled while their tab was hidden are drawn at zero size: redraw them on show.
         tabs.js_on_change("active", CustomJS(args={"tables": list(self.doc_tables(tabs))},
                                              code="for (const t of tables) { t.change.emit() }"))
@@ -210,9 +221,14 @@ class Explorer:
             self.controls.layer.value, self.controls.kind.value = str(layer), kind
             self.controls.index.value = index
         self.paint()
-        self.contexts.show(self.view, self.unit)
+        self._show_contexts()
         self.saturation.mark(self.unit)
         self.controls.status.text = ""
+
+    def _show_contexts(self) -> None:
+        """Fill the contexts table, only while its tab is open (it reads ~20 snippets of text)."""
+        if self.tabs.active == CONTEXTS_TAB and self.contexts.unit != self.unit:
+            self.contexts.show(self.view, self.unit)
 
     def paint(self) -> None:
         """Colour the window by the current unit: sends the ``v`` column and the scale only."""
@@ -228,10 +244,7 @@ class Explorer:
                                         f"colour {low:.3g} … {high:.3g} ({how}){self._top_features()}")
 
     def _top_features(self) -> str:
-        a = self.view.analysis
-        if a is None or a.ranking is None:
-            return ""
-        r = a.ranking[a.ranking["unit"] == self.unit].head(3)
+        r = self.view.unit_rows("ranking", self.unit).head(3)
         if not len(r):
             return ""
         return " &nbsp;· strongest features: " + ", ".join(
@@ -242,91 +255,6 @@ class Explorer:
         self.ranking.refresh()
         values = self.view.feature(name, self.start, self.end) if name else None
         self.text.show_feature(values, name or "")
-
-    # ----- moving through the text
-    def _line_start(self, pos: int) -> int:
-        """Start of the line holding ``pos`` (or of its source, if that is nearer)."""
-        before = self.view.text(max(0, pos - WRAP), pos)
-        start = pos - line_start(before, WRAP)
-        firsts = self.view.sources["start"].to_numpy()
-        inside = firsts[(firsts > start) & (firsts <= pos)]
-        return int(inside.max()) if len(inside) else start
-
-    def load_window(self, start: int) -> None:
-        n = self.view.n_chars
-        start = max(0, min(start, n - 1))
-        end = min(n, start + int(self.controls.window.value))
-        if end < n:   # end the window at a line end so the next page starts at a line start
-            end = start + trim_to_line_end(self.view.text(start, end), WRAP)
-        self.start, self.end = start, end
-        values = self.view.values(self.point, self.index, start, end)
-        feature = self.view.feature(self.feature, start, end) if self.feature else None
-        self.text.source.selected.indices = []
-        self.text.show_window(*window_data(self.view, start, end, values, feature))
-        if feature is not None:
-            self.text.show_feature(feature, self.feature)
-        self.paint()
-        self._show_where()
-
-    def _show_where(self) -> None:
-        c, firsts = self.controls, self.view.sources["start"].to_numpy()
-        src = int(np.searchsorted(firsts, self.start, side="right") - 1)
-        with self._quiet():
-            c.slider.value = self.start
-            c.source.value = str(max(src, 0))
-        c.where.text = f"chars {self.start:,}–{self.end:,} of {self.view.n_chars:,}"
-
-    def next_page(self) -> None:
-        if self.end >= self.view.n_chars:
-            raise RnnvizError("this is the end of the text")
-        self.load_window(self.end)
-
-    def prev_page(self) -> None:
-        if self.start == 0:
-            raise RnnvizError("this is the start of the text")
-        self.load_window(self._line_start(max(0, self.start - int(self.controls.window.value))))
-        self.text.scroll_to_row(self.text.rows)
-
-    def jump(self, pos: int, length: int = 1, mark: bool = True) -> None:
-        pos = self.view.check_position(pos)
-        if not self.start <= pos < self.end or pos + length > self.end:
-            back = int(self.controls.window.value) // 4
-            self.load_window(self._line_start(max(0, pos - back)) if pos - back > 0 else 0)
-        if mark:
-            self.text.mark(pos, length)
-        else:
-            self.text.scroll_to_row(-int(self.text.source.data["y"][pos - self.start]))
-        self.controls.status.text = ""
-
-    def jump_to_source(self, i: int) -> None:
-        first = int(self.view.sources["start"].iloc[i])
-        self.load_window(first)
-        self.info(f"{self.view.sources['name'].iloc[i]} starts at char {first:,}")
-
-    def search(self, query: str) -> None:
-        c = self.controls
-        if not query:
-            self.match_starts = self.match_lengths = np.zeros(0, np.int64)
-            c.match_info.text = ""
-            return
-        pattern = compile_query(query, regex=0 in c.search_opts.active, case=1 in c.search_opts.active)
-        self.match_starts, self.match_lengths, cut = find_all(self.view, pattern)
-        if not len(self.match_starts):
-            c.match_info.text = "no matches"
-            raise RnnvizError(f"{query!r} does not occur in the text")
-        # Start from the first match at or after the window start.
-        self.match_i = int(np.searchsorted(self.match_starts, self.start)) % len(self.match_starts) - 1
-        self._cut = cut
-        self.step_match(+1)
-
-    def step_match(self, step: int) -> None:
-        if not len(self.match_starts):
-            raise RnnvizError("no search results: type a search first")
-        self.match_i = (self.match_i + step) % len(self.match_starts)
-        at = int(self.match_starts[self.match_i])
-        self.jump(at, int(self.match_lengths[self.match_i]))
-        more = "+" if getattr(self, "_cut", False) else ""
-        self.controls.match_info.text = f"match {self.match_i + 1:,} of {len(self.match_starts):,}{more} (char {at:,})"
 
     def switch_dump(self, index: int) -> None:
         doc = self.doc

@@ -97,15 +97,17 @@ class ContextsPanel:
             TableColumn(field="position", title="position", width=70)], "contexts_table", height=460)
         self.note = Div(text="", width=SIDE_W, styles={"color": "#555"})
         _on_pick(self.source, on_jump, "position")
+        self.unit: str | None = None          # whose contexts the table holds
         self.layout = column(self.note, self.table)
 
     def show(self, view, unit: str) -> None:
+        self.unit = unit
         a = view.analysis
         if a is None or a.contexts is None:
             self.source.data = {k: [] for k in self.source.data}
             self.note.text = "No contexts: this dump has not been analysed yet."
             return
-        c = a.contexts[a.contexts["unit"] == unit]
+        c = view.unit_rows("contexts", unit)
         if "rank" in c:
             c = c.sort_values(["which", "rank"], ascending=[False, True], kind="stable")
         parts = [snippet(view.text(p - 18, p + 16), min(p, 18), 18, 15) for p in c["position"].tolist()]

@@ -48,6 +48,7 @@ class Analysis:
     saturation: pd.DataFrame | None = None
     contexts: pd.DataFrame | None = None
     features: dict[str, str] = field(default_factory=dict)   # name -> kind (binary, continuous, ordinal)
+    row_index: dict = field(default_factory=dict)            # table -> {unit: row numbers}, built on first use
 
 
 class DumpView:
@@ -149,22 +150,39 @@ class DumpView:
 
     def block(self, point: str, start: int, end: int) -> np.ndarray:
         """(T, H) states of ``point`` for chars [start, end), as stored (float16/32); cached."""
+        return self._cached((point, start, end), lambda f: f[h5_path(point)][start:end])
+
+    def values(self, point: str, index: int, start: int, end: int) -> np.ndarray:
+        """(T,) float32 values of one unit over chars [start, end).
+
+        Reads (and caches) the HDF5 chunk column holding the unit (e.g. 64 of 256 units),
+        so the next unit usually comes from memory and a new one costs a quarter of a block.
+        """
         key = (point, start, end)
+        with self._lock:
+            whole = self._blocks.get(key)
+            if whole is not None:
+                return whole[:, index].astype(np.float32)
+            with self._h5() as f:
+                ds = f[h5_path(point)]
+                width = ds.chunks[1] if ds.chunks else ds.shape[1]
+            lo = index // width * width
+            slab = self._cached((point, start, end, lo), lambda f: f[h5_path(point)][start:end, lo:lo + width])
+            return slab[:, index - lo].astype(np.float32)
+
+    def _cached(self, key, read) -> np.ndarray:
+        """LRU over state slabs, at most BLOCK_CACHE_BYTES in all."""
         with self._lock:
             hit = self._blocks.get(key)
             if hit is not None:
                 self._blocks.move_to_end(key)
                 return hit
             with self._h5() as f:
-                arr = f[h5_path(point)][start:end]
+                arr = read(f)
             self._blocks[key] = arr
             while sum(a.nbytes for a in self._blocks.values()) > BLOCK_CACHE_BYTES and len(self._blocks) > 1:
                 self._blocks.popitem(last=False)
             return arr
-
-    def values(self, point: str, index: int, start: int, end: int) -> np.ndarray:
-        """(T,) float32 values of one unit over chars [start, end)."""
-        return self.block(point, start, end)[:, index].astype(np.float32)
 
     def predictions(self, start: int, end: int):
         """loss (T,), top-k ids (T, K) and probabilities (T, K) for chars [start, end)."""
@@ -204,12 +222,25 @@ class DumpView:
                 raise RnnvizError(f"{self.name}: no feature {name!r} in the analysis")
             return f[key][start:end].astype(np.float32)
 
+    def unit_rows(self, table: str, unit: str) -> pd.DataFrame:
+        """The rows of analysis table ``table`` (ranking, contexts) about ``unit``, in table order."""
+        a = self.analysis
+        df = getattr(a, table, None) if a is not None else None
+        if df is None or "unit" not in df:
+            return pd.DataFrame()
+        with self._lock:
+            # One grouping per table and process: a string comparison over 100k rows costs ~4 ms a switch.
+            index = a.row_index.get(table)
+            if index is None:
+                index = a.row_index[table] = df.groupby("unit", sort=False).indices
+        return df.iloc[index.get(unit, [])]
+
     def unit_extent(self, unit: str) -> tuple[float, float] | None:
         """Lowest and highest value of ``unit`` over the whole dump, from /analysis/contexts."""
         a = self.analysis
         if a is None or a.contexts is None or "unit" not in a.contexts:
             return None
-        values = a.contexts.loc[a.contexts["unit"] == unit, "value"].to_numpy(np.float64)
+        values = self.unit_rows("contexts", unit)["value"].to_numpy(np.float64)
         values = values[np.isfinite(values)]
         return (float(values.min()), float(values.max())) if len(values) else None
 

@@ -68,6 +68,7 @@ class TextView:
         fig = figure(frame_width=WRAP * CELL_W, frame_height=ROWS_VISIBLE * CELL_H,
                      x_range=Range1d(-0.5, WRAP - 0.5), y_range=y_range, tools=[],
                      toolbar_location="above", name="text_figure", min_border=4,
+                     min_border_right=90,   # room for the colour bar's labels: no jitter on unit switch
                      outline_line_color="#d0d0d0", background_fill_color="#ffffff")
         fig.axis.visible = False
         fig.grid.visible = False
@@ -134,7 +135,10 @@ class TextView:
     def show_values(self, values: np.ndarray, kind: str, low: float, high: float, title: str) -> None:
         """New unit: only the ``v`` column, the colour map and a few scalars change."""
         self.source.data["v"] = values.astype(np.float32)
-        self.mapper.update(palette=colours.palette(kind), low=low, high=high)
+        palette = colours.palette(kind)
+        if self.mapper.palette != palette:        # validating 256 colours costs ~8 ms: only when it changes
+            self.mapper.palette = palette
+        self.mapper.update(low=low, high=high)
         self.colorbar.title = title
         pad = 0.05 * (high - low)
         self.plot.y_range.update(start=low - pad, end=high + pad)

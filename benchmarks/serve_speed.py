@@ -1,0 +1,275 @@
+"""How fast `rnnviz serve` answers on a big dump, and how much it sends.
+
+    python benchmarks/serve_speed.py [--quick] [--chars N] [--dir DIR]
+
+Writes synthetic dumps (stdlib text, 2 layers x 256 units, every recording point,
+random float16 states, chunked like `rnnviz dump` writes them, plus an /analysis),
+then measures, in this process unless said otherwise:
+
+* server start -> first document: make_server() until GET / returns (the page
+  request builds the session's document), and the same for the `rnnviz serve` CLI
+  started cold (Python imports included);
+* a unit switch on a 10k-char window: server-side time of the callback, and the
+  bytes of the PATCH-DOC message it produces (JSON + binary buffers), against a
+  baseline in the same run: reloading the whole window;
+* server RSS after the first page and a few switches, for the big dump and a
+  100k-char one (each in a fresh process).
+
+Targets: first document < 2 s, switch < 50 ms, switch message < 200 KB, RSS with the
+big dump not meaningfully above the small one. Last line: one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from rnnviz.h5util import write_table
+from rnnviz.names import KINDS, h5_path, point_name
+
+H, LAYERS, TOPK = 256, 2, 5
+ROWS, UNITS = 1024, 64           # HDF5 chunk shape of rnnviz dump's state arrays
+FEATURES = 8
+
+
+def stdlib_text(n: int) -> tuple[str, list[tuple[str, int]]]:
+    """About n chars of the standard library's .py files, and (name, length) per file."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, sources, total = [], [], 0
+    while total < n:
+        for f in sorted(root.glob("*.py")):
+            t = f.read_text(errors="replace")[: n - total]
+            if t:
+                parts.append(t)
+                sources.append((str(f), len(t)))
+                total += len(t)
+            if total >= n:
+                break
+    return "".join(parts), sources
+
+
+def write_dump(path: Path, n: int) -> None:
+    text, sources = stdlib_text(n)
+    rng = np.random.default_rng(0)
+    points = [point_name(layer, kind) for layer in range(LAYERS) for kind in KINDS]
+    vocab = ["\ufffd"] + sorted(set(text) - {"\ufffd"})
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"format": "rnnviz-dump", "schema_version": 1, "complete": 1, "n_chars": n,
+                        "num_layers": LAYERS, "hidden_size": H, "recorded": json.dumps(points),
+                        "dtype": "float16", "topk": TOPK, "unknown_chars": 0, "vocab": json.dumps(vocab),
+                        "compression": "none", "command": "benchmarks/serve_speed.py"})
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        f.create_dataset("text/codes", data=codes, chunks=(min(n, 16 * ROWS),))
+        f.create_dataset("text/ids", data=(codes % len(vocab)).astype(np.int32), chunks=(min(n, 16 * ROWS),))
+        starts = np.cumsum([0] + [length for _, length in sources[:-1]])
+        write_table(f, "sources", pd.DataFrame({
+            "name": [s for s, _ in sources], "start": starts.astype(np.int64),
+            "length": np.array([length for _, length in sources], np.int64),
+            "size_bytes": np.array([length for _, length in sources], np.int64), "sha256": ["0" * 64] * len(sources)}))
+        # One random slab per point, written at shifting offsets: the file holds real bytes everywhere.
+        slab_rows = 1 << 16
+        for point in points:
+            slab = rng.standard_normal((slab_rows, H), dtype=np.float32).astype(np.float16)
+            ds = f.create_dataset(h5_path(point), shape=(n, H), dtype=np.float16, chunks=(min(n, ROWS), UNITS))
+            for i, at in enumerate(range(0, n, slab_rows)):
+                rows = min(slab_rows, n - at)
+                ds[at:at + rows] = np.roll(slab, i, axis=0)[:rows]
+        f.create_dataset("predictions/loss", data=rng.exponential(1, n).astype(np.float32))
+        f.create_dataset("predictions/topk_ids", data=rng.integers(0, len(vocab), (n, TOPK), dtype=np.int32))
+        f.create_dataset("predictions/topk_probs", data=np.sort(rng.random((n, TOPK), np.float32), axis=1)[:, ::-1])
+        write_analysis(f, points, n, rng)
+
+
+def write_analysis(f: h5py.File, points: list[str], n: int, rng) -> None:
+    """An /analysis of the size a real one has: every unit x every feature ranked, 20 contexts each."""
+    g = f.create_group("analysis")
+    names = [f"feature{i}" for i in range(FEATURES)]
+    for name in names:
+        g.create_dataset(f"features/{name}", data=(rng.random(n) < 0.2).astype(np.float32)).attrs["kind"] = "binary"
+    units = [(p, i) for p in points for i in range(H)]
+    write_table(g, "ranking", pd.DataFrame({
+        "feature": np.repeat(names, len(units)), "feature_kind": "binary",
+        "unit": [f"{p}[{i}]" for p, i in units] * FEATURES, "point": [p for p, _ in units] * FEATURES,
+        "layer": [int(p[5]) for p, _ in units] * FEATURES, "kind": [p.split(".")[1] for p, _ in units] * FEATURES,
+        "index": [i for _, i in units] * FEATURES, "score": rng.uniform(-0.5, 0.5, len(units) * FEATURES)}))
+    gates = [(p, i) for p, i in units if p.split(".")[1] in ("gate_i", "gate_f", "gate_o")]
+    write_table(g, "saturation", pd.DataFrame({
+        "point": [p for p, _ in gates], "layer": [int(p[5]) for p, _ in gates],
+        "gate": [p.split(".")[1] for p, _ in gates], "index": [i for _, i in gates],
+        "frac_left": rng.random(len(gates)), "frac_right": rng.random(len(gates))}))
+    per = 20
+    write_table(g, "contexts", pd.DataFrame({
+        "unit": np.repeat([f"{p}[{i}]" for p, i in units], per), "which": np.tile(["top"] * 10 + ["bottom"] * 10, len(units)),
+        "rank": np.tile(np.arange(per) % 10, len(units)), "position": rng.integers(0, n, len(units) * per),
+        "value": rng.normal(0, 2, len(units) * per)}))
+
+
+def get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=120) as r:
+        r.read()
+        return r.status
+
+
+def start_server_thread(path: Path) -> tuple[float, object]:
+    """Start the app's server in a thread with its own event loop; seconds until GET / answers."""
+    import asyncio
+    from rnnviz.app import make_server
+    box, ready = {}, threading.Event()
+
+    def run():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        box["server"] = make_server([path], port=0)
+        box["server"].start()
+        ready.set()
+        box["server"].io_loop.start()
+    t0 = time.perf_counter()
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait()
+    assert get(f"http://127.0.0.1:{box['server'].port}/") == 200
+    return time.perf_counter() - t0, box["server"]
+
+
+def patch_bytes(events) -> int:
+    """Size of the PATCH-DOC message Bokeh would send for these document events."""
+    from bokeh.protocol import Protocol
+    msg = Protocol().create("PATCH-DOC", events)
+    return (len(msg.header_json) + len(msg.metadata_json) + len(msg.content_json)
+            + sum(len(b.to_bytes()) for b in msg.buffers))
+
+
+def switch_figures(path: Path, switches: int) -> dict:
+    """Time unit switches on a 10k-char window and size their messages; baseline: a window reload."""
+    from bokeh.document import Document
+    from rnnviz.app.document import make_doc
+    doc = Document()
+    app = make_doc(doc, [str(path)])
+    app.controls.window.value = "10000"
+    app.jump(app.view.n_chars // 2, mark=False)
+    rng = np.random.default_rng(1)
+    points = app.view.points
+    times, sizes = [], []
+    for k in range(switches):
+        point = points[rng.integers(len(points))] if k % 2 else app.point   # alternate: same point / another
+        index = int(rng.integers(H))
+        events = []
+        doc.on_change(events.append)
+        t0 = time.perf_counter()
+        app.select_unit(point, index)
+        times.append(time.perf_counter() - t0)
+        doc.remove_on_change(events.append)
+        sizes.append(patch_bytes(events))
+    events = []
+    doc.on_change(events.append)
+    t0 = time.perf_counter()
+    app.load_window(app.end)                 # baseline: what a page turn costs
+    reload_s = time.perf_counter() - t0
+    doc.remove_on_change(events.append)
+    return {"window_chars": app.end - app.start, "switch_ms_median": 1e3 * float(np.median(times)),
+            "switch_ms_max": 1e3 * max(times), "switch_bytes_max": max(sizes),
+            "window_reload_ms": 1e3 * reload_s, "window_reload_bytes": patch_bytes(events)}
+
+
+def rss_child(path: str) -> None:
+    """(Run in a fresh process.) Serve, load the page, switch a few units, print VmRSS in MB."""
+    seconds, server = start_server_thread(Path(path))
+    switch_figures(Path(path), 6)
+    status = Path("/proc/self/status").read_text()
+    rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+    print(json.dumps({"rss_mb": rss, "first_doc_s": seconds}))
+
+
+def rss_of(path: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--rss-child", str(path)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cli_first_page(path: Path) -> float:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(["rnnviz", "serve", str(path), "--no-browser", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                get(f"http://127.0.0.1:{port}/")
+                return time.perf_counter() - t0
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("rnnviz serve exited early")
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="200k chars instead of 2M (under a minute)")
+    ap.add_argument("--chars", type=int, help="size of the big dump")
+    ap.add_argument("--dir", help="keep the dumps here (reused when present) instead of a temp dir")
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        return rss_child(args.rss_child)
+    big_n = args.chars or (200_000 if args.quick else 2_000_000)
+    small_n = 100_000
+    work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="rnnviz-serve-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        dumps = {}
+        for label, n in (("big", big_n), ("small", small_n)):
+            path = work / f"serve_{n}.h5"
+            if not path.exists():
+                t0 = time.perf_counter()
+                write_dump(path, n)
+                print(f"wrote {path} ({n:,} chars, {path.stat().st_size / 2**30:.2f} GiB) "
+                      f"in {time.perf_counter() - t0:.1f} s", flush=True)
+            dumps[label] = path
+        first_s, _ = start_server_thread(dumps["big"])
+        print(f"server start -> first document ({big_n:,} chars, in-process): {first_s:.2f} s", flush=True)
+        cli_s = cli_first_page(dumps["big"])
+        print(f"`rnnviz serve` cold start -> first page (imports included): {cli_s:.2f} s", flush=True)
+        sw = switch_figures(dumps["big"], 10 if args.quick else 30)
+        print(f"unit switch on a {sw['window_chars']:,}-char window: median {sw['switch_ms_median']:.1f} ms, "
+              f"max {sw['switch_ms_max']:.1f} ms; message <= {sw['switch_bytes_max'] / 1e3:.1f} KB", flush=True)
+        print(f"baseline, reloading the window: {sw['window_reload_ms']:.1f} ms, "
+              f"{sw['window_reload_bytes'] / 1e3:.1f} KB -> the switch sends "
+              f"{sw['window_reload_bytes'] / sw['switch_bytes_max']:.1f}x less", flush=True)
+        rss_big, rss_small = rss_of(dumps["big"]), rss_of(dumps["small"])
+        print(f"server RSS: {rss_big['rss_mb']:.0f} MB with {big_n:,} chars, {rss_small['rss_mb']:.0f} MB with "
+              f"{small_n:,} (ratio {rss_big['rss_mb'] / rss_small['rss_mb']:.2f})", flush=True)
+        result = {"big_chars": big_n, "small_chars": small_n, "first_doc_s": round(first_s, 3),
+                  "cli_first_page_s": round(cli_s, 3),
+                  **{k: round(v, 3) if isinstance(v, float) else v for k, v in sw.items()},
+                  "switch_vs_reload_bytes": round(sw["window_reload_bytes"] / sw["switch_bytes_max"], 2),
+                  "rss_big_mb": round(rss_big["rss_mb"], 1), "rss_small_mb": round(rss_small["rss_mb"], 1),
+                  "rss_ratio": round(rss_big["rss_mb"] / rss_small["rss_mb"], 3),
+                  "targets_met": {"first_doc": first_s < 2, "switch": sw["switch_ms_max"] < 50,
+                                  "bytes": sw["switch_bytes_max"] < 200_000,
+                                  "rss": rss_big["rss_mb"] < 1.15 * rss_small["rss_mb"]}}
+        print(json.dumps(result))
+    finally:
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("BOKEH_LOG_LEVEL", "warn")
+    main()
