@@ -151,10 +151,22 @@ def dump(checkpoint, texts, output, record_spec, layers, dtype, compression, max
     options = DumpOptions(record=record_spec, layers=layer_list, dtype=dtype, compression=compression,
                           max_chars=max_chars, topk=topk, force=force, resume=resume, encoding=encoding,
                           errors=errors, batch_size=batch_size, chunk_chars=chunk_chars, threads=threads,
-                          progress=not quiet, command=" ".join(["rnnviz"] + sys.argv[1:]))
+                          progress=not quiet, command=_given_command("dump", checkpoint, *texts))
     result = run_dump(checkpoint, list(texts), output, options)
     click.echo(f"wrote {result.path}: {result.n_chars:,} chars, {result.size_bytes / result.n_chars:,.0f} "
                f"bytes/char, {result.n_chars / result.seconds:,.0f} chars/s", err=True)
+
+
+def _given_command(*arguments: str) -> str:
+    """The command line as the user gave it (options left at their defaults omitted)."""
+    import shlex
+    ctx = click.get_current_context()
+    parts = ["rnnviz", *arguments]
+    for param in ctx.command.params:
+        if isinstance(param, click.Option) and ctx.get_parameter_source(param.name).name != "DEFAULT":
+            flag = max(param.opts, key=len)
+            parts += [flag] if param.is_flag else [flag, str(ctx.params[param.name])]
+    return shlex.join(parts)
 
 
 @cli.command()
