@@ -138,11 +138,15 @@ def test_colour_map_follows_the_kind(dump):
     app.select_unit_name("layer0.h[2]")
     assert app.text.mapper.palette == colours.DIVERGING
     assert (app.text.mapper.low, app.text.mapper.high) == (-1.0, 1.0)
-    # The cell state is unbounded: its scale comes from the unit itself and is symmetric.
-    app.controls.scale.value = "per unit"
+    # The cell state is unbounded: its scale comes from the unit itself and is symmetric,
+    # by default from the window shown, or from its extremes over the whole text.
     app.select_unit_name("layer1.c[3]")
+    shown = states["layer1.c"][app.start:app.end, 3]
+    assert app.text.mapper.high == pytest.approx(np.percentile(shown, 99)) == -app.text.mapper.low
+    app.controls.scale.value = "whole text"
     hi = float(np.abs(states["layer1.c"][:, 3]).max())
     assert app.text.mapper.low == pytest.approx(-hi) and app.text.mapper.high == pytest.approx(hi)
+    assert "whole text" in app.controls.unit_line.text
     app.controls.scale.value = "fixed"
     assert (app.text.mapper.low, app.text.mapper.high) == (-colours.C_FIXED, colours.C_FIXED)
     assert "layer1.c[3]" in app.text.colorbar.title

@@ -15,7 +15,7 @@ _DIVERGING = ("#3f7fc1", "#9cc3e4", "#f7f7f7", "#f2a98f", "#d6533f")
 _SEQUENTIAL = ("#ffffff", "#e3f2d9", "#a8d8a0", "#5db36c", "#2a8a4a")
 _FEATURE = ("#f2eef7", "#6a3d9a")
 NAN_COLOR = "#ffffff"
-SCALES = ("auto", "fixed", "per unit")
+SCALES = ("auto", "fixed", "whole text", "window")
 # A fixed scale for the unbounded cell state: tanh(3) = 0.995, so past this the unit is saturated anyway.
 C_FIXED = 3.0
 
@@ -44,17 +44,21 @@ def limits(kind: str, values: np.ndarray, scale: str = "auto",
            extent: tuple[float, float] | None = None) -> tuple[float, float]:
     """(low, high) of the colour map for a unit of ``kind``.
 
-    ``fixed`` uses the kind's natural range; ``per unit`` the unit's own range
-    (``extent`` over the whole dump when known, else the robust range of ``values``);
-    ``auto`` is fixed for bounded kinds and per unit for the unbounded cell state.
-    Diverging scales stay symmetric about zero so white always means 0.
+    ``fixed``: the kind's natural range (the cell state: +-C_FIXED);
+    ``whole text``: the unit's own range over the dump (``extent``, from the analysis;
+    the window's range when there is none); ``window``: the robust range (1st..99th
+    percentile) of ``values``, the window shown; ``auto``: fixed for bounded kinds,
+    the window's range for the unbounded cell state (whose extremes can be 20x its
+    typical values). Diverging scales stay symmetric about zero so white means 0.
     """
     if scale not in SCALES:
         raise ValueError(scale)
     bound = KIND_RANGE[kind]
-    if scale == "fixed" or (scale == "auto" and bound != "unbounded"):
+    if scale == "auto":
+        scale = "window" if bound == "unbounded" else "fixed"
+    if scale == "fixed":
         return {"unit": (0.0, 1.0), "signed": (-1.0, 1.0)}.get(bound, (-C_FIXED, C_FIXED))
-    if extent is None:
+    if scale == "window" or extent is None:
         finite = values[np.isfinite(values)]
         extent = (float(np.percentile(finite, 1)), float(np.percentile(finite, 99))) if len(finite) else (0.0, 1.0)
     lo, hi = extent
@@ -62,6 +66,16 @@ def limits(kind: str, values: np.ndarray, scale: str = "auto",
         m = max(abs(lo), abs(hi), 1e-6)
         return -m, m
     return (lo, hi) if hi > lo else (lo, lo + 1e-6)
+
+
+def describe_scale(kind: str, scale: str, extent_known: bool) -> str:
+    """Words for the scale ``limits`` used, for the app's unit line."""
+    if scale == "auto":
+        scale = "window" if KIND_RANGE[kind] == "unbounded" else "fixed"
+    if scale == "whole text" and not extent_known:
+        scale = "window"
+    return {"fixed": "the kind's range", "whole text": "the unit's range over the whole text",
+            "window": "the unit's range in this window"}[scale]
 
 
 def to_hex(values: np.ndarray, low: float, high: float, colours: list[str]) -> list[str]:

@@ -1,6 +1,8 @@
 """The widgets above the text: which dump and unit, how to colour, where in the text."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from bokeh.layouts import column, row
 from bokeh.models import (Button, CheckboxGroup, Div, NumericInput, Select, Slider, Spinner, TextInput)
 
@@ -15,7 +17,10 @@ _MUTED = {"color": "#555555"}
 class Controls:
     def __init__(self, view, paths: list[str], dump_index: int):
         n = view.n_chars
-        self.title = Div(text=f"<b style='font-size:16px'>rnnviz</b> &nbsp; {_escape(view.describe())}",
+        self.title = Div(text=f"<b style='font-size:16px'>rnnviz</b> &nbsp; {_escape(view.describe())}"
+                              f"<span style='color:#777;font-size:12px'> &nbsp;—&nbsp; hover a character for its "
+                              f"value, the model's next-character guesses and its loss; scroll to move through "
+                              f"the window; drag to select a span</span>",
                          name="title", styles={"font-size": "14px"})
         self.dump = Select(title="Dump", options=[(str(i), _short(p)) for i, p in enumerate(paths)],
                            value=str(dump_index), width=200, visible=len(paths) > 1, name="dump_select")
@@ -33,7 +38,7 @@ class Controls:
         self.position = NumericInput(title="Go to char", low=0, width=110, name="goto")
         sources = view.sources
         self.source = Select(title="Source file", width=260, name="source_select",
-                             options=[(str(i), f"{_short(name)} ({length:,} chars)") for i, (name, length)
+                             options=[(str(i), f"{Path(name).name} ({length:,} chars)") for i, (name, length)
                                       in enumerate(zip(sources["name"], sources["length"]))],
                              value="0")
         self.search = TextInput(title="Search (Enter)", placeholder="text or regex", width=190, name="search")

@@ -21,7 +21,7 @@ from bokeh.layouts import column, row
 from bokeh.models import Button, CustomJS, DataTable, Div, TabPanel, Tabs
 
 from ..errors import RnnvizError
-from ..names import KIND_RANGE, parse_point, unit_name
+from ..names import parse_point, unit_name
 from . import colours
 from .controls import Controls
 from .navigation import Navigator
@@ -177,26 +177,23 @@ class Explorer(Navigator):
         self.tabs = tabs
         tabs.on_change("active", self._guard(lambda a, o, n: self._show_contexts()))
         # Tables filled while their tab was hidden are drawn at zero size: redraw them on show.
-        tabs.js_on_change("active", CustomJS(args={"tables": list(self.doc_tables(tabs))},
+        tabs.js_on_change("active", CustomJS(args={"tables": list(tabs.select({"type": DataTable}))},
                                              code="for (const t of tables) { t.change.emit() }"))
         # Nested columns: a plain column would align the two frames and squeeze out the colour bar.
         main = column(self.controls.unit_line, column(self.text.figure), column(self.text.plot))
         side = column(self.banner, self.run_analysis, tabs)
         return column(self.controls.layout(), row(main, side))
 
-    @staticmethod
-    def doc_tables(layout):
-        return layout.select({"type": DataTable})
-
     # ----- units
     def _first_unit(self, unit: str | None) -> tuple[str, int]:
         if unit:
             return self.view.check_unit(unit)
         a = self.view.analysis
-        if a is not None and a.ranking is not None and len(a.ranking):
-            best = a.ranking.iloc[0]
-            if best["point"] in self.view.points:
-                return str(best["point"]), int(best["index"])
+        if a is not None and a.ranking is not None and "kind" in a.ranking:
+            # The strongest cell or hidden unit: the ones Karpathy et al. read text with.
+            states = a.ranking[a.ranking["kind"].isin(["c", "h"]) & a.ranking["point"].isin(self.view.points)]
+            if len(states):
+                return str(states["point"].iloc[0]), int(states["index"].iloc[0])
         ordered = sorted(self.view.points, key=lambda p: (p.split(".")[1] != "c", -parse_point(p)[0]))
         return ordered[0], 0
 
@@ -235,11 +232,10 @@ class Explorer(Navigator):
         kind = parse_point(self.point)[1]
         values = self.view.values(self.point, self.index, self.start, self.end)
         scale = self.controls.scale.value
-        extent = self.view.unit_extent(self.unit) if scale != "fixed" else None
+        extent = self.view.unit_extent(self.unit) if scale == "whole text" else None
         low, high = colours.limits(kind, values, scale, extent)
         self.text.show_values(values, kind, low, high, self.unit)
-        how = ("its range over the whole text" if extent else "its range in this window") \
-            if (scale == "per unit" or (scale == "auto" and KIND_RANGE[kind] == "unbounded")) else "the kind's range"
+        how = colours.describe_scale(kind, scale, extent is not None)
         self.controls.unit_line.text = (f"<b style='font-size:15px'>{self.unit}</b> &nbsp;{_KIND_WORDS[kind]}, "
                                         f"colour {low:.3g} … {high:.3g} ({how}){self._top_features()}")
 

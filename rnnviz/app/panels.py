@@ -16,7 +16,7 @@ from bokeh.plotting import figure
 from ..names import parse_point
 from .layout import snippet
 
-SIDE_W = 470
+SIDE_W = 440
 MAX_RANKED = 500
 _MONO_CSS = ".slick-cell { font-family: 'DejaVu Sans Mono', Menlo, monospace; }"
 ALL = "(all)"

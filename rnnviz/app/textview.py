@@ -90,9 +90,7 @@ class TextView:
         self.colorbar = ColorBar(color_mapper=self.mapper, width=14, title="", padding=6,
                                  title_text_font_size="11px", major_label_text_font_size="11px")
         fig.add_layout(self.colorbar, "right")
-        hover = HoverTool(renderers=[cells], tooltips=[
-            ("char", "@raw"), ("position", "@pos{0,0}"), ("value", "@v{0.0000}"),
-            ("feature", "@f{0.00}"), ("next char (model)", "@pred"), ("loss", "@loss{0.00} nats")])
+        self.hover = hover = HoverTool(renderers=[cells], tooltips=self._tooltips(None))
         select = BoxSelectTool(renderers=[cells], description="Select a span of text")
         wheel = WheelPanTool(dimension="height", description="Scroll through the window")
         fig.add_tools(select, wheel, hover)
@@ -100,10 +98,16 @@ class TextView:
         fig.toolbar.active_scroll = wheel
         return fig
 
+    @staticmethod
+    def _tooltips(feature: str | None) -> list[tuple[str, str]]:
+        return ([("char", "@raw"), ("position", "@pos{0,0}"), ("value", "@v{0.0000}")]
+                + ([(feature, "@f{0.00}")] if feature else [])
+                + [("next char (model)", "@pred"), ("loss", "@loss{0.00} nats")])
+
     def _value_plot(self):
         fig = figure(frame_width=WRAP * CELL_W, frame_height=110, x_range=Range1d(0, 1),
-                     y_range=Range1d(-1, 1), tools="xpan,xwheel_zoom,reset", name="value_plot",
-                     toolbar_location="right", min_border_left=4, y_axis_label="value",
+                     y_range=Range1d(-1, 1), tools="xpan,xwheel_zoom", name="value_plot",
+                     toolbar_location=None, min_border_left=4, y_axis_label="value",
                      y_axis_location="right", x_axis_label="character position")
         fig.add_layout(Span(location=0, dimension="width", line_color="#bbbbbb"))
         self.visible_box = BoxAnnotation(fill_color="#888888", fill_alpha=0.12, line_alpha=0)
@@ -148,6 +152,7 @@ class TextView:
         shown_values = values if values is not None else np.full(n, np.nan, np.float32)
         self.source.data["f"] = shown_values.astype(np.float32)
         on = values is not None
+        self.hover.tooltips = self._tooltips(name if on else None)
         track = self.figure.select_one({"name": "feature_track"})
         track.visible = on
         self.feature_line.visible = on
