@@ -179,6 +179,50 @@ def info(path):
 
 
 @cli.command()
+@click.argument("dump_file", metavar="DUMP", type=click.Path(path_type=str))
+@click.option("--feature", "regexes", multiple=True, metavar="NAME=REGEX",
+              help="Add a feature: 1 on characters inside a match of REGEX (repeatable).")
+@click.option("--features", "builtins", metavar="A,B", help="Only these built-in features [default: all].")
+@click.option("--points", help="Recording points, e.g. c,h or layer1.c,gates [default: all recorded].")
+@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Units printed per feature.")
+@click.option("--shifts", type=click.IntRange(0), default=99, show_default=True,
+              help="Circular shifts of each feature for the null.")
+@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
+              help="Fraction at the end of the text kept out of the ranking, to confirm it on.")
+@click.option("--max-chars", default=None, metavar="N|all",
+              help="Characters analysed, in blocks spread over the text [default: 16384]; 'all' for every one.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=str), help="Write the full ranking here.")
+@click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False, path_type=str),
+              help="Write the full ranking as Parquet (needs pyarrow).")
+@click.option("--force", is_flag=True, help="Overwrite existing --csv/--parquet files.")
+@click.option("--no-store", is_flag=True, help="Leave the dump untouched (no /analysis).")
+@user_errors
+def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_chars, csv_path, parquet_path,
+            force, no_store):
+    """Rank every unit of DUMP against text features; store the results in it under /analysis."""
+    from .analyze import DEFAULT_MAX_CHARS, analyze_dump, check_exports, export_ranking
+    from .errors import RnnvizError
+    from .features import parse_feature_option
+    extra = tuple(parse_feature_option(r) for r in regexes)
+    if max_chars is None:
+        limit = DEFAULT_MAX_CHARS
+    elif max_chars.strip().lower() == "all":
+        limit = None
+    elif max_chars.strip().isdigit():
+        limit = int(max_chars)
+    else:
+        raise RnnvizError(f"--max-chars expects a number or 'all', found {max_chars!r}")
+    check_exports(csv_path, parquet_path, force)
+    result = analyze_dump(dump_file, features=builtins, extra_features=extra, points=points, top=top,
+                          shifts=shifts, holdout=holdout, max_chars=limit, store=not no_store)
+    click.echo(result.summary(top))
+    for written in export_ranking(result.ranking, csv_path, parquet_path, force):
+        click.echo(f"Wrote the full ranking ({len(result.ranking):,} rows) to {written}")
+    if result.info["stored"]:
+        click.echo(f"Stored /analysis in {dump_file}")
+
+
+@cli.command()
 @click.argument("dumps", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--port", type=click.IntRange(0, 65535), default=5006, show_default=True,
               help="Port to listen on; 0 picks a free one.")

@@ -1,0 +1,181 @@
+"""How long `rnnviz analyze` takes against simply reading the arrays it analyses.
+
+A synthetic dump of a 2 x 256 model with every point recorded (c, h and four gates:
+3072 units, float16, uncompressed) over real text (the standard library's .py files)
+is written for each size; then, each in a fresh subprocess, the arrays are read
+whole (the baseline) and the dump is analysed with the default options. Peak
+memory is each subprocess's ru_maxrss. The last line is one JSON object.
+
+    python benchmarks/analyze_speed.py            # 100k and 1M characters
+    python benchmarks/analyze_speed.py --quick    # 20k and 100k characters, under a minute
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+LAYERS, HIDDEN = 2, 256
+KINDS = ("c", "h", "gate_i", "gate_f", "gate_g", "gate_o")
+CHUNK = 4096
+
+
+def stdlib_text(n: int) -> tuple[str, list[tuple[str, int]]]:
+    from rnnviz.text import stdlib_dir
+    text, sources = [], []
+    total = 0
+    for path in sorted(stdlib_dir().rglob("*.py")):
+        t = path.read_text(errors="replace")[: n - total]
+        if t:
+            text.append(t)
+            sources.append((str(path), len(t)))
+            total += len(t)
+        if total >= n:
+            break
+    return "".join(text), sources
+
+
+def make_dump(path: Path, n: int) -> None:
+    """Follows docs/dump-format.md; states are tiled random blocks, written chunk by chunk."""
+    import h5py
+    import pandas as pd
+    from rnnviz.h5util import write_table
+    from rnnviz.names import h5_path, point_name
+    text, sources = stdlib_text(n)
+    n = len(text)
+    vocab = ["\ufffd"] + sorted(set(text))
+    codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+    lut = np.zeros(codes.max() + 1, np.int32)
+    lut[[ord(c) for c in vocab[1:]]] = np.arange(1, len(vocab))
+    points = [point_name(layer, kind) for layer in range(LAYERS) for kind in KINDS]
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"format": "rnnviz-dump", "schema_version": 1, "complete": 0, "n_chars": n,
+                        "num_layers": LAYERS, "hidden_size": HIDDEN, "recorded": json.dumps(points),
+                        "dtype": "float16", "topk": 3, "unknown_chars": 0, "vocab": json.dumps(vocab),
+                        "model_config": json.dumps({"num_layers": LAYERS, "hidden_size": HIDDEN}),
+                        "checkpoint": "synthetic", "checkpoint_sha256": "0" * 64,
+                        "versions": json.dumps({"rnnviz": "benchmark"}), "created": "", "compression": "none",
+                        "command": "benchmarks/analyze_speed.py"})
+        f["text/codes"] = codes
+        f["text/ids"] = lut[codes]
+        starts = np.cumsum([0] + [length for _, length in sources[:-1]])
+        write_table(f, "sources", pd.DataFrame({"name": [s for s, _ in sources], "start": starts,
+                                                "length": [length for _, length in sources],
+                                                "size_bytes": [length for _, length in sources],
+                                                "sha256": ["0" * 64] * len(sources)}))
+        for point in points:
+            kind = point.split(".")[1]
+            base = rng.standard_normal((1 << 16, HIDDEN)).astype(np.float32)
+            base = {"c": 2 * base, "h": np.tanh(base), "gate_g": np.tanh(base)}.get(kind, 1 / (1 + np.exp(-2 * base)))
+            base = base.astype(np.float16)
+            ds = f.create_dataset(h5_path(point), (n, HIDDEN), np.float16, chunks=(CHUNK, HIDDEN))
+            for s in range(0, n, 1 << 16):
+                block = np.roll(base, s // 7, axis=0)[: min(1 << 16, n - s)]
+                ds[s:s + len(block)] = block
+        f["predictions/loss"] = rng.exponential(1.0, n).astype(np.float32)
+        f["predictions/topk_ids"] = rng.integers(0, len(vocab), (n, 3)).astype(np.int32)
+        f["predictions/topk_probs"] = np.full((n, 3), 0.2, np.float32)
+        f.attrs["complete"] = 1
+
+
+def child_read(path: str) -> dict:
+    """Read every recorded array whole, in row blocks, in its stored dtype."""
+    import h5py
+    from rnnviz.dump import open_dump
+    from rnnviz.names import h5_path
+    best = float("inf")
+    for _ in range(2):
+        t = time.perf_counter()
+        with open_dump(path) as f:
+            for point in json.loads(f.attrs["recorded"]):
+                ds = f[h5_path(point)]
+                buf = np.empty((1 << 16, ds.shape[1]), ds.dtype)
+                for s in range(0, ds.shape[0], 1 << 16):
+                    e = min(ds.shape[0], s + (1 << 16))
+                    ds.read_direct(buf, np.s_[s:e], np.s_[0:e - s])
+        best = min(best, time.perf_counter() - t)
+    assert isinstance(h5py.__version__, str)
+    return {"seconds": best}
+
+
+def child_analyze(path: str, store: bool, max_chars) -> dict:
+    import rnnviz.analyze as an   # imports torch, pandas, h5py: not part of the timing
+    best, result = float("inf"), None
+    for _ in range(2):
+        t = time.perf_counter()
+        result = an.analyze_dump(path, store=store, max_chars=max_chars)
+        best = min(best, time.perf_counter() - t)
+    return {"seconds": best, "units": result.info["units"], "features": len(result.features),
+            "analysed_chars": result.info["analysed_chars"]}
+
+
+def run_child(*args) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="20k and 100k characters (under a minute)")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    ap.add_argument("--keep", type=Path, help="folder to keep the dumps in (reused when present)")
+    args = ap.parse_args()
+    if args.child:
+        job, path, *rest = args.child
+        if job == "make":
+            make_dump(Path(path), int(rest[0]))
+            res = {}
+        else:
+            res = child_read(path) if job == "read" else child_analyze(
+                path, rest[0] == "store", None if rest[1] == "all" else int(rest[1]))
+        res["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(res))
+        return
+    sizes = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="rnnviz-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    DEFAULT_MAX_CHARS = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json, rnnviz.analyze as a; print(json.dumps(a.DEFAULT_MAX_CHARS))"],
+        capture_output=True, text=True, check=True).stdout)
+    figures = {"model": f"{LAYERS}x{HIDDEN}, all 6 points, float16", "max_chars": DEFAULT_MAX_CHARS}
+    for n in sizes:
+        path = folder / f"bench_{n}.h5"
+        if not path.exists():
+            t = time.perf_counter()
+            run_child("make", path, n)   # in a child: ru_maxrss survives exec, so the parent stays small
+            print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s")
+        read = run_child("read", path)
+        rank = run_child("analyze", path, "no-store", DEFAULT_MAX_CHARS)
+        full = run_child("analyze", path, "store", DEFAULT_MAX_CHARS)
+        tag = f"{n // 1000}k"
+        figures.update({f"read_s_{tag}": round(read["seconds"], 3), f"rank_s_{tag}": round(rank["seconds"], 3),
+                        f"analyze_store_s_{tag}": round(full["seconds"], 3),
+                        f"ratio_rank_to_read_{tag}": round(rank["seconds"] / read["seconds"], 2),
+                        f"ratio_store_to_read_{tag}": round(full["seconds"] / read["seconds"], 2),
+                        f"peak_mb_read_{tag}": round(read["peak_mb"]), f"peak_mb_analyze_{tag}": round(full["peak_mb"]),
+                        f"analysed_chars_{tag}": rank["analysed_chars"], "units": rank["units"],
+                        "features": rank["features"]})
+        print(f"{n:>9,} chars: read {read['seconds']:.2f} s | rank {rank['seconds']:.2f} s "
+              f"({rank['seconds'] / read['seconds']:.2f}x read) | rank + store {full['seconds']:.2f} s "
+              f"({full['seconds'] / read['seconds']:.2f}x) | peak memory: read {read['peak_mb']:.0f} MB, "
+              f"analyze {full['peak_mb']:.0f} MB | {rank['analysed_chars']:,} chars analysed")
+    small, large = (f"{n // 1000}k" for n in sizes)
+    figures["peak_mb_growth"] = round(figures[f"peak_mb_analyze_{large}"] - figures[f"peak_mb_analyze_{small}"])
+    if not args.quick:   # every character at 100k: what sampling saves
+        every = run_child("analyze", folder / "bench_100000.h5", "no-store", "all")
+        figures["rank_all_chars_s_100k"] = round(every["seconds"], 3)
+        print(f"  100,000 chars, every character analysed (--max-chars all): {every['seconds']:.2f} s")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
