@@ -323,10 +323,11 @@ class Explorer(Navigator):
         start, end = self.text.visible_span()
         fmt = self.export.format.value
         out = free_name(Path(self.view.path), self.unit, start, end, fmt)
-        unit, scale = self.unit, self.controls.scale.value
+        # The colours on screen, exactly: the window's scale would otherwise be recomputed on the span.
+        unit, limits = self.unit, (self.text.mapper.low, self.text.mapper.high)
 
         def done(path):
             self.export.note.text = f"Wrote <code>{html.escape(str(path))}</code> (chars {start:,}–{end:,}, {unit})"
             self.info(f"wrote {path}")
         self._background(f"Exporting {fmt.upper()}",
-                         lambda progress: export_span(self.view.path, unit, start, end, out, scale=scale), done)
+                         lambda progress: export_span(self.view.path, unit, start, end, out, limits=limits), done)

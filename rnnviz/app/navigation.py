@@ -15,6 +15,7 @@ from .textview import window_data
 
 class Navigator:
     """Mixin: the window [start, end) and how the user moves it."""
+
     def _line_start(self, pos: int) -> int:
         """Start of the line holding ``pos`` (or of its source, if that is nearer)."""
         before = self.view.text(max(0, pos - WRAP), pos)
