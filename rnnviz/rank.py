@@ -179,7 +179,7 @@ def score_point(x: np.ndarray, fs: FeatureSet, buffer: torch.Tensor | None = Non
     if n != fs.n:
         raise ValueError(f"{n} rows of values for {fs.n} rows of features")
     xf = buffer if buffer is not None and buffer.shape == x.shape else torch.empty(x.shape)
-    xf.copy_(torch.from_numpy(x))                                # (n, H) float32, ~10x numpy's speed
+    xf.copy_(torch.from_numpy(np.require(x, requirements="W")))  # (n, H) float32, ~10x numpy's speed
     xf -= xf.mean(dim=0)      # centred: no cancellation in the sum of squares
     xn = xf.numpy()
     sd_x = np.sqrt(np.einsum("ij,ij->j", xn, xn, dtype=np.float64) / n)   # no (n, H) temporary
