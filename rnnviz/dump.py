@@ -12,6 +12,7 @@ import queue
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +31,7 @@ from .text import read_sources
 
 FORMAT = "rnnviz-dump"
 SCHEMA_VERSION = 1
-CHUNK_ROWS, CHUNK_UNITS = 1024, 64  # HDF5 chunk: a column (one unit) reads 1/4 of a 256-unit layer
+CHUNK_ROWS, CHUNK_UNITS = 256, 64  # HDF5 chunks of 32 KiB (float16): measured best for writes
 
 
 @dataclass
@@ -47,18 +48,27 @@ class DumpOptions:
     errors: str = "strict"
     batch_size: int = 16              # sources recorded side by side
     chunk_chars: int = 4096           # characters per chunk: bounds memory, unit of resume
-    threads: int = 1                  # torch threads in each of the two pipeline stages
+    threads: int = 1                  # torch threads per pipeline thread (2 thrash a busy machine)
+    workers: int = 2                  # threads expanding chunks (gates, c) while the next one runs
     progress: bool = True             # tqdm bar (chars/s) on stderr
     command: str = ""                 # the command line, stored in the file
 
 
 @dataclass
 class Unit:
-    """One chunk of work: rows = sources side by side (longest first), steps t0..t1 of each."""
+    """One chunk of work: rows = sources side by side (in char-axis order), steps t0..t1 of each."""
     index: int
     lanes: list[int]
     t0: int
     t1: int
+
+    def carry(self, state, before: Unit | None):
+        """The LSTM state this unit starts from, given ``state`` after unit ``before``: zeros
+        (None) at the start of its sources, else the rows of the sources still running."""
+        if self.t0 == 0:
+            return None
+        keep = torch.tensor([before.lanes.index(s) for s in self.lanes])
+        return tuple(s.index_select(1, keep) for s in state)
 
 
 @dataclass
@@ -76,11 +86,12 @@ def plan(lengths: list[int], batch_size: int, chunk_chars: int, anchor: int = AN
     order = sorted((s for s, n in enumerate(lengths) if n > 0), key=lambda s: -lengths[s])
     units: list[Unit] = []
     for g in range(0, len(order), batch_size):
-        group = order[g:g + batch_size]
+        group = sorted(order[g:g + batch_size])  # rows in char-axis order
+        longest = max(lengths[s] for s in group)
         steps = max(anchor, chunk_chars // len(group) // anchor * anchor)
-        for t0 in range(0, lengths[group[0]], steps):
+        for t0 in range(0, longest, steps):
             lanes = [s for s in group if lengths[s] > t0]
-            units.append(Unit(len(units), lanes, t0, min(t0 + steps, lengths[group[0]])))
+            units.append(Unit(len(units), lanes, t0, min(t0 + steps, longest)))
     return units
 
 
@@ -359,8 +370,9 @@ def _reopen(partial: Path, key: str):
 
 def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, model,
             points: list[str], opt: DumpOptions) -> None:
-    """Two stages: this thread runs the recurrence of chunk k+1 while a writer thread
-    expands chunk k (gates, c, predictions) and writes it; a queue of 2 bounds memory."""
+    """A pipeline: this thread runs the recurrence of chunk after chunk; a pool of
+    ``opt.workers`` threads expands each one (gates, c, predictions, storage dtype) in
+    parallel; a writer thread writes them in order. Queues of 2 bound the memory."""
     from tqdm import tqdm
     rec = Recorder(model.lstm, reuse_buffers=True)
     wanted: dict[int, list[str]] = {}
@@ -373,24 +385,23 @@ def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, mode
     chars_done = sum(n for u in units[:done] for _, _, n in text.rows(u))
     bar = tqdm(total=text.n, initial=chars_done, unit="char", unit_scale=True, file=sys.stderr,
                disable=not opt.progress, desc="dump", smoothing=0.1)
-    writer = threading.Thread(target=_writer, daemon=True,
-                              args=(f, todo, rec, model, text, wanted, opt, bar, failure, stop))
+    pool = ThreadPoolExecutor(max_workers=max(1, opt.workers), thread_name_prefix="rnnviz-expand")
+    writer = threading.Thread(target=_writer, daemon=True, args=(f, todo, text, bar, failure, stop))
     writer.start()
     try:
-        h, c = (None, None) if state is None else state
+        before = units[done - 1] if done else None
         for unit in units[done:]:
             ids, nxt = text.batch(unit)
-            x = model.embed(torch.from_numpy(ids))
-            lanes = len(unit.lanes)
-            start = None if unit.t0 == 0 else (h[:, :lanes].contiguous(), c[:, :lanes].contiguous())
-            p = rec.run(x, start)
-            h, c = p.state
-            if not _put(todo, (unit, p, nxt), stop):
+            p = rec.run(model.embed(torch.from_numpy(ids)), unit.carry(state, before))
+            state, before = p.state, unit
+            job = pool.submit(_expand, rec, model, p, nxt, wanted, opt)
+            if not _put(todo, (unit, job, p.state), stop):
                 break
         _put(todo, None, stop)
         writer.join()
     finally:
         stop.set()
+        pool.shutdown(cancel_futures=True)
         while writer.is_alive():
             writer.join(0.2)
         bar.close()
@@ -409,42 +420,53 @@ def _put(todo: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def _writer(f, todo, rec, model, text, wanted, opt, bar, failure, stop) -> None:
-    try:
-        with torch.inference_mode():  # grad mode is per thread
-            _write_all(f, todo, rec, model, text, wanted, opt, bar, stop)
-    except BaseException as e:  # handed to the main thread, which raises it
-        failure.append(e)
-        stop.set()
-
-
-def _write_all(f, todo, rec, model, text, wanted, opt, bar, stop) -> None:
-    """Expand, predict and write each chunk, then record the progress."""
-    states, dtype = f["states"] if "states" in f else None, getattr(torch, opt.dtype)
-    while not stop.is_set():
-        item = todo.get()
-        if item is None:
-            return
-        unit, p, nxt = item
+def _expand(rec: Recorder, model, p, nxt: np.ndarray, wanted: dict, opt: DumpOptions) -> dict:
+    """One chunk's arrays as stored, by dataset path: recorded points and predictions."""
+    dtype = getattr(torch, opt.dtype)
+    out = {}
+    with torch.inference_mode():  # grad mode is per thread
         for layer, kinds in wanted.items():
             for kind, a in rec.expand(p, layer, kinds).items():
-                _write_rows(states[f"layer{layer}/{kind}"], a.to(dtype).numpy(), unit, text)
+                # A copy: the recorder reuses its buffers for the next chunk.
+                out[f"states/layer{layer}/{kind}"] = a.to(dtype, copy=True).numpy()
         logp = torch.log_softmax(model.head(p.h[-1]), dim=-1)  # (B, T, V)
         nxt = torch.from_numpy(nxt)
         loss = -logp.gather(-1, nxt.clamp(min=0)[..., None])[..., 0]
         loss[nxt < 0] = float("nan")
         top = logp.topk(opt.topk, dim=-1)
-        _write_rows(f["predictions/loss"], loss.numpy(), unit, text)
-        _write_rows(f["predictions/topk_ids"], top.indices.to(torch.int32).numpy(), unit, text)
-        _write_rows(f["predictions/topk_probs"], top.values.exp().numpy(), unit, text)
-        progress, lanes = f["progress"], len(unit.lanes)
-        progress["h"][:, :lanes] = p.state[0].numpy()
-        progress["c"][:, :lanes] = p.state[1].numpy()
-        progress["units_done"][()] = unit.index + 1
-        f.flush()  # the progress on disk never runs ahead of the data
-        bar.update(sum(n for _, _, n in text.rows(unit)))
+        out["predictions/loss"] = loss.numpy()
+        out["predictions/topk_ids"] = top.indices.to(torch.int32).numpy()
+        out["predictions/topk_probs"] = top.values.exp().numpy()
+    return out
+
+
+def _writer(f, todo: queue.Queue, text: _Text, bar, failure: list, stop: threading.Event) -> None:
+    """Write each chunk in order, then the progress that --resume reads."""
+    try:
+        while not stop.is_set():
+            item = todo.get()
+            if item is None:
+                return
+            unit, job, (h, c) = item
+            for name, a in job.result().items():
+                _write_rows(f[name], a, unit, text)
+            progress, lanes = f["progress"], len(unit.lanes)
+            progress["h"][:, :lanes] = h.numpy()
+            progress["c"][:, :lanes] = c.numpy()
+            progress["units_done"][()] = unit.index + 1
+            f.flush()  # the progress on disk never runs ahead of the data
+            bar.update(sum(n for _, _, n in text.rows(unit)))
+    except BaseException as e:  # handed to the main thread, which raises it
+        failure.append(e)
+        stop.set()
 
 
 def _write_rows(ds: h5py.Dataset, a: np.ndarray, unit: Unit, text: _Text) -> None:
+    """Rows of ``a`` (B, T, ...) to their places on the char axis. h5py's low-level write:
+    ``ds[i:j] = x`` costs ~70 us more per call, more than the data when many files run
+    side by side (one union-of-slabs write is slower still)."""
+    file = ds.id.get_space()
     for row, first, n in text.rows(unit):
-        ds[first:first + n] = a[row, :n]
+        part = np.ascontiguousarray(a[row, :n], dtype=ds.dtype)
+        file.select_hyperslab((first,) + (0,) * (part.ndim - 1), part.shape)
+        ds.id.write(h5py.h5s.create_simple(part.shape), file, part)

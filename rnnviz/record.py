@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 
@@ -58,27 +59,37 @@ def layer_weights(lstm: nn.LSTM, layer: int) -> LayerWeights:
 
 
 class Linear:
-    """x -> x @ weight.T + bias, through oneDNN's packed-weight kernel where this PyTorch has
-    it: 2-3x the throughput of the default BLAS on some CPUs (MKL on AMD), measured in
-    benchmarks/dump_speed.py. Otherwise, or if it disagrees on a probe, plain addmm."""
+    """x -> act(x @ weight.T + bias), act "sigmoid" or "tanh", through oneDNN's packed-weight
+    kernel with the activation fused where this PyTorch has it: 2-3x the throughput of the
+    default BLAS on some CPUs (MKL on AMD). Otherwise, or if it disagrees on a probe,
+    addmm then the activation."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
-        self.weight, self.bias, self.packed = weight, bias, None
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, activation: str):
+        self.weight, self.bias, self.activation, self.packed = weight, bias, activation, None
         if weight.device.type != "cpu" or weight.dtype != torch.float32:
             return
         try:
             packed = torch.ops.mkldnn._reorder_linear_weight(weight)
             probe = torch.randn(5, weight.shape[1], generator=torch.Generator().manual_seed(0))
-            got = torch.ops.mkldnn._linear_pointwise(probe, packed, bias, "none", [], "")
+            got = torch.ops.mkldnn._linear_pointwise(probe, packed, bias, activation, [], "")
         except (AttributeError, RuntimeError):  # an op this build does not have
             return
-        if torch.allclose(got, torch.addmm(bias, probe, weight.t()), rtol=1e-4, atol=1e-4):
+        want = getattr(torch, activation)(torch.addmm(bias, probe, weight.t()))
+        if torch.allclose(got, want, rtol=1e-4, atol=1e-5):
             self.packed = packed
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        return torch.addmm(self.bias, x, self.weight.t())
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, self.activation, [], "")
+        return getattr(torch.Tensor, self.activation + "_")(torch.addmm(self.bias, x, self.weight.t()))
+
+
+def gate_linears(w: LayerWeights, hidden: int) -> dict[str, Linear]:
+    """For [x_t, h_{t-1}]: "if" (sigmoid, i and f side by side), "g" (tanh), "o" (sigmoid)."""
+    weight = torch.cat([w.w_ih, w.w_hh], dim=1)
+    rows = {"if": slice(0, 2 * hidden), "g": slice(2 * hidden, 3 * hidden), "o": slice(3 * hidden, 4 * hidden)}
+    return {name: Linear(weight[r].contiguous(), w.bias[r].contiguous(), "tanh" if name == "g" else "sigmoid")
+            for name, r in rows.items()}
 
 
 @dataclass
@@ -108,8 +119,8 @@ class Recorder:
         self.anchor, self.reuse = anchor, reuse_buffers
         self.weights = [layer_weights(lstm, layer) for layer in range(self.num_layers)]
         self.fused = [self._single_layer(lstm, layer) for layer in range(self.num_layers)]
-        self.linears = [Linear(torch.cat([w.w_ih, w.w_hh], dim=1), w.bias) for w in self.weights]
-        self._buffers: dict[str, torch.Tensor] = {}
+        self.linears = [gate_linears(w, self.hidden_size) for w in self.weights]
+        self._local = threading.local()  # scratch buffers, one set per thread
 
     @staticmethod
     def _single_layer(lstm: nn.LSTM, layer: int) -> nn.LSTM:
@@ -157,24 +168,25 @@ class Recorder:
             return out
         H = self.hidden_size
         gates = self._gates(layer, p)
+        i, f = gates["if"][..., :H], gates["if"][..., H:]
         if "c" in kinds:
-            out["c"] = self._cells(gates, p.anchors[layer])
-        for k, gate in enumerate(GATES):
-            if f"gate_{gate}" in kinds:
-                out[f"gate_{gate}"] = gates[..., k * H:(k + 1) * H]
+            out["c"] = self._cells(i, f, gates["g"], p.anchors[layer])
+        out.update(gate_i=i, gate_f=f, gate_g=gates["g"], gate_o=gates["o"])
         return {kind: out[kind] for kind in kinds}
 
     def _buffer(self, name: str, shape, dtype) -> torch.Tensor:
         n = math.prod(shape)
-        buf = self._buffers.get(name) if self.reuse else None
+        buffers = self._local.__dict__
+        buf = buffers.get(name) if self.reuse else None
         if buf is None or buf.numel() < n or buf.dtype != dtype:
             buf = torch.empty(n, dtype=dtype, device=self.weights[0].w_ih.device)
             if self.reuse:
-                self._buffers[name] = buf
+                buffers[name] = buf
         return buf[:n].view(shape)
 
-    def _gates(self, layer: int, p: Pass) -> torch.Tensor:
-        """(B, T, 4H) gates after their nonlinearity, from [x_t, h_{t-1}] of the whole chunk at once."""
+    def _gates(self, layer: int, p: Pass) -> dict[str, torch.Tensor]:
+        """Gates after their nonlinearity, from [x_t, h_{t-1}] of the whole chunk at once:
+        "if" (B, T, 2H), "g" and "o" (B, T, H)."""
         H = self.hidden_size
         x, h = (p.x if layer == 0 else p.h[layer - 1]), p.h[layer]
         B, T, n_in = x.shape
@@ -182,30 +194,27 @@ class Recorder:
         xh[..., :n_in] = x
         xh[:, 0, n_in:] = p.h0[layer]
         xh[:, 1:, n_in:] = h[:, :-1]
-        pre = self.linears[layer](xh.view(B * T, n_in + H)).view(B, T, 4 * H)
-        pre[..., :2 * H].sigmoid_()       # i, f
-        pre[..., 2 * H:3 * H].tanh_()     # g
-        pre[..., 3 * H:].sigmoid_()       # o
-        return pre
+        flat = xh.view(B * T, n_in + H)
+        return {name: lin(flat).view(B, T, -1) for name, lin in self.linears[layer].items()}
 
-    def _cells(self, gates: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-        """c_t = f_t c_{t-1} + i_t g_t for gates (B, T, 4H), restarting from ``starts``
+    def _cells(self, i, f, g, starts: torch.Tensor) -> torch.Tensor:
+        """c_t = f_t c_{t-1} + i_t g_t for i, f, g (B, T, H), restarting from ``starts``
         (B, nb, H) every ``anchor`` steps: a loop over the offset inside a block, all
         blocks at once, in float64."""
-        B, T, H4 = gates.shape
-        H, nb, block = H4 // 4, starts.shape[1], self.anchor
-        f = self._buffer("f64", (B, nb * block, H), torch.float64)
+        B, T, H = f.shape
+        nb, block = starts.shape[1], self.anchor
+        f64 = self._buffer("f64", (B, nb * block, H), torch.float64)
         ig = self._buffer("ig64", (B, nb * block, H), torch.float64)
-        f[:, T:] = 0
+        f64[:, T:] = 0
         ig[:, T:] = 0
-        f[:, :T] = gates[..., H:2 * H]
-        torch.mul(gates[..., :H], gates[..., 2 * H:3 * H], out=ig[:, :T])
-        f, ig = f.view(B, nb, block, H), ig.view(B, nb, block, H)
+        f64[:, :T] = f
+        torch.mul(i, g, out=ig[:, :T])
+        f64, ig = f64.view(B, nb, block, H), ig.view(B, nb, block, H)
         c = self._buffer("c64", (B, nb, block, H), torch.float64)
         prev = starts.double()
         for j in range(block):
-            prev = torch.addcmul(ig[:, :, j], f[:, :, j], prev, out=c[:, :, j])
-        out = self._buffer("c", (B, T, H), gates.dtype)
+            prev = torch.addcmul(ig[:, :, j], f64[:, :, j], prev, out=c[:, :, j])
+        out = self._buffer("c", (B, T, H), f.dtype)
         out.copy_(c.view(B, nb * block, H)[:, :T])
         return out
 
