@@ -76,16 +76,12 @@ def plain_forward(model: CharLSTM, text: _Text, opt: DumpOptions, threads: int) 
     try:
         start = time.perf_counter()
         with torch.inference_mode():
-            state = None
+            state, before = None, None
             for unit in plan(text.lengths, opt.batch_size, opt.chunk_chars):
                 ids, _ = text.batch(unit)
-                lanes = len(unit.lanes)
-                if unit.t0 == 0:
-                    state = None
-                elif state is not None:
-                    state = tuple(s[:, :lanes].contiguous() for s in state)
-                logits, state = model(torch.from_numpy(ids), state)
+                logits, state = model(torch.from_numpy(ids), unit.carry(state, before))
                 torch.log_softmax(logits, dim=-1)
+                before = unit
         return time.perf_counter() - start
     finally:
         torch.set_num_threads(old)

@@ -32,6 +32,9 @@ from .text import read_sources
 FORMAT = "rnnviz-dump"
 SCHEMA_VERSION = 1
 CHUNK_ROWS, CHUNK_UNITS = 256, 64  # HDF5 chunks of 32 KiB (float16): measured best for writes
+# Progress is saved (and the file flushed) this often: a kill redoes at most this much work,
+# and partly filled HDF5 chunks of files recorded side by side are not rewritten every chunk.
+FLUSH_SECONDS = 1.0
 
 
 @dataclass
@@ -441,8 +444,9 @@ def _expand(rec: Recorder, model, p, nxt: np.ndarray, wanted: dict, opt: DumpOpt
 
 
 def _writer(f, todo: queue.Queue, text: _Text, bar, failure: list, stop: threading.Event) -> None:
-    """Write each chunk in order, then the progress that --resume reads."""
+    """Write each chunk in order and, every FLUSH_SECONDS, the progress that --resume reads."""
     try:
+        flushed = 0.0
         while not stop.is_set():
             item = todo.get()
             if item is None:
@@ -450,11 +454,13 @@ def _writer(f, todo: queue.Queue, text: _Text, bar, failure: list, stop: threadi
             unit, job, (h, c) = item
             for name, a in job.result().items():
                 _write_rows(f[name], a, unit, text)
-            progress, lanes = f["progress"], len(unit.lanes)
-            progress["h"][:, :lanes] = h.numpy()
-            progress["c"][:, :lanes] = c.numpy()
-            progress["units_done"][()] = unit.index + 1
-            f.flush()  # the progress on disk never runs ahead of the data
+            if time.monotonic() - flushed >= FLUSH_SECONDS:
+                progress, lanes = f["progress"], len(unit.lanes)
+                progress["h"][:, :lanes] = h.numpy()
+                progress["c"][:, :lanes] = c.numpy()
+                progress["units_done"][()] = unit.index + 1
+                f.flush()  # the progress on disk never runs ahead of the data
+                flushed = time.monotonic()
             bar.update(sum(n for _, _, n in text.rows(unit)))
     except BaseException as e:  # handed to the main thread, which raises it
         failure.append(e)
