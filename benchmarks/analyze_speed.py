@@ -1,8 +1,8 @@
 """How long `rnnviz analyze` takes against simply reading the arrays it analyses.
 
 A synthetic dump of a 2 x 256 model with every point recorded (c, h and four gates:
-3072 units, float16, uncompressed) over real text (the standard library's .py files)
-is written for each size; then, each in a fresh subprocess, the arrays are read
+3072 units, float16, uncompressed, in the chunks `rnnviz dump` writes) over real
+text (the standard library's .py files) is written for each size; then, each in a fresh subprocess, the arrays are read
 whole (the baseline) and the dump is analysed with the default options. Peak
 memory is each subprocess's ru_maxrss. The last line is one JSON object.
 
@@ -24,7 +24,15 @@ import numpy as np
 
 LAYERS, HIDDEN = 2, 256
 KINDS = ("c", "h", "gate_i", "gate_f", "gate_g", "gate_o")
-CHUNK = 4096
+
+
+def chunk_shape() -> tuple[int, int]:
+    """The HDF5 chunk shape `rnnviz dump` writes, so the read baseline pays what it pays."""
+    try:
+        from rnnviz.dump import CHUNK_ROWS, CHUNK_UNITS
+        return CHUNK_ROWS, CHUNK_UNITS
+    except ImportError:
+        return 256, 64
 
 
 def stdlib_text(n: int) -> tuple[str, list[tuple[str, int]]]:
@@ -76,7 +84,7 @@ def make_dump(path: Path, n: int) -> None:
             base = rng.standard_normal((1 << 16, HIDDEN)).astype(np.float32)
             base = {"c": 2 * base, "h": np.tanh(base), "gate_g": np.tanh(base)}.get(kind, 1 / (1 + np.exp(-2 * base)))
             base = base.astype(np.float16)
-            ds = f.create_dataset(h5_path(point), (n, HIDDEN), np.float16, chunks=(CHUNK, HIDDEN))
+            ds = f.create_dataset(h5_path(point), (n, HIDDEN), np.float16, chunks=chunk_shape())
             for s in range(0, n, 1 << 16):
                 block = np.roll(base, s // 7, axis=0)[: min(1 << 16, n - s)]
                 ds[s:s + len(block)] = block
@@ -106,20 +114,36 @@ def child_read(path: str) -> dict:
     return {"seconds": best}
 
 
-def child_analyze(path: str, store: bool, max_chars) -> dict:
+def child_analyze(path: str, store: bool, max_chars, repeats: int) -> dict:
     import rnnviz.analyze as an   # imports torch, pandas, h5py: not part of the timing
     best, result = float("inf"), None
-    for _ in range(2):
+    for _ in range(repeats):
         t = time.perf_counter()
         result = an.analyze_dump(path, store=store, max_chars=max_chars)
         best = min(best, time.perf_counter() - t)
     return {"seconds": best, "units": result.info["units"], "features": len(result.features),
-            "analysed_chars": result.info["analysed_chars"]}
+            "analysed_chars": result.info["analysed_chars"], "features_seconds": features_seconds(path)}
+
+
+def features_seconds(path: str) -> float:
+    """Every built-in feature over the whole text of the dump (part of the analysis above)."""
+    from rnnviz.dump import open_dump
+    from rnnviz.features import TextIndex, feature_values, select_features
+    from rnnviz.h5util import read_table
+    with open_dump(path) as f:
+        text = f["text/codes"][()].astype("<u4").tobytes().decode("utf-32-le")
+        sources = read_table(f["sources"])
+    t = time.perf_counter()
+    ti = TextIndex(text, sources)
+    for feat in select_features():
+        feature_values(ti, feat)
+    return time.perf_counter() - t
 
 
 def run_child(*args) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"child {args[0]} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -136,7 +160,7 @@ def main() -> None:
             res = {}
         else:
             res = child_read(path) if job == "read" else child_analyze(
-                path, rest[0] == "store", None if rest[1] == "all" else int(rest[1]))
+                path, rest[0] == "store", None if rest[1] == "all" else int(rest[1]), int(rest[2]))
         res["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return
@@ -153,25 +177,28 @@ def main() -> None:
             t = time.perf_counter()
             run_child("make", path, n)   # in a child: ru_maxrss survives exec, so the parent stays small
             print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s")
+        repeats = 1 if args.quick else 2          # best of `repeats`, each in a warm process
         read = run_child("read", path)
-        rank = run_child("analyze", path, "no-store", DEFAULT_MAX_CHARS)
-        full = run_child("analyze", path, "store", DEFAULT_MAX_CHARS)
+        rank = run_child("analyze", path, "no-store", DEFAULT_MAX_CHARS, repeats)
+        full = run_child("analyze", path, "store", DEFAULT_MAX_CHARS, repeats)
         tag = f"{n // 1000}k"
         figures.update({f"read_s_{tag}": round(read["seconds"], 3), f"rank_s_{tag}": round(rank["seconds"], 3),
                         f"analyze_store_s_{tag}": round(full["seconds"], 3),
                         f"ratio_rank_to_read_{tag}": round(rank["seconds"] / read["seconds"], 2),
                         f"ratio_store_to_read_{tag}": round(full["seconds"] / read["seconds"], 2),
                         f"peak_mb_read_{tag}": round(read["peak_mb"]), f"peak_mb_analyze_{tag}": round(full["peak_mb"]),
-                        f"analysed_chars_{tag}": rank["analysed_chars"], "units": rank["units"],
+                        f"analysed_chars_{tag}": rank["analysed_chars"], f"features_s_{tag}":
+                        round(rank["features_seconds"], 3), "units": rank["units"],
                         "features": rank["features"]})
         print(f"{n:>9,} chars: read {read['seconds']:.2f} s | rank {rank['seconds']:.2f} s "
               f"({rank['seconds'] / read['seconds']:.2f}x read) | rank + store {full['seconds']:.2f} s "
               f"({full['seconds'] / read['seconds']:.2f}x) | peak memory: read {read['peak_mb']:.0f} MB, "
-              f"analyze {full['peak_mb']:.0f} MB | {rank['analysed_chars']:,} chars analysed")
+              f"analyze {full['peak_mb']:.0f} MB | {rank['analysed_chars']:,} chars analysed | all 19 "
+              f"features over the text {rank['features_seconds']:.2f} s")
     small, large = (f"{n // 1000}k" for n in sizes)
     figures["peak_mb_growth"] = round(figures[f"peak_mb_analyze_{large}"] - figures[f"peak_mb_analyze_{small}"])
     if not args.quick:   # every character at 100k: what sampling saves
-        every = run_child("analyze", folder / "bench_100000.h5", "no-store", "all")
+        every = run_child("analyze", folder / "bench_100000.h5", "no-store", "all", 1)
         figures["rank_all_chars_s_100k"] = round(every["seconds"], 3)
         print(f"  100,000 chars, every character analysed (--max-chars all): {every['seconds']:.2f} s")
     print(json.dumps(figures))

@@ -58,18 +58,19 @@ class Analysis:
     def summary(self, top: int = 5) -> str:
         """The table ``rnnviz analyze`` prints: per feature, the best units with their scores."""
         i = self.info
-        sampled = (f"{i['analysed_chars']:,} of {i['n_chars']:,} characters ({i['blocks']} blocks of "
-                   f"{i['block']} spread over the text; --max-chars all for every one)"
-                   if i["analysed_chars"] < i["n_chars"] - i["holdout_chars"] else f"all {i['analysed_chars']:,} characters")
-        lines = [f"Ranked {i['units']:,} units ({', '.join(i['points'])}) against {len(self.features)} features "
-                 f"on {sampled}.",
+        every = i["analysed_chars"] + i["holdout_chars"] == i["n_chars"]
+        sampled = (f"all {i['analysed_chars']:,} characters" if every else
+                   f"{i['analysed_chars']:,} of {i['n_chars']:,} characters ({i['blocks']} blocks of "
+                   f"{i['block']} spread over the text; --max-chars all for every one)")
+        lines = [f"Ranked {i['units']:,} units ({_points_summary(i['points'])}) against {len(self.features)} "
+                 f"features on {sampled}.",
                  f"Null: {i['shifts']} circular shifts of each feature, for its top {i['top']} units; "
                  f"'yes' = beats it (|z| >= {i['z_bound']:.2f}, Bonferroni over {i['units']:,} units at "
                  f"alpha 0.01, and stronger than every shift)."]
         if i["holdout_chars"]:
             lines.append(f"holdout = the same score on the last {i['holdout']:.0%} of the text "
                          f"({i['holdout_chars']:,} characters analysed), not used for ranking.")
-        head = (f"{'feature':<18}{'kind':<11}{'rank':>4}  {'unit':<17}{'score':>7}{'AUC/rho':>8}{'r':>8}"
+        head = (f"{'feature':<18}{'kind':<11}{'rank':>4}  {'unit':<19}{'score':>7}{'AUC/rho':>8}{'r':>8}"
                 f"{'null z':>8}{'null p':>8}  {'beats null':<11}" + ("holdout" if i["holdout_chars"] else ""))
         lines += ["", head, "-" * len(head)]
         probes = self.probes.set_index("feature") if len(self.probes) else None
@@ -82,22 +83,38 @@ class Analysis:
                 stat = row.auc if feat.kind == "binary" else row.rho
                 lines.append(
                     f"{feat.name if n == 0 else '':<18}{feat.kind if n == 0 else '':<11}{row.rank:>4}  "
-                    f"{row.unit:<17}{row.score:>+7.3f}{stat:>8.3f}{row.r:>+8.3f}{_num(row.null_z, '>8.1f')}"
+                    f"{row.unit:<19}{row.score:>+7.3f}{stat:>8.3f}{row.r:>+8.3f}{_num(row.null_z, '>8.1f')}"
                     f"{_num(row.null_p, '>8.3f')}  {'yes' if row.beats_null else '':<11}"
                     + (_num(row.holdout_score, '>+7.3f') if i["holdout_chars"] else ""))
             if probes is not None and feat.name in probes.index:
                 p = probes.loc[feat.name]
                 picked = ", ".join(u.split(":")[0] for u in str(p.selected).split()[:3])
-                lines.append(f"{'':<33}probe, held-out {p.metric.upper()}: {p.l1:.3f} L1 over "
+                lines.append(f"{'':<35}probe, held-out {p.metric.upper()}: {_num(p.l1, '.3f')} L1 over "
                              f"{'all ' if p.l1_candidates == i['units'] else ''}{p.l1_candidates} units "
-                             f"({p.n_selected} used{': ' + picked if picked else ''}), {p.top_k:.3f} top {p.k}, "
-                             f"{p.random_k:.3f} random {p.k}")
+                             f"({p.n_selected} used{': ' + picked if picked else ''}), {_num(p.top_k, '.3f')} "
+                             f"top {p.k}, {_num(p.random_k, '.3f')} random {p.k}")
         return "\n".join(lines)
 
 
 def _num(value, fmt: str) -> str:
-    width = int(fmt[1:].split(".")[0].lstrip("+"))
-    return format(value, fmt) if np.isfinite(value) else " " * (width - 1) + "-"
+    """Formatted number, or a '-' as wide for NaN."""
+    if np.isfinite(value):
+        return format(value, fmt)
+    width = fmt.split(".")[0].lstrip(">+")
+    return "-".rjust(int(width) if width else 1)
+
+
+def _points_summary(points: list[str]) -> str:
+    """['layer0.c', 'layer0.h', 'layer1.c', 'layer1.h'] -> 'c, h in layers 0, 1'."""
+    kinds = {}
+    for p in points:
+        layer, kind = parse_point(p)
+        kinds.setdefault(kind, []).append(layer)
+    groups = {}
+    for kind, layers in kinds.items():
+        groups.setdefault(tuple(layers), []).append(kind)
+    return "; ".join(f"{', '.join(ks)} in layer{'s' if len(ls) > 1 else ''} {', '.join(map(str, ls))}"
+                     for ls, ks in groups.items())
 
 
 @dataclass
@@ -105,6 +122,7 @@ class _Plan:
     """Which characters are analysed: blocks (start, length) for ranking and for the held-out check."""
     rank_blocks: list
     hold_blocks: list
+    block: int
 
     @staticmethod
     def positions(blocks) -> np.ndarray:
@@ -112,6 +130,7 @@ class _Plan:
 
 
 def _blocks(lo: int, hi: int, budget: int | None, block: int, align: int) -> list[tuple[int, int]]:
+    """All of [lo, hi) when it fits the budget, else budget // block blocks spread evenly over it."""
     total = hi - lo
     if total <= 0:
         return []
@@ -119,8 +138,19 @@ def _blocks(lo: int, hi: int, budget: int | None, block: int, align: int) -> lis
         return [(lo, total)]
     count = max(1, budget // block)
     starts = lo + (np.arange(count) * (total - block)) // max(count - 1, 1)
-    starts = np.unique(np.maximum(lo, starts // align * align))   # whole compressed chunks
+    starts = np.unique(np.maximum(lo, starts // align * align))
     return [(int(s), block) for s in starts]
+
+
+def _plan(ds: h5py.Dataset, n: int, max_chars: int | None, holdout: float) -> _Plan:
+    block = align = BLOCK
+    if ds.compression and ds.chunks and ds.chunks[0] <= (max_chars or n) // 4:
+        block = align = ds.chunks[0]          # a compressed chunk is decoded whole: read whole ones
+    split = n - int(round(n * holdout))
+    hold_budget = None if max_chars is None else int(max_chars * holdout)
+    rank_budget = None if max_chars is None else max_chars - hold_budget
+    return _Plan(_blocks(0, split, rank_budget, block, align),
+                 _blocks(split, n, hold_budget, block, align) if holdout else [], block)
 
 
 def _read_rows(ds: h5py.Dataset, blocks, path) -> np.ndarray:
@@ -202,24 +232,14 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
     with open_dump(path) as f:
         text, sources = _text(f, path)
         names = _points(f, path, points)
-        first = f[h5_path(names[0])]
-        block = align = BLOCK
-        if first.compression and first.chunks and first.chunks[0] <= (max_chars or len(text)) // 4:
-            block = align = first.chunks[0]      # a compressed chunk is decoded whole: read whole ones
-        n_all = len(text)
-        split = n_all - int(round(n_all * holdout))
-        hold_budget = None if max_chars is None else int(max_chars * holdout)
-        plan = _Plan(_blocks(0, split, None if max_chars is None else max_chars - hold_budget, block, align),
-                     _blocks(split, n_all, hold_budget, block, align) if holdout else [])
+        plan = _plan(f[h5_path(names[0])], len(text), max_chars, holdout)
+        pos, hold_pos = plan.positions(plan.rank_blocks), plan.positions(plan.hold_blocks)
         ti = TextIndex(text, sources, language)
-        pos = plan.positions(plan.rank_blocks)
-        hold_pos = plan.positions(plan.hold_blocks)
-        cache = {f.name: feature_values(ti, f) for f in feats if f.name not in BUILTIN}
+        cache = {ft.name: feature_values(ti, ft) for ft in feats if ft.name not in BUILTIN}  # user code runs once
         values = np.empty((len(pos), len(feats)), np.float32)
         hold_values = np.empty((len(hold_pos), len(feats)), np.float32)
         for j, feat in enumerate(feats):
-            v = cache.get(feat.name)
-            v = feature_values(ti, feat) if v is None else v
+            v = cache[feat.name] if feat.name in cache else feature_values(ti, feat)
             values[:, j], hold_values[:, j] = v[pos], v[hold_pos]
         kinds = [feat.kind for feat in feats]
         fs = prepare_features(values, [ft.name for ft in feats], kinds)
@@ -227,26 +247,7 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
         ranker = Ranker(fs, shifts=used_shifts, null_top=top)
         hold = Ranker(prepare_features(hold_values, fs.names, kinds), shifts=0) if len(hold_pos) > 1 else None
         probe_at = np.unique(np.linspace(0, len(pos) - 1, min(probe_chars, len(pos))).astype(int))
-        total_units = sum(f[h5_path(p)].shape[1] for p in names)
-        probe_x = np.empty((len(probe_at), total_units), np.float32)
-        sat, ctx, units = [], [], []
-        for p in names:
-            ds = f[h5_path(p)]
-            x = _read_rows(ds, plan.rank_blocks, path)
-            ps = ranker.add(p, x)
-            layer, kind = parse_point(p)
-            unit_names = [f"{p}[{i}]" for i in range(x.shape[1])]
-            probe_x[:, len(units):len(units) + x.shape[1]] = x[probe_at]
-            units += unit_names
-            if kind in SATURATING:
-                left, right = saturation(ps.keys)
-                sat.append(pd.DataFrame({"unit": unit_names, "point": p, "layer": layer, "gate": kind,
-                                         "index": np.arange(x.shape[1]), "frac_left": left,
-                                         "frac_right": right}))
-            ctx.append(_contexts(ps.keys, x, unit_names, pos, contexts, seed))
-            if hold is not None:
-                hold.add(p, _read_rows(ds, plan.hold_blocks, path))
-            del x, ps
+        units, probe_x, sat, ctx = _scan_points(f, path, names, plan, ranker, hold, probe_at, contexts, seed)
     ranking = ranker.table()
     if hold is not None:
         ranking = ranking.merge(hold.table()[["feature", "unit", "score"]].rename(
@@ -254,23 +255,47 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
     column = {u: i for i, u in enumerate(units)}
     ranked = {nm: [column[u] for u in g["unit"].head(max(PER_FEATURE, probe_k))]
               for nm, g in ranking.groupby("feature", sort=False)}
-    valid = [j for j in range(len(feats)) if fs.valid[j]]
+    valid = np.flatnonzero(fs.valid)
     probes = (probe_table(probe_x, values[probe_at][:, valid], [fs.names[j] for j in valid],
                           [kinds[j] for j in valid], units, ranked, k=probe_k, seed=seed)
-              if valid and len(probe_at) >= 16 else pd.DataFrame(columns=PROBE_COLUMNS))
-    contexts_df = with_text(pd.concat(ctx, ignore_index=True), text) if ctx else pd.DataFrame(columns=CONTEXT_COLUMNS)
-    saturation_df = pd.concat(sat, ignore_index=True) if sat else pd.DataFrame(columns=SATURATION_COLUMNS)
+              if len(valid) and len(probe_at) >= 16 else pd.DataFrame(columns=PROBE_COLUMNS))
     feature_df = pd.DataFrame({"name": fs.names, "kind": kinds, "description": [ft.description for ft in feats],
                                "mean": values.mean(axis=0), "scored": fs.valid})
-    info = {"path": str(path), "n_chars": n_all, "analysed_chars": int(len(pos)), "blocks": len(plan.rank_blocks),
-            "block": block if len(plan.rank_blocks) > 1 else int(len(pos)), "holdout_chars": int(len(hold_pos)),
-            "holdout": holdout, "points": names, "units": len(units), "shifts": used_shifts, "top": top,
-            "z_bound": z_bound(len(units)), "max_chars": max_chars, "seed": seed, "stored": False}
-    result = Analysis(ranking, saturation_df, contexts_df, probes, feature_df, info)
+    info = {"path": str(path), "n_chars": len(text), "analysed_chars": int(len(pos)),
+            "blocks": len(plan.rank_blocks), "block": plan.block if len(plan.rank_blocks) > 1 else int(len(pos)),
+            "holdout_chars": int(len(hold_pos)), "holdout": holdout, "points": names, "units": len(units),
+            "shifts": used_shifts, "top": top, "z_bound": z_bound(len(units)), "max_chars": max_chars,
+            "seed": seed, "stored": False}
+    result = Analysis(ranking, pd.concat(sat, ignore_index=True) if sat else pd.DataFrame(columns=SATURATION_COLUMNS),
+                      with_text(pd.concat(ctx, ignore_index=True), text), probes, feature_df, info)
     if store:
         _store(path, ti, feats, cache, result, plan)
         result.info["stored"] = True
     return result
+
+
+def _scan_points(f: h5py.File, path, names, plan: _Plan, ranker: Ranker, hold: Ranker | None,
+                 probe_at: np.ndarray, contexts: int, seed: int):
+    """Read each point's analysed rows once and take from them all that needs the values."""
+    pos = plan.positions(plan.rank_blocks)
+    probe_x = np.empty((len(probe_at), sum(f[h5_path(p)].shape[1] for p in names)), np.float32)
+    units, sat, ctx = [], [], []
+    for p in names:
+        ds = f[h5_path(p)]
+        x = _read_rows(ds, plan.rank_blocks, path)                   # (n, H)
+        ps = ranker.add(p, x)
+        layer, kind = parse_point(p)
+        unit_names = [f"{p}[{i}]" for i in range(x.shape[1])]
+        probe_x[:, len(units):len(units) + x.shape[1]] = x[probe_at]
+        units += unit_names
+        if kind in SATURATING:
+            left, right = saturation(ps.keys)
+            sat.append(pd.DataFrame({"unit": unit_names, "point": p, "layer": layer, "gate": kind,
+                                     "index": np.arange(x.shape[1]), "frac_left": left, "frac_right": right}))
+        ctx.append(_contexts(ps.keys, x, unit_names, pos, contexts, seed))
+        if hold is not None:
+            hold.add(p, _read_rows(ds, plan.hold_blocks, path))
+    return units, probe_x, sat, ctx
 
 
 def _contexts(keys, x, unit_names, pos, k, seed) -> pd.DataFrame:
@@ -289,7 +314,14 @@ def _store(path: Path, ti: TextIndex, feats, cache, result: Analysis, plan: _Pla
     options = {k: v for k, v in result.info.items() if k not in ("path", "stored")}
     options.update(features=[ft.name for ft in feats], rank_blocks=plan.rank_blocks,
                    hold_blocks=plan.hold_blocks, rnnviz=__version__)
-    with open_dump(path, "r+") as f:
+    try:
+        f = open_dump(path, "r+")
+    except RnnvizError as e:
+        if "lock" in str(e):   # HDF5 locks files open elsewhere, e.g. by rnnviz serve
+            raise RnnvizError(f"{path}: open in another program (rnnviz serve?), so /analysis cannot be "
+                              f"stored; close it, or use --no-store") from None
+        raise
+    with f:
         if PARTIAL in f:          # left by a run that was killed while writing
             del f[PARTIAL]
         try:
@@ -298,12 +330,13 @@ def _store(path: Path, ti: TextIndex, feats, cache, result: Analysis, plan: _Pla
             for feat in feats:
                 v = cache.get(feat.name)
                 ds = fg.create_dataset(feat.name, data=feature_values(ti, feat) if v is None else v,
-                                       chunks=(min(ti.n, 1 << 16),))
+                                       chunks=(min(ti.n, 1 << 14),))   # small chunks: little padding
                 ds.attrs["kind"], ds.attrs["description"] = feat.kind, feat.description
                 ds.dims[0].label = "char"
             write_table(g, "ranking", result.ranking)
             write_table(g, "saturation", result.saturation)
-            write_table(g, "contexts", result.contexts[[c for c in result.contexts.columns]])
+            # Positions only: the text around them is in /text/codes (strings would double the group).
+            write_table(g, "contexts", result.contexts[CONTEXT_COLUMNS])
             write_table(g, "probes", result.probes)
             g.attrs["options"] = json.dumps(options)
             g.attrs["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

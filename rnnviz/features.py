@@ -69,7 +69,7 @@ class TextIndex:
     # ----- shared pieces
     @cached_property
     def source_id(self) -> np.ndarray:          # (N,) which source each char belongs to
-        return np.repeat(np.arange(len(self.starts)), self.ends - self.starts)
+        return np.repeat(np.arange(len(self.starts), dtype=np.int32), self.ends - self.starts)
 
     @cached_property
     def classes(self) -> dict[str, np.ndarray]:
@@ -99,7 +99,7 @@ class TextIndex:
         starts = np.zeros(self.n, bool)
         starts[1:] = self.codes[:-1] == 10
         starts[self.starts[self.starts < self.n]] = True
-        return np.maximum.accumulate(np.where(starts, np.arange(self.n), 0))
+        return np.maximum.accumulate(np.where(starts, np.arange(self.n, dtype=np.int32), 0))   # int32: half the memory
 
     @cached_property
     def tokens(self) -> dict[str, np.ndarray]:
@@ -217,7 +217,7 @@ def _clamped_depth(ti: TextIndex, delta: np.ndarray) -> np.ndarray:
     """Running depth that never goes below 0 (stray closers are ignored), per source."""
     s = ti.per_source_cumsum(delta)
     # Running min restarted per source: push each source below all earlier ones, then undo.
-    shift = (np.abs(s).max(initial=0) * 2 + 2) * ti.source_id
+    shift = (np.abs(s).max(initial=0) * 2 + 2) * ti.source_id.astype(np.int64)
     low = np.minimum.accumulate(s - shift) + shift
     return s - np.minimum(low, 0)
 

@@ -125,7 +125,7 @@ def test_analysis_is_stored_as_documented(result):
         assert ranking.equals(res.ranking) or ranking[["unit", "score"]].equals(res.ranking[["unit", "score"]])
         assert list(read_table(g["saturation"]).columns[:7]) == ["unit", "point", "layer", "gate", "index",
                                                                 "frac_left", "frac_right"]
-        assert {"unit", "which", "rank", "position", "value"} <= set(read_table(g["contexts"]).columns)
+        assert list(read_table(g["contexts"]).columns) == ["unit", "which", "rank", "quantile", "position", "value"]
         assert len(read_table(g["probes"])) == len(res.features)
         assert json.loads(g.attrs["options"])["holdout"] == 0.2 and g.attrs["created"]
 
