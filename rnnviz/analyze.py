@@ -222,6 +222,8 @@ def analyze_dump(path, *, features=None, extra_features: tuple[Feature, ...] = (
 
 def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, max_chars, contexts,
              probe_chars, probe_k, store, language, seed) -> Analysis:
+    if not feats:
+        raise RnnvizError("no features to rank: name built-ins with --features or add --feature NAME=REGEX")
     if not 0.0 <= holdout < 1.0:
         raise RnnvizError(f"--holdout must be a fraction in [0, 1), found {holdout}")
     if top < 1 or shifts < 0 or (max_chars is not None and max_chars < BLOCK):

@@ -372,6 +372,9 @@ def compute_features(text: str, features=None, *, sources=None, language: str = 
     ``features``: None (all built-ins), names of built-ins, or a list mixing names and
     :class:`Feature` objects (from :func:`regex_feature`, :func:`custom_feature`).
     ``sources``: (name, length) pairs or a sources table; features restart at each one.
+    ``language``: ``auto`` picks by file extension (C-like files: c; .txt, .md, .rst, .tex,
+    .html: text, i.e. prose quotes and no comments; anything else, unnamed text included:
+    python), or ``python``, ``c``, ``text`` for every source.
     """
     if features is None:
         feats = select_features()

@@ -17,7 +17,9 @@ Null: the feature is circularly shifted against the units by S evenly spaced lag
 the ``null_top`` strongest units of each feature: ``null_z`` = (score -
 mean) / sd over the shifts, ``null_p`` = (1 + #shifts at least as strong) / (S + 1),
 ``beats_null`` when ``|null_z|`` clears the Bonferroni bound for every unit ranked
-(two-sided alpha 0.01) and the score beats every shift.
+(two-sided alpha 0.01) and the score beats every shift. (The maximum over all units
+at every shift would be the sharper family-wise null, but it costs S times the
+ranking itself; per-unit nulls of the top units cost a few matrix products.)
 
     ranking = rank_units(acts, compute_features(text))
 """
@@ -340,7 +342,9 @@ def rank_units(acts, feats, *, kinds: dict[str, str] | None = None, shifts: int 
     values = feats.to_numpy(np.float64)
     kind_list = [kinds.get(nm) or ("binary" if np.isin(values[:, j], (0, 1)).all() else "continuous")
                  for j, nm in enumerate(names)]
-    ranker = Ranker(prepare_features(values, names, kind_list), shifts=shifts, null_top=null_top)
+    # Fewer than ~20 characters per lag says little about the null.
+    ranker = Ranker(prepare_features(values, names, kind_list), shifts=min(shifts, len(values) // 20),
+                    null_top=null_top)
     with one_thread():
         return _rank_groups(ranker, acts, len(values))
 
