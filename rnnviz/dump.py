@@ -448,7 +448,10 @@ def _writer(f, todo: queue.Queue, text: _Text, bar, failure: list, stop: threadi
     try:
         flushed, datasets = 0.0, {}  # opening a dataset by path costs ~0.25 ms: once each
         while not stop.is_set():
-            item = todo.get()
+            try:
+                item = todo.get(timeout=0.2)  # wakes up to notice a stop (Ctrl-C)
+            except queue.Empty:
+                continue
             if item is None:
                 return
             unit, job, (h, c) = item

@@ -112,3 +112,19 @@ def test_bad_points_and_inputs_are_refused():
         record(lstm, torch.randn(1, 5, 3), points=["layer0.q"])
     with pytest.raises(RnnvizError, match=r"\(batch, time, 3\)"):
         Recorder(lstm).run(torch.randn(1, 5, 4))
+
+
+def test_plain_matmul_fallback_gives_the_same_numbers():
+    """Builds without oneDNN's packed linear op take addmm; the numbers must not change."""
+    torch.manual_seed(3)
+    lstm = nn.LSTM(6, 24, 2, batch_first=True)
+    x = torch.randn(2, 300, 6)
+    fast, plain = Recorder(lstm), Recorder(lstm)
+    for layer in plain.linears:
+        for linear in layer.values():
+            linear.packed = None
+    p = fast.run(x)
+    for layer in range(2):
+        a, b = fast.expand(p, layer), plain.expand(p, layer)
+        for kind in a:
+            assert float((a[kind] - b[kind]).abs().max()) <= TOL
