@@ -164,9 +164,16 @@ def main() -> None:
         res["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        run(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="rnnviz-bench-") as folder:   # GBs: never left behind
+            run(args, Path(folder))
+
+
+def run(args, folder: Path) -> None:
     sizes = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="rnnviz-bench-"))
-    folder.mkdir(parents=True, exist_ok=True)
     DEFAULT_MAX_CHARS = json.loads(subprocess.run(
         [sys.executable, "-c", "import json, rnnviz.analyze as a; print(json.dumps(a.DEFAULT_MAX_CHARS))"],
         capture_output=True, text=True, check=True).stdout)
