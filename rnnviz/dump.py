@@ -26,7 +26,7 @@ from .checkpoint import load_checkpoint, versions
 from .errors import RnnvizError
 from .h5util import json_attr, read_table, write_table
 from .names import expand_selection, parse_point
-from .record import ANCHOR, Recorder
+from .record import ANCHOR, Pass, Recorder
 from .text import read_sources
 
 FORMAT = "rnnviz-dump"
@@ -71,7 +71,7 @@ class Unit:
         if self.t0 == 0:
             return None
         keep = torch.tensor([before.lanes.index(s) for s in self.lanes])
-        return tuple(s.index_select(1, keep) for s in state)
+        return tuple(s.index_select(-2, keep) for s in state)  # the lane axis
 
 
 @dataclass
@@ -373,57 +373,103 @@ def _reopen(partial: Path, key: str):
 
 def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, model,
             points: list[str], opt: DumpOptions) -> None:
-    """A pipeline: this thread runs the recurrence of chunk after chunk; a pool of
-    ``opt.workers`` threads expands each one (gates, c, predictions, storage dtype) in
-    parallel; a writer thread writes them in order. Queues of 2 bound the memory."""
+    """A pipeline of threads joined by queues of 2, which bound the memory: this thread
+    runs layer 0 over chunk after chunk; one thread per further layer runs its layer on
+    each chunk the layer below has finished (a wavefront: on a busy layer-0 thread the
+    other layers cost no time); a pool of ``opt.workers`` threads expands each chunk
+    (gates, c, predictions, storage dtype); a writer thread writes them in order."""
     from tqdm import tqdm
     rec = Recorder(model.lstm, reuse_buffers=True)
     wanted: dict[int, list[str]] = {}
     for point in points:
         layer, kind = parse_point(point)
         wanted.setdefault(layer, []).append(kind)
-    todo = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
     stop = threading.Event()
+    inbox = [queue.Queue(maxsize=2) for _ in range(rec.num_layers)]  # chunks for layer l (l >= 1)
+    todo = queue.Queue(maxsize=2)  # for the writer
+    pool = ThreadPoolExecutor(max_workers=max(1, opt.workers), thread_name_prefix="rnnviz-expand")
     chars_done = sum(n for u in units[:done] for _, _, n in text.rows(u))
     bar = tqdm(total=text.n, initial=chars_done, unit="char", unit_scale=True, file=sys.stderr,
                disable=not opt.progress, desc="dump", smoothing=0.1)
-    pool = ThreadPoolExecutor(max_workers=max(1, opt.workers), thread_name_prefix="rnnviz-expand")
-    writer = threading.Thread(target=_writer, daemon=True, args=(f, todo, text, bar, failure, stop))
-    writer.start()
-    try:
+
+    def stage(layer: int, chunks) -> None:
+        """Run ``layer`` on each (unit, pass) in order, carrying this layer's state."""
+        carried = None if state is None else (state[0][layer], state[1][layer])
         before = units[done - 1] if done else None
+        for unit, p in chunks:
+            rec.run_layer(p, layer, unit.carry(carried, before))
+            carried, before = (p.hn[layer], p.cn[layer]), unit
+            if layer + 1 < rec.num_layers:
+                sent = _put(inbox[layer + 1], (unit, p), stop)
+            else:
+                job = pool.submit(_expand, rec, model, text, unit, p, wanted, opt)
+                sent = _put(todo, (unit, job, p.state), stop)
+            if not sent:
+                return
+        _put(inbox[layer + 1] if layer + 1 < rec.num_layers else todo, None, stop)
+
+    def chunks():
         for unit in units[done:]:
-            ids, nxt = text.batch(unit)
-            p = rec.run(model.embed(torch.from_numpy(ids)), unit.carry(state, before))
-            state, before = p.state, unit
-            job = pool.submit(_expand, rec, model, p, nxt, wanted, opt)
-            if not _put(todo, (unit, job, p.state), stop):
-                break
-        _put(todo, None, stop)
-        writer.join()
+            ids, _ = text.batch(unit)
+            yield unit, Pass(x=rec.check_input(model.embed(torch.from_numpy(ids))))
+
+    threads = [threading.Thread(target=_guarded, daemon=True, args=(stage, failure, stop, layer,
+                                                                    _drain(inbox[layer], stop)))
+               for layer in range(1, rec.num_layers)]
+    threads.append(threading.Thread(target=_guarded, daemon=True,
+                                    args=(_writer, failure, stop, f, _drain(todo, stop), text, bar)))
+    for thread in threads:
+        thread.start()
+    try:
+        stage(0, chunks())
+        threads[-1].join()
     finally:
         stop.set()
         pool.shutdown(cancel_futures=True)
-        while writer.is_alive():
-            writer.join(0.2)
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
         bar.close()
     if failure:
         raise failure[0]
 
 
-def _put(todo: queue.Queue, item, stop: threading.Event) -> bool:
-    """Hand ``item`` to the writer unless it has stopped (failed): never blocks forever."""
+def _guarded(fn, failure: list, stop: threading.Event, *args) -> None:
+    """Run a pipeline thread; an error stops the pipeline and goes to the main thread."""
+    try:
+        with torch.inference_mode():  # grad mode is per thread
+            fn(*args)
+    except BaseException as e:
+        failure.append(e)
+        stop.set()
+
+
+def _put(box: queue.Queue, item, stop: threading.Event) -> bool:
+    """Hand ``item`` on unless the pipeline has stopped: never blocks forever."""
     while not stop.is_set():
         try:
-            todo.put(item, timeout=0.2)
+            box.put(item, timeout=0.2)
             return True
         except queue.Full:
             pass
     return False
 
 
-def _expand(rec: Recorder, model, p, nxt: np.ndarray, wanted: dict, opt: DumpOptions) -> dict:
+def _drain(box: queue.Queue, stop: threading.Event):
+    """The items put in ``box`` up to None, waking up to notice a stop (Ctrl-C, an error)."""
+    while not stop.is_set():
+        try:
+            item = box.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if item is None:
+            return
+        yield item
+
+
+def _expand(rec: Recorder, model, text: _Text, unit: Unit, p: Pass, wanted: dict,
+            opt: DumpOptions) -> dict:
     """One chunk's arrays as stored, by dataset path: recorded points and predictions."""
     dtype = getattr(torch, opt.dtype)
     out = {}
@@ -433,7 +479,7 @@ def _expand(rec: Recorder, model, p, nxt: np.ndarray, wanted: dict, opt: DumpOpt
                 # A copy: the recorder reuses its buffers for the next chunk.
                 out[f"states/layer{layer}/{kind}"] = a.to(dtype, copy=True).numpy()
         logp = torch.log_softmax(model.head(p.h[-1]), dim=-1)  # (B, T, V)
-        nxt = torch.from_numpy(nxt)
+        nxt = torch.from_numpy(text.batch(unit)[1])
         loss = -logp.gather(-1, nxt.clamp(min=0)[..., None])[..., 0]
         loss[nxt < 0] = float("nan")
         top = logp.topk(opt.topk, dim=-1)
@@ -443,33 +489,22 @@ def _expand(rec: Recorder, model, p, nxt: np.ndarray, wanted: dict, opt: DumpOpt
     return out
 
 
-def _writer(f, todo: queue.Queue, text: _Text, bar, failure: list, stop: threading.Event) -> None:
+def _writer(f: h5py.File, items, text: _Text, bar) -> None:
     """Write each chunk in order and, every FLUSH_SECONDS, the progress that --resume reads."""
-    try:
-        flushed, datasets = 0.0, {}  # opening a dataset by path costs ~0.25 ms: once each
-        while not stop.is_set():
-            try:
-                item = todo.get(timeout=0.2)  # wakes up to notice a stop (Ctrl-C)
-            except queue.Empty:
-                continue
-            if item is None:
-                return
-            unit, job, (h, c) = item
-            for name, a in job.result().items():
-                if name not in datasets:
-                    datasets[name] = f[name]
-                _write_rows(datasets[name], a, unit, text)
-            if time.monotonic() - flushed >= FLUSH_SECONDS:
-                progress, lanes = f["progress"], len(unit.lanes)
-                progress["h"][:, :lanes] = h.numpy()
-                progress["c"][:, :lanes] = c.numpy()
-                progress["units_done"][()] = unit.index + 1
-                f.flush()  # the progress on disk never runs ahead of the data
-                flushed = time.monotonic()
-            bar.update(sum(n for _, _, n in text.rows(unit)))
-    except BaseException as e:  # handed to the main thread, which raises it
-        failure.append(e)
-        stop.set()
+    flushed, datasets = 0.0, {}  # opening a dataset by path costs ~0.25 ms: once each
+    for unit, job, (h, c) in items:
+        for name, a in job.result().items():
+            if name not in datasets:
+                datasets[name] = f[name]
+            _write_rows(datasets[name], a, unit, text)
+        if time.monotonic() - flushed >= FLUSH_SECONDS:
+            progress, lanes = f["progress"], len(unit.lanes)
+            progress["h"][:, :lanes] = h.numpy()
+            progress["c"][:, :lanes] = c.numpy()
+            progress["units_done"][()] = unit.index + 1
+            f.flush()  # the progress on disk never runs ahead of the data
+            flushed = time.monotonic()
+        bar.update(sum(n for _, _, n in text.rows(unit)))
 
 
 def _write_rows(ds: h5py.Dataset, a: np.ndarray, unit: Unit, text: _Text) -> None:

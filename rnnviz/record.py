@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .errors import RnnvizError
-from .names import GATES, KINDS, all_points, parse_point, point_name
+from .names import KINDS, all_points, parse_point, point_name
 
 ANCHOR = 128  # steps between exact restarts of the c scan (also the fused call length)
 
@@ -94,13 +94,20 @@ def gate_linears(w: LayerWeights, hidden: int) -> dict[str, Linear]:
 
 @dataclass
 class Pass:
-    """One chunk after the sequential half: everything :meth:`Recorder.expand` needs."""
-    x: torch.Tensor                     # (B, T, In) layer-0 input
-    h0: torch.Tensor                    # (L, B, H) state before the chunk
-    c0: torch.Tensor
+    """One chunk after the sequential half: everything :meth:`Recorder.expand` needs.
+    Filled one layer at a time (so layers can run in a wavefront across chunks)."""
+    x: torch.Tensor                                             # (B, T, In) layer-0 input
+    h0: list[torch.Tensor] = field(default_factory=list)       # per layer (B, H): state before
+    c0: list[torch.Tensor] = field(default_factory=list)
     h: list[torch.Tensor] = field(default_factory=list)        # per layer (B, T, H)
     anchors: list[torch.Tensor] = field(default_factory=list)  # per layer (B, nb, H): c at block starts
-    state: tuple[torch.Tensor, torch.Tensor] | None = None     # (h_n, c_n) after the chunk
+    hn: list[torch.Tensor] = field(default_factory=list)       # per layer (B, H): state after
+    cn: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h_n, c_n) after the chunk, each (L, B, H), once every layer has run."""
+        return torch.stack(self.hn), torch.stack(self.cn)
 
 
 class Recorder:
@@ -132,33 +139,42 @@ class Recorder:
             setattr(one, name, getattr(lstm, name[:-1] + str(layer)))
         return one.eval()
 
-    def zero_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = like.new_zeros(self.num_layers, batch, self.hidden_size)
-        return z, z.clone()
-
     @torch.no_grad()
     def run(self, x: torch.Tensor, state=None) -> Pass:
-        """The sequential half: x (B, T, In) -> h of every layer at every step."""
+        """The sequential half: x (B, T, In) from ``state`` ((L, B, H) each, default zeros)
+        -> h of every layer at every step."""
+        p = Pass(x=self.check_input(x))
+        for layer in range(self.num_layers):
+            self.run_layer(p, layer, None if state is None else (state[0][layer], state[1][layer]))
+        return p
+
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise RnnvizError(f"expected inputs of shape (batch, time, {self.input_size}), "
                               f"found {tuple(x.shape)}")
-        h0, c0 = self.zero_state(x.shape[0], x) if state is None else state
-        p = Pass(x=x, h0=h0, c0=c0)
-        hn, cn, inp = [], [], x
-        for layer in range(self.num_layers):
-            outs, starts = [], []
-            h, c = h0[layer:layer + 1], c0[layer:layer + 1]
-            for t in range(0, x.shape[1], self.anchor):
-                starts.append(c[0])
-                out, (h, c) = self.fused[layer](inp[:, t:t + self.anchor], (h, c))
-                outs.append(out)
-            p.h.append(torch.cat(outs, dim=1) if len(outs) > 1 else outs[0])
-            p.anchors.append(torch.stack(starts, dim=1))
-            hn.append(h[0])
-            cn.append(c[0])
-            inp = p.h[-1]
-        p.state = (torch.stack(hn), torch.stack(cn))
-        return p
+        return x
+
+    @torch.no_grad()
+    def run_layer(self, p: Pass, layer: int, state=None) -> None:
+        """Layer ``layer`` over the chunk (the layers below it done) from ``state``
+        ((B, H) each, default zeros): PyTorch's fused recurrence in blocks of ``anchor``
+        steps, keeping c at each block start."""
+        assert len(p.h) == layer, "layers run in order"
+        inp = p.x if layer == 0 else p.h[layer - 1]
+        if state is None:
+            state = (inp.new_zeros(inp.shape[0], self.hidden_size),) * 2
+        p.h0.append(state[0])
+        p.c0.append(state[1])
+        h, c = state[0][None].contiguous(), state[1][None].contiguous()
+        outs, starts = [], []
+        for t in range(0, inp.shape[1], self.anchor):
+            starts.append(c[0])
+            out, (h, c) = self.fused[layer](inp[:, t:t + self.anchor], (h, c))
+            outs.append(out)
+        p.h.append(torch.cat(outs, dim=1) if len(outs) > 1 else outs[0])
+        p.anchors.append(torch.stack(starts, dim=1))
+        p.hn.append(h[0])
+        p.cn.append(c[0])
 
     @torch.no_grad()
     def expand(self, p: Pass, layer: int, kinds=KINDS) -> dict[str, torch.Tensor]:
