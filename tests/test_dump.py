@@ -1,7 +1,5 @@
 """rnnviz dump: the documented layout, exact values, safe writes, resume and bad input."""
 import hashlib
-import json
-import os
 import signal
 import subprocess
 import sys
