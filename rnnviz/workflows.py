@@ -119,3 +119,81 @@ def describe_checkpoint(path) -> str:
     v = m.get("versions", {})
     lines.append("  versions      " + ", ".join(f"{k} {v}" for k, v in v.items()))
     return "\n".join(lines)
+
+
+DEMO_DUMP = Path("dumps") / "demo.h5"
+DEMO_FEATURE = "in_string"  # the demo opens on the unit that best tracks this
+
+
+def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = "127.0.0.1",
+         open_browser: bool = True, serve_app: bool = True, log=print) -> str:
+    """Dump held-out text with the shipped model, analyze it, serve it; returns the unit shown.
+
+    Reuses ``out`` when it was made from the same model and the same text.
+    """
+    from .dump import DumpOptions, dump
+    from .shipped import shipped_model_path
+    from .text import read_sources
+
+    model = shipped_model_path()
+    if not texts:
+        try:
+            texts = [str(p) for p in stdlib_files()[1]]
+        except RnnvizError:
+            raise RnnvizError("this Python ships no standard-library source files to show; "
+                              "give a text file instead: rnnviz demo FILE") from None
+    out = Path(out)
+    sources = read_sources(texts)
+    if _demo_dump_matches(out, model, sources):
+        log(f"rnnviz demo: reusing {out} (same model, same text)")
+    else:
+        if out.exists() and not _made_by_demo(out):
+            raise RnnvizError(f"{out} exists and was not made by rnnviz demo; move it or pass --output")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log(f"rnnviz demo: recording the shipped model ({model.name}) reading "
+            f"{len(sources)} held-out file(s), {sum(len(s.text) for s in sources):,} chars -> {out}")
+        dump(model, texts, out, DumpOptions(force=True, command="rnnviz demo"))
+    unit = _analyzed_unit(out, log)
+    if serve_app:
+        from .app.server import serve
+        log(f"rnnviz demo: opening the app on {unit}, the unit that best tracks '{DEMO_FEATURE}'")
+        serve([out], port=port, host=host, open_browser=open_browser, initial_unit=unit)
+    return unit
+
+
+def _analyzed_unit(path: Path, log) -> str:
+    from .analyze import analyze_dump, load_analysis
+    result = load_analysis(path)
+    if result is None:
+        log(f"rnnviz demo: ranking every unit against the text features (stored in {path})")
+        result = analyze_dump(path)
+    ranking = result.ranking
+    rows = ranking[ranking["feature"] == DEMO_FEATURE]
+    if rows.empty:
+        rows = ranking
+    best = rows.iloc[rows["score"].abs().to_numpy().argmax()]
+    return str(best["unit"])
+
+
+def _demo_dump_matches(path: Path, model: Path, sources) -> bool:
+    if not path.exists():
+        return False
+    from .checkpoint import file_sha256
+    from .dump import open_dump
+    from .h5util import read_table
+    try:
+        with open_dump(path) as f:
+            same_model = f.attrs.get("checkpoint_sha256") == file_sha256(model)
+            table = read_table(f["sources"])
+            return same_model and list(table["sha256"]) == [s.sha256 for s in sources]
+    except (RnnvizError, OSError, KeyError):
+        return False
+
+
+def _made_by_demo(path: Path) -> bool:
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("command", "")).startswith("rnnviz demo")
+    except OSError:
+        return False
