@@ -5,6 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
@@ -157,21 +158,23 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
     if serve_app:
         from .app.server import serve
         log(f"rnnviz demo: opening the app on {unit}, the unit that best tracks '{DEMO_FEATURE}'")
-        serve([out], port=port, host=host, open_browser=open_browser, initial_unit=unit)
+        serve([out], port=port, host=host, open_browser=open_browser, initial_unit=unit,
+              initial_feature=DEMO_FEATURE)
     return unit
 
 
 def _analyzed_unit(path: Path, log) -> str:
-    from .analyze import analyze_dump, load_analysis
-    result = load_analysis(path)
-    if result is None:
-        log(f"rnnviz demo: ranking every unit against the text features (stored in {path})")
-        result = analyze_dump(path)
-    ranking = result.ranking
+    """The unit with the strongest score for DEMO_FEATURE, analysing the dump first if needed."""
+    import h5py
+    from .analyze import analyze_dump
+    from .h5util import read_table
+    with h5py.File(path, "r") as f:
+        ranking = read_table(f["analysis/ranking"]) if "analysis/ranking" in f else None
+    if ranking is None or DEMO_FEATURE not in set(ranking["feature"]):
+        log(f"rnnviz demo: ranking every unit against the text features (results stored in {path})")
+        ranking = analyze_dump(path, max_chars=None).ranking    # the demo text is short: use every char
     rows = ranking[ranking["feature"] == DEMO_FEATURE]
-    if rows.empty:
-        rows = ranking
-    best = rows.iloc[rows["score"].abs().to_numpy().argmax()]
+    best = rows.iloc[int(np.abs(rows["score"].to_numpy()).argmax())]
     return str(best["unit"])
 
 

@@ -157,3 +157,31 @@ def test_png_export_draws_the_svg(tmp_path, stdlib_text_file):
     from PIL import Image
     image = Image.open(out)
     assert image.width > 800 and image.height > 100
+
+
+def test_demo_opens_on_a_string_unit_with_the_text_coloured(tmp_path, browser):
+    """The README's main job: `rnnviz demo` on the held-out stdlib files, seen in Chromium."""
+    from test_demo import start_demo, stop
+    began = time.monotonic()
+    proc, url = start_demo(tmp_path)
+    try:
+        browser.get(url)
+        assert _wait(lambda: browser.execute_script(READY), what="the demo document") > 1000
+        seconds = time.monotonic() - began
+        feature = browser.execute_script("return Bokeh.documents[0].get_model_by_name('feature_select').value")
+        assert feature == "in_string"
+        unit_line = browser.execute_script(MODEL_TEXT, "unit_line")
+        time.sleep(1.0)
+        pixels = _text_pixels(browser).reshape(-1, 3).astype(int)
+        tinted = (np.ptp(pixels, axis=1) > 25).mean()         # coloured backgrounds, not grey text
+        assert tinted > 0.05, f"only {tinted:.1%} of the text view is coloured"
+        severe = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not severe, severe
+        if os.environ.get("RNNVIZ_DEMO_SCREENSHOT"):
+            browser.save_screenshot(os.environ["RNNVIZ_DEMO_SCREENSHOT"])
+    finally:
+        log = stop(proc)
+    assert "the unit that best tracks 'in_string'" in log
+    unit = log.split("opening the app on ")[1].split(",")[0]
+    assert unit in unit_line
+    print(f"rnnviz demo: command to coloured page in {seconds:.1f} s")

@@ -36,12 +36,17 @@ _KIND_WORDS = {"c": "cell state", "h": "hidden state", "gate_i": "input gate", "
                "gate_g": "cell candidate", "gate_o": "output gate"}
 
 
-def make_doc(doc: Document, paths, initial_unit: str | None = None, dump_index: int = 0) -> "Explorer":
-    """Fill ``doc`` with the app for ``paths`` (first shown: ``paths[dump_index]``)."""
+def make_doc(doc: Document, paths, initial_unit: str | None = None, dump_index: int = 0,
+             initial_feature: str | None = None) -> "Explorer":
+    """Fill ``doc`` with the app for ``paths`` (first shown: ``paths[dump_index]``).
+
+    The address may choose what is shown first: ``?unit=layer1.c[3]&feature=in_string&pos=1200``.
+    """
     args = _url_args(doc)
     unit = args.get("unit", initial_unit)
+    feature = args.get("feature", initial_feature)
     position = int(args["pos"]) if args.get("pos", "").isdigit() else None
-    explorer = Explorer(doc, list(paths), dump_index, unit, position)
+    explorer = Explorer(doc, list(paths), dump_index, unit, position, feature)
     doc.title = f"rnnviz — {explorer.view.name}"
     doc.add_root(explorer.layout)
     return explorer
@@ -56,7 +61,7 @@ def _url_args(doc: Document) -> dict[str, str]:
 
 class Explorer(Navigator):
     def __init__(self, doc: Document, paths: list[str], dump_index: int = 0, unit: str | None = None,
-                 position: int | None = None):
+                 position: int | None = None, feature: str | None = None):
         self.doc, self.paths, self.dump_index = doc, paths, dump_index
         self.view = open_view(paths[dump_index])
         try:
@@ -87,6 +92,10 @@ class Explorer(Navigator):
         self._cut = False
         self.load_window(0)
         self.select_unit(self.point, self.index)
+        if feature and feature in self.ranking.feature.options:
+            self.ranking.feature.value = feature         # its callback shows the track and filters the table
+        elif feature:
+            unit_error = unit_error or f"no feature {feature!r} in this dump's analysis"
         if position is not None:
             self._guard(self.jump)(position)
         if unit_error:

@@ -38,7 +38,8 @@ def _origins(host: str, port: int) -> list[str]:
 
 
 def make_server(paths, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
-                initial_unit: str | None = None, **server_kwargs) -> Server:
+                initial_unit: str | None = None, initial_feature: str | None = None,
+                **server_kwargs) -> Server:
     """A started-but-not-running Bokeh ``Server`` for ``paths``; every dump is checked first."""
     paths = [str(p) for p in paths]
     if not paths:
@@ -49,7 +50,8 @@ def make_server(paths, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
     settings.resources.set_value("server")      # BokehJS from this server, even if BOKEH_RESOURCES says cdn
     try:
         port = _free_port(host) if port == 0 else port
-        app = Application(FunctionHandler(partial(make_doc, paths=paths, initial_unit=initial_unit)))
+        app = Application(FunctionHandler(partial(make_doc, paths=paths, initial_unit=initial_unit,
+                                                   initial_feature=initial_feature)))
         return Server({"/": app}, port=port, address=host, allow_websocket_origin=_origins(host, port),
                       num_procs=1, **server_kwargs)
     except OSError as e:
@@ -68,9 +70,9 @@ def url_of(server: Server, host: str) -> str:
 
 
 def serve(paths, port: int = DEFAULT_PORT, host: str = "127.0.0.1", open_browser: bool = True,
-          initial_unit: str | None = None) -> None:
+          initial_unit: str | None = None, initial_feature: str | None = None) -> None:
     """Serve the app for ``paths`` until Ctrl-C; open a browser tab unless ``open_browser`` is False."""
-    server = make_server(paths, port=port, host=host, initial_unit=initial_unit)
+    server = make_server(paths, port=port, host=host, initial_unit=initial_unit, initial_feature=initial_feature)
     url = url_of(server, host)
     print(f"rnnviz: serving {', '.join(map(str, paths))} at {url}  (Ctrl-C stops)", flush=True)
     if open_browser:
