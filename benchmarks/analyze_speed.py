@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import stdlib_text
+
 LAYERS, HIDDEN = 2, 256
 KINDS = ("c", "h", "gate_i", "gate_f", "gate_g", "gate_o")
 
@@ -33,21 +35,6 @@ def chunk_shape() -> tuple[int, int]:
         return CHUNK_ROWS, CHUNK_UNITS
     except ImportError:
         return 256, 64
-
-
-def stdlib_text(n: int) -> tuple[str, list[tuple[str, int]]]:
-    from rnnviz.text import stdlib_dir
-    text, sources = [], []
-    total = 0
-    for path in sorted(stdlib_dir().rglob("*.py")):
-        t = path.read_text(errors="replace")[: n - total]
-        if t:
-            text.append(t)
-            sources.append((str(path), len(t)))
-            total += len(t)
-        if total >= n:
-            break
-    return "".join(text), sources
 
 
 def make_dump(path: Path, n: int) -> None:

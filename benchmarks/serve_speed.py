@@ -27,7 +27,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -41,25 +40,11 @@ import pandas as pd
 from rnnviz.h5util import write_table
 from rnnviz.names import KINDS, h5_path, point_name
 
+from common import stdlib_text
+
 H, LAYERS, TOPK = 256, 2, 5
 ROWS, UNITS = 1024, 64           # HDF5 chunk shape of rnnviz dump's state arrays
 FEATURES = 8
-
-
-def stdlib_text(n: int) -> tuple[str, list[tuple[str, int]]]:
-    """About n chars of the standard library's .py files, and (name, length) per file."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    parts, sources, total = [], [], 0
-    while total < n:
-        for f in sorted(root.glob("*.py")):
-            t = f.read_text(errors="replace")[: n - total]
-            if t:
-                parts.append(t)
-                sources.append((str(f), len(t)))
-                total += len(t)
-            if total >= n:
-                break
-    return "".join(parts), sources
 
 
 def write_dump(path: Path, n: int) -> None:

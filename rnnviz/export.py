@@ -117,7 +117,7 @@ def render_svg(text: str, fills: list[str], g, title: str, bar) -> str:
            f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
            f'<text x="{PAD}" y="{PAD + 10}" font-family="Helvetica, Arial, sans-serif" font-size="13" '
            f'fill="#222222">{html.escape(title)}</text>',
-           f'<g shape-rendering="crispEdges">']
+           '<g shape-rendering="crispEdges">']
     for ch, fill, c, r, w in zip(text, fills, g.col, g.row, g.width):
         out.append(f'<rect x="{PAD + c * CELL_W}" y="{top + r * CELL_H}" width="{w * CELL_W}" '
                    f'height="{CELL_H}" fill="{fill}"/>')

@@ -5,7 +5,6 @@ A directory argument means the text files below it (sorted, hidden ones skipped)
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

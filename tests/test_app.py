@@ -194,7 +194,7 @@ def test_search_jumps_through_matches(dump):
     first = int(app.match_starts[0])
     assert app.start <= first < app.end and f"1 of {text.count('def ')}" in app.controls.match_info.text
     app.controls.next_match._trigger_event(ButtonClick(app.controls.next_match))
-    assert f"match 2 of" in app.controls.match_info.text
+    assert "match 2 of" in app.controls.match_info.text
     app.controls.search_opts.active = [0, 1]                     # regex, case-sensitive
     app.controls.search.value = r"^class \w+"
     assert list(app.match_starts) == [m.start() for m in re.finditer(r"^class \w+", text, re.M)]

@@ -6,7 +6,6 @@ import urllib.request
 from pathlib import Path
 
 import h5py
-import pytest
 from click.testing import CliRunner
 
 from rnnviz.checkpoint import load_checkpoint
