@@ -30,7 +30,7 @@ import pandas as pd
 from . import __version__
 from .contexts import (CONTEXT_COLUMNS, QUANTILES, SATURATING, context_rows, extremes, quantile_picks,
                        saturation, with_text)
-from .dump import open_dump
+from .dumpfile import open_dump
 from .errors import RnnvizError
 from .features import BUILTIN, Feature, TextIndex, feature_values, select_features
 from .h5util import json_attr, read_table, write_table

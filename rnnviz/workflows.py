@@ -80,7 +80,7 @@ def describe_file(path) -> str:
     with open(p, "rb") as f:
         magic = f.read(8)
     if magic == b"\x89HDF\r\n\x1a\n":
-        from .dump import describe_dump
+        from .dumpfile import describe_dump
         return describe_dump(p)
     return describe_checkpoint(p)
 
@@ -182,7 +182,7 @@ def _demo_dump_matches(path: Path, model: Path, sources) -> bool:
     if not path.exists():
         return False
     from .checkpoint import file_sha256
-    from .dump import open_dump
+    from .dumpfile import open_dump
     from .h5util import read_table
     try:
         with open_dump(path) as f:

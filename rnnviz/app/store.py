@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..dump import open_dump
+from ..dumpfile import open_dump
 from ..errors import RnnvizError
 from ..h5util import json_attr, read_table
 from ..names import h5_path, parse_point, parse_unit
