@@ -84,7 +84,7 @@ def make_dump(path: Path, n: int) -> None:
 def child_read(path: str) -> dict:
     """Read every recorded array whole, in row blocks, in its stored dtype."""
     import h5py
-    from rnnviz.dump import open_dump
+    from rnnviz.dumpfile import open_dump
     from rnnviz.names import h5_path
     best = float("inf")
     for _ in range(2):
@@ -114,7 +114,7 @@ def child_analyze(path: str, store: bool, max_chars, repeats: int) -> dict:
 
 def features_seconds(path: str) -> float:
     """Every built-in feature over the whole text of the dump (part of the analysis above)."""
-    from rnnviz.dump import open_dump
+    from rnnviz.dumpfile import open_dump
     from rnnviz.features import TextIndex, feature_values, select_features
     from rnnviz.h5util import read_table
     with open_dump(path) as f:

@@ -103,9 +103,11 @@ class TextIndex:
 
     @cached_property
     def tokens(self) -> dict[str, np.ndarray]:
-        """Boolean masks from one regex scan per code source: ``string``, ``comment`` and the
-        strings delimited by ``"`` (``double``) and by ``'`` (``single``)."""
-        spans = {"string": [], "comment": [], "double": [], "single": []}
+        """Boolean masks from one regex scan per code source: ``string``, ``comment``, the
+        strings delimited by ``"`` (``double``) and by ``'`` (``single``), and the strings that
+        are triple-quoted (``long``, docstrings mostly) or not (``short``), as Python's grammar
+        names them."""
+        spans = {"string": [], "comment": [], "double": [], "single": [], "long": [], "short": []}
         for start, end, lang in zip(self.starts.tolist(), self.ends.tolist(), self.languages):
             if lang == "text":
                 continue   # prose has no literals or comments
@@ -118,6 +120,7 @@ class TextIndex:
                     while self.text[quote] not in "'\"":      # skip a prefix such as rb or f
                         quote += 1
                     spans["double" if self.text[quote] == '"' else "single"].append(span)
+                    spans["long" if self.text[quote] * 3 == self.text[quote:quote + 3] else "short"].append(span)
                 else:
                     spans["comment"].append((m.start(), m.end() - self.text.startswith("/*", m.start())))
         return {k: _spans_mask(v, self.n) for k, v in spans.items()}
@@ -267,6 +270,10 @@ def _builtins() -> dict[str, Feature]:
     specs = [
         ("in_string", b, "inside a Python string literal ('..', \"..\", triple-quoted, escapes)",
          lambda ti: ti.tokens["string"]),
+        ("in_short_string", b, "inside a one-line string literal ('..' or \"..\", not triple-quoted)",
+         lambda ti: ti.tokens["short"]),
+        ("in_long_string", b, "inside a triple-quoted string literal (docstrings, mostly)",
+         lambda ti: ti.tokens["long"]),
         ("in_comment", b, "inside a comment (# for Python, // and /* */ for C-like files)",
          lambda ti: ti.tokens["comment"]),
         ("in_double_quote", b, "inside double quotes: \"..\" strings in code; in prose \"..\" or curly, "

@@ -30,6 +30,10 @@ def test_python_strings_and_comments_exclude_each_other():
     assert df["in_string"][start:end].all() and not df["in_string"][end]
     assert marks(df, "in_double_quote")[start:end + 1] == "x" * (end - start) + "."
     assert df["in_single_quote"][PY.index("''")] == 1 and df["in_single_quote"][PY.index("''") + 1] == 0
+    # Python's grammar: long (triple-quoted) and short strings split in_string in two.
+    assert (df["in_short_string"] + df["in_long_string"] == df["in_string"]).all()
+    assert df["in_long_string"][start:end].all() and not df["in_short_string"][start:end].any()
+    assert marks(df, "in_short_string")[:line1] == marks(df, "in_string")[:line1]
 
 
 def test_c_comments_only_in_c_like_files():
