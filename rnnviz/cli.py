@@ -79,18 +79,20 @@ _ERRORS = click.option("--errors", type=click.Choice(["strict", "replace", "igno
 @click.option("--threads", type=int, help="Torch CPU threads.")
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint at -o.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint at -o.")
+@click.option("--keep-optimizer/--no-keep-optimizer", default=True, show_default=True,
+              help="Store Adam's state too, so that --resume continues exactly (the file is 3x larger).")
 @_ENCODING
 @_ERRORS
 @user_errors
 def train(texts, output, preset, layers, hidden, embedding, dropout, resume, force, encoding, errors,
           seq_length, batch_size, lr, lr_decay, decay_after, grad_clip, val_fraction, epochs,
-          max_time, max_steps, eval_every, sample_every, seed, threads):
+          max_time, max_steps, eval_every, sample_every, seed, threads, keep_optimizer):
     """Train a character-level LSTM on TEXTS (files or directories)."""
     from .workflows import train_command
     opts = dict(seq_length=seq_length, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
                 decay_after=decay_after, grad_clip=grad_clip, val_fraction=val_fraction,
                 epochs=epochs, max_time=max_time, max_steps=max_steps, eval_every=eval_every,
-                sample_every=sample_every, seed=seed, threads=threads)
+                sample_every=sample_every, seed=seed, threads=threads, keep_optimizer=keep_optimizer)
     model = dict(num_layers=layers, hidden_size=hidden, embedding_size=embedding, dropout=dropout)
     given = {k for k, v in click.get_current_context().params.items()
              if click.get_current_context().get_parameter_source(k).name != "DEFAULT"}

@@ -100,6 +100,19 @@ def test_resume_continues_and_force_overwrites(trained, tmp_path, stdlib_text_fi
     fresh.write_bytes(trained.read_bytes())
     assert run("train", stdlib_text_file, "-o", fresh, *TINY, "--max-steps", "5", "--force").exit_code == 0
     assert load_checkpoint(fresh).meta["history"][-1]["step"] == 5
+    assert "optimizer" in load_checkpoint(fresh).meta["train_state"]
+
+
+def test_checkpoint_without_optimizer_state_is_smaller_and_still_resumes(tmp_path, stdlib_text_file):
+    full, slim = tmp_path / "full.pt", tmp_path / "slim.pt"
+    assert run("train", stdlib_text_file, "-o", full, *TINY, "--max-steps", "5").exit_code == 0
+    assert run("train", stdlib_text_file, "-o", slim, *TINY, "--max-steps", "5", "--no-keep-optimizer").exit_code == 0
+    assert "optimizer" not in load_checkpoint(slim).meta["train_state"]
+    assert slim.stat().st_size < 0.6 * full.stat().st_size
+    a, b = load_checkpoint(full).model.state_dict(), load_checkpoint(slim).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert run("train", stdlib_text_file, "-o", slim, *TINY, "--max-steps", "7", "--resume").exit_code == 0
+    assert load_checkpoint(slim).meta["history"][-1]["step"] == 7
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "emptydir", "binary", "nonutf8", "exists"])
