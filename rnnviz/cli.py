@@ -180,8 +180,19 @@ def info(path):
     click.echo(describe_file(path))
 
 
+def _list_features(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from .features import BUILTIN
+    for f in BUILTIN.values():
+        click.echo(f"{f.name:<17}{f.kind:<11}{f.description}")
+    ctx.exit()
+
+
 @cli.command()
 @click.argument("dump_file", metavar="DUMP", type=click.Path(path_type=str))
+@click.option("--list-features", is_flag=True, expose_value=False, is_eager=True, callback=_list_features,
+              help="Print the built-in features (name, kind, meaning) and exit.")
 @click.option("--feature", "regexes", multiple=True, metavar="NAME=REGEX",
               help="Add a feature: 1 on characters inside a match of REGEX (repeatable).")
 @click.option("--features", "builtins", metavar="A,B", help="Only these built-in features [default: all].")

@@ -252,3 +252,12 @@ def test_python_api_options_are_checked(planted):
     with pytest.raises(RnnvizError, match="holdout must be a fraction"):
         analyze_dump(planted[0], holdout=1.5, store=False)
     assert sys.modules["rnnviz.analyze"] is analyze_mod
+
+
+def test_cli_lists_the_builtin_features_without_a_dump():
+    from rnnviz.features import BUILTIN
+    out = CliRunner().invoke(cli, ["analyze", "--list-features"])
+    assert out.exit_code == 0
+    lines = out.output.splitlines()
+    assert [line.split()[0] for line in lines] == list(BUILTIN)
+    assert any(line.startswith("in_string") and "binary" in line for line in lines)
