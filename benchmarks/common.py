@@ -2,6 +2,7 @@
 this folder is on sys.path and they import it as ``common``."""
 from __future__ import annotations
 
+import resource
 import sysconfig
 from pathlib import Path
 
@@ -23,3 +24,13 @@ def stdlib_text(n: int) -> tuple[str, list[tuple[str, int]]]:
             if total >= n:
                 break
     return "".join(parts), sources
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. On Linux, VmHWM of /proc/self/status: unlike
+    ru_maxrss, it does not carry over the parent's peak through fork and exec."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -14,7 +14,7 @@ in one run, best of a few interleaved repeats (the machine is shared):
 
 Prints chars/s, the ratios c/a and c/b and the file's bytes per character. ``--memory``
 also dumps 100k and 1M characters (2x256, every array) in subprocesses and reports
-each one's peak RSS. The last line is one JSON object with every figure.
+each one's peak RSS (VmHWM: a forked child's ru_maxrss would include its parent's). The last line is one JSON object with every figure.
 
     python benchmarks/dump_speed.py --quick     # under a minute
     python benchmarks/dump_speed.py --memory    # adds the 100k / 1M peak-memory runs
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from common import peak_rss_bytes
 from rnnviz.checkpoint import save_checkpoint
 from rnnviz.dump import DumpOptions, _Text, dump, plan
 from rnnviz.model import CharLSTM, CharLSTMConfig, Vocab
@@ -142,7 +142,7 @@ def memory_child(n: int, work: Path) -> None:
     ckpt = make_checkpoint(work / "mem.pt", 2, 256, files[0].read_text())
     dump(ckpt, files, work / f"mem{n}.h5", DumpOptions(force=True, progress=False))
     (work / f"mem{n}.h5").unlink()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(peak_rss_bytes())
 
 
 def main() -> None:
