@@ -26,11 +26,18 @@ def stdlib_text(n: int) -> tuple[str, list[tuple[str, int]]]:
     return "".join(parts), sources
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory. On Linux, VmHWM of /proc/self/status: unlike
-    ru_maxrss, it does not carry over the parent's peak through fork and exec."""
+def proc_status_bytes(field: str) -> int | None:
+    """A memory line of /proc/self/status (VmRSS, VmHWM, ...) in bytes; None off Linux."""
     try:
         status = Path("/proc/self/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) * 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except OSError:
+        return None
+    kb = next((line.split()[1] for line in status.splitlines() if line.startswith(field + ":")), None)
+    return None if kb is None else int(kb) * 1024
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM, which unlike ru_maxrss does not carry
+    the parent's peak over through fork and exec; ru_maxrss where there is no /proc."""
+    peak = proc_status_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -14,7 +14,8 @@ in one run, best of a few interleaved repeats (the machine is shared):
 
 Prints chars/s, the ratios c/a and c/b and the file's bytes per character. ``--memory``
 also dumps 100k and 1M characters (2x256, every array) in subprocesses and reports
-each one's peak RSS (VmHWM: a forked child's ru_maxrss would include its parent's). The last line is one JSON object with every figure.
+each one's peak RSS (VmHWM: a forked child's ru_maxrss would include its parent's).
+The last line is one JSON object with every figure.
 
     python benchmarks/dump_speed.py --quick     # under a minute
     python benchmarks/dump_speed.py --memory    # adds the 100k / 1M peak-memory runs

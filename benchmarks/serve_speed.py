@@ -40,7 +40,7 @@ import pandas as pd
 from rnnviz.h5util import write_table
 from rnnviz.names import KINDS, h5_path, point_name
 
-from common import stdlib_text
+from common import proc_status_bytes, stdlib_text
 
 H, LAYERS, TOPK = 256, 2, 5
 ROWS, UNITS = 1024, 64           # HDF5 chunk shape of rnnviz dump's state arrays
@@ -172,8 +172,7 @@ def rss_child(path: str) -> None:
     """(Run in a fresh process.) Serve, load the page, switch a few units, print VmRSS in MB."""
     seconds, server = start_server_thread(Path(path))
     switch_figures(Path(path), 6)
-    status = Path("/proc/self/status").read_text()
-    rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+    rss = proc_status_bytes("VmRSS") / 2**20
     print(json.dumps({"rss_mb": rss, "first_doc_s": seconds}))
 
 
