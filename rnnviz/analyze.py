@@ -153,6 +153,29 @@ def _plan(ds: h5py.Dataset, n: int, max_chars: int | None, holdout: float) -> _P
                  _blocks(split, n, hold_budget, block, align) if holdout else [], block)
 
 
+BYTES_PER_VALUE = 20  # peak memory per analysed value (one point's rows, their ranks, scratch): 16 measured
+
+
+def _check_memory(n: int, width: int) -> None:
+    """Refuse to analyse every character when one point's values would not fit in memory."""
+    need, have = n * width * BYTES_PER_VALUE, _available_memory()
+    if have is not None and need > have:
+        raise RnnvizError(f"analysing all {n:,} characters needs about {need / 2**30:.1f} GiB and "
+                          f"{have / 2**30:.1f} GiB is available; pass a number to --max-chars instead")
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None: the check is skipped."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _read_rows(ds: h5py.Dataset, blocks, path) -> np.ndarray:
     """(n, H) rows of the given blocks, in their native dtype."""
     n = sum(length for _, length in blocks)
@@ -235,6 +258,8 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
         text, sources = _text(f, path)
         names = _points(f, path, points)
         plan = _plan(f[h5_path(names[0])], len(text), max_chars, holdout)
+        if max_chars is None:
+            _check_memory(len(text), max(f[h5_path(p)].shape[1] for p in names))
         pos, hold_pos = plan.positions(plan.rank_blocks), plan.positions(plan.hold_blocks)
         ti = TextIndex(text, sources, language)
         cache = {ft.name: feature_values(ti, ft) for ft in feats if ft.name not in BUILTIN}  # user code runs once

@@ -203,7 +203,8 @@ def _list_features(ctx, _param, value):
 @click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
               help="Fraction at the end of the text kept out of the ranking, to confirm it on.")
 @click.option("--max-chars", default=None, metavar="N|all",
-              help="Characters analysed, in blocks spread over the text [default: 16384]; 'all' for every one.")
+              help="Characters analysed, in blocks spread over the text [default: 16384]; 'all' for every one "
+                   "(memory then grows with the text: about 20 bytes per character and unit).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=str), help="Write the full ranking here.")
 @click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False, path_type=str),
               help="Write the full ranking as Parquet (needs pyarrow).")
@@ -253,7 +254,7 @@ def serve(dumps, port, host, no_browser, unit):
 @cli.command()
 @click.argument("texts", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--output", default="dumps/demo.h5", show_default=True, help="Where the demo dump goes.")
-@click.option("--port", type=int, default=5006, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=5006, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")
 @user_errors

@@ -126,6 +126,7 @@ DEMO_DUMP = Path("dumps") / "demo.h5"
 # The demo opens on the unit that best tracks this: Karpathy's quote cell. (The shipped model
 # keeps quoted strings and triple-quoted docstrings in different cells; see the README.)
 DEMO_FEATURE = "in_short_string"
+DEMO_ALL_CHARS = 250_000  # texts up to this long are analysed at every character
 
 
 def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = "127.0.0.1",
@@ -139,7 +140,9 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
     from .text import read_sources
 
     model = shipped_model_path()
+    what = "file(s)"
     if not texts:
+        what = "held-out standard-library file(s)"
         try:
             texts = [str(p) for p in stdlib_files()[1]]
         except RnnvizError:
@@ -154,7 +157,7 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
             raise RnnvizError(f"{out} exists and was not made by rnnviz demo; move it or pass --output")
         out.parent.mkdir(parents=True, exist_ok=True)
         log(f"rnnviz demo: recording the shipped model ({model.name}) reading "
-            f"{len(sources)} held-out file(s), {sum(len(s.text) for s in sources):,} chars -> {out}")
+            f"{len(sources)} {what}, {sum(len(s.text) for s in sources):,} chars -> {out}")
         dump(model, texts, out, DumpOptions(force=True, command="rnnviz demo"))
     unit = _analyzed_unit(out, log)
     if serve_app:
@@ -168,13 +171,15 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
 def _analyzed_unit(path: Path, log) -> str:
     """The unit with the strongest score for DEMO_FEATURE, analysing the dump first if needed."""
     import h5py
-    from .analyze import analyze_dump
+    from .analyze import DEFAULT_MAX_CHARS, analyze_dump
     from .h5util import read_table
     with h5py.File(path, "r") as f:
         ranking = read_table(f["analysis/ranking"]) if "analysis/ranking" in f else None
+        n = len(f["text/codes"])
     if ranking is None or DEMO_FEATURE not in set(ranking["feature"]):
         log(f"rnnviz demo: ranking every unit against the text features (results stored in {path})")
-        ranking = analyze_dump(path, max_chars=None).ranking    # the demo text is short: use every char
+        # Every character of the held-out files (86k); a sample of a long text the user gave.
+        ranking = analyze_dump(path, max_chars=None if n <= DEMO_ALL_CHARS else DEFAULT_MAX_CHARS).ranking
     rows = ranking[ranking["feature"] == DEMO_FEATURE]
     best = rows.iloc[int(np.abs(rows["score"].to_numpy()).argmax())]
     return str(best["unit"])

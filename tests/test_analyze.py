@@ -261,3 +261,16 @@ def test_cli_lists_the_builtin_features_without_a_dump():
     lines = out.output.splitlines()
     assert [line.split()[0] for line in lines] == list(BUILTIN)
     assert any(line.startswith("in_string") and "binary" in line for line in lines)
+
+
+def test_every_character_is_refused_when_it_would_not_fit_in_memory(planted, tmp_path, monkeypatch):
+    path = tmp_path / "d.h5"
+    shutil.copy(planted[0], path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(analyze_mod, "_available_memory", lambda: 1 << 20)     # 1 MiB free
+    out = CliRunner().invoke(cli, ["analyze", str(path), "--max-chars", "all"])
+    assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1
+    assert "GiB is available; pass a number to --max-chars" in out.output
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    out = CliRunner().invoke(cli, ["analyze", str(path), "--no-store"])         # a sample still fits
+    assert out.exit_code == 0, out.output

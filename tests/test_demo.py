@@ -93,6 +93,13 @@ def test_demo_never_overwrites_a_file_it_did_not_make(tmp_path, stdlib_text_file
     assert mine.read_bytes() == b"precious"
 
 
+def test_demo_checks_the_port_before_recording(tmp_path, stdlib_text_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["demo", str(stdlib_text_file), "--port", "99999", "--no-browser"])
+    assert result.exit_code == 2 and "99999 is not in the range 0<=x<=65535" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "dumps").exists()
+
+
 def test_demo_without_stdlib_sources_asks_for_a_file(monkeypatch, tmp_path):
     import rnnviz.presets
     monkeypatch.setattr(rnnviz.presets, "stdlib_dir", lambda: None)
