@@ -55,6 +55,15 @@ _ERRORS = click.option("--errors", type=click.Choice(["strict", "replace", "igno
                        show_default=True, help="What to do with bytes the encoding cannot decode.")
 
 
+def _server_options(fn):
+    """--port, --host and --no-browser, for the commands that start the app."""
+    fn = click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")(fn)
+    fn = click.option("--host", default="127.0.0.1", show_default=True,
+                      help="Address to bind; 0.0.0.0 makes the app reachable from other machines.")(fn)
+    return click.option("--port", type=click.IntRange(0, 65535), default=5006, show_default=True,
+                        help="Port to listen on; 0 picks a free one.")(fn)
+
+
 @cli.command()
 @click.argument("texts", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--output", default="model.pt", show_default=True, help="Checkpoint to write.")
@@ -238,11 +247,7 @@ def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_char
 
 @cli.command()
 @click.argument("dumps", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--port", type=click.IntRange(0, 65535), default=5006, show_default=True,
-              help="Port to listen on; 0 picks a free one.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind; 0.0.0.0 makes the app reachable from other machines.")
-@click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")
+@_server_options
 @click.option("--unit", default=None, help="Unit to show first, e.g. layer1.c[42].")
 @user_errors
 def serve(dumps, port, host, no_browser, unit):
@@ -254,9 +259,7 @@ def serve(dumps, port, host, no_browser, unit):
 @cli.command()
 @click.argument("texts", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--output", default="dumps/demo.h5", show_default=True, help="Where the demo dump goes.")
-@click.option("--port", type=click.IntRange(0, 65535), default=5006, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")
+@_server_options
 @user_errors
 def demo(texts, output, port, host, no_browser):
     """The shipped model on held-out standard-library text: dump, analyze, serve.
