@@ -260,12 +260,14 @@ def serve(dumps, port, host, no_browser, unit):
 @click.argument("texts", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--output", default="dumps/demo.h5", show_default=True, help="Where the demo dump goes.")
 @_server_options
+@_ENCODING
+@_ERRORS
 @user_errors
-def demo(texts, output, port, host, no_browser):
+def demo(texts, output, port, host, no_browser, encoding, errors):
     """The shipped model on held-out standard-library text: dump, analyze, serve.
 
     TEXTS replaces the held-out files (needed where Python has no stdlib sources).
     """
     from .workflows import demo as run_demo
     run_demo(list(texts) or None, output, port=port, host=host, open_browser=not no_browser,
-             log=lambda m: click.echo(m, err=True))
+             log=lambda m: click.echo(m, err=True), encoding=encoding, errors=errors)

@@ -130,7 +130,8 @@ DEMO_ALL_CHARS = 250_000  # texts up to this long are analysed at every characte
 
 
 def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = "127.0.0.1",
-         open_browser: bool = True, serve_app: bool = True, log=print) -> str:
+         open_browser: bool = True, serve_app: bool = True, log=print,
+         encoding: str = "utf-8", errors: str = "strict") -> str:
     """Dump held-out text with the shipped model, analyze it, serve it; returns the unit shown.
 
     Reuses ``out`` when it was made from the same model and the same text.
@@ -149,7 +150,7 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
             raise RnnvizError("this Python ships no standard-library source files to show; "
                               "give a text file instead: rnnviz demo FILE") from None
     out = Path(out)
-    sources = read_sources(texts)
+    sources = read_sources(texts, encoding, errors)
     if _demo_dump_matches(out, model, sources):
         log(f"rnnviz demo: reusing {out} (same model, same text)")
     else:
@@ -158,7 +159,8 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
         out.parent.mkdir(parents=True, exist_ok=True)
         log(f"rnnviz demo: recording the shipped model ({model.name}) reading "
             f"{len(sources)} {what}, {sum(len(s.text) for s in sources):,} chars -> {out}")
-        dump(model, texts, out, DumpOptions(force=True, command="rnnviz demo"))
+        dump(model, texts, out, DumpOptions(force=True, command="rnnviz demo",
+                                             encoding=encoding, errors=errors))
     unit = _analyzed_unit(out, log)
     if serve_app:
         from .app.server import serve

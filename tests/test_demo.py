@@ -100,6 +100,20 @@ def test_demo_checks_the_port_before_recording(tmp_path, stdlib_text_file, monke
     assert "Traceback" not in result.output and not (tmp_path / "dumps").exists()
 
 
+def test_demo_reads_other_encodings_when_told(tmp_path, monkeypatch):
+    from rnnviz.workflows import demo
+    monkeypatch.chdir(tmp_path)
+    text = tmp_path / "latin.py"
+    text.write_bytes("name = 'caf\xe9'  # a comment\n".encode("latin-1") * 40)
+    result = CliRunner().invoke(cli, ["demo", str(text), "--no-browser"])
+    assert result.exit_code == 1 and "--encoding" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "dumps").exists()
+    unit = demo([str(text)], serve_app=False, log=lambda m: None, encoding="latin-1")
+    with h5py.File(tmp_path / "dumps" / "demo.h5", "r") as f:
+        assert "".join(map(chr, f["text/codes"][:13])) == "name = 'café'"
+    assert unit.startswith("layer")
+
+
 def test_demo_without_stdlib_sources_asks_for_a_file(monkeypatch, tmp_path):
     import rnnviz.presets
     monkeypatch.setattr(rnnviz.presets, "stdlib_dir", lambda: None)
