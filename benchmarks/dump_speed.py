@@ -10,7 +10,9 @@ in one run, best of a few interleaved repeats (the machine is shared):
   (b) a naive per-step Python loop recording everything (record.record_naive + head),
       timed on a prefix of the text;
   (c) rnnviz.dump.dump end to end (checkpoint load, text read, every array, float16,
-      file written), as `rnnviz dump` runs it.
+      file written), as `rnnviz dump` runs it on a machine where the compiled recording
+      kernel is built (this script builds it first and reports how long that took);
+      the full run also times (c) without the kernel (--kernel off), for comparison.
 
 Prints chars/s, the ratios c/a and c/b and the file's bytes per character. ``--memory``
 also dumps 100k and 1M characters (2x256, every array) in subprocesses and reports
@@ -35,6 +37,7 @@ import torch
 from common import peak_rss_bytes
 from rnnviz.checkpoint import save_checkpoint
 from rnnviz.dump import DumpOptions, _Text, dump, plan
+from rnnviz.kernel import is_built, load_kernel
 from rnnviz.model import CharLSTM, CharLSTMConfig, Vocab
 from rnnviz.record import record_naive
 from rnnviz.text import read_sources, stdlib_dir
@@ -107,7 +110,7 @@ def naive_loop(model: CharLSTM, text: _Text, opt: DumpOptions, budget: int) -> t
 
 
 def measure(layers: int, hidden: int, files: list[Path], work: Path, repeats: int,
-            naive_budget: int, threads: list[int]) -> dict:
+            naive_budget: int, threads: list[int], compare_pytorch: bool) -> dict:
     sources = read_sources(files)
     ckpt = make_checkpoint(work / f"m{layers}x{hidden}.pt", layers, hidden, "".join(s.text for s in sources))
     model = CharLSTM(CharLSTMConfig(**torch.load(ckpt, weights_only=True)["config"]))
@@ -124,6 +127,9 @@ def measure(layers: int, hidden: int, files: list[Path], work: Path, repeats: in
         for t in threads:
             result = dump(ckpt, files, out, DumpOptions(force=True, progress=False, threads=t))
             best[f"c_{t}"] = min(best.get(f"c_{t}", 1e9), result.seconds)
+    if compare_pytorch:
+        result = dump(ckpt, files, out, DumpOptions(force=True, progress=False, kernel="off"))
+        best["c_pytorch"] = result.seconds
     b_seconds, b_chars = naive_loop(model, text, opt, naive_budget)
     a = max(n / best["a_1"], n / best["a_2"])
     c = max(n / best[f"c_{t}"] for t in threads)
@@ -133,6 +139,8 @@ def measure(layers: int, hidden: int, files: list[Path], work: Path, repeats: in
            "c_over_a": c / a, "c_over_b": c / b, "bytes_per_char": out.stat().st_size / n}
     for t in threads:
         fig[f"c_{t}thread{'s' if t > 1 else ''}"] = n / best[f"c_{t}"]
+    if compare_pytorch:
+        fig["c_without_kernel"] = n / best["c_pytorch"]
     out.unlink()
     return fig
 
@@ -150,32 +158,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small texts, one repeat: under a minute")
     ap.add_argument("--memory", action="store_true", help="also peak RSS of 100k vs 1M char dumps")
+    ap.add_argument("--models", default="2x256,3x512", help="comma-separated LAYERSxHIDDEN (default: both)")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         return memory_child(args.memory_child, args.work)
+    models = [tuple(int(v) for v in m.split("x")) for m in args.models.split(",")]
     if args.quick:
-        models, sizes, repeats, naive, threads = [(2, 256), (3, 512)], {2: 24_000, 3: 8_000}, 1, 1500, [1]
+        sizes, repeats, naive, threads = {2: 24_000, 3: 8_000}, 1, 1500, [1]
     else:
-        models, sizes, repeats, naive, threads = [(2, 256), (3, 512)], {2: 200_000, 3: 60_000}, 3, 6000, [1, 2]
+        sizes, repeats, naive, threads = {2: 200_000, 3: 60_000}, 3, 6000, [1, 2]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default; "
           f"chars/s, best of {repeats}", flush=True)
     figures: dict = {}
+    already, start = is_built(), time.perf_counter()
+    if load_kernel(build=True) is None:
+        print("the recording kernel could not be built: (c) is the pure-PyTorch path", flush=True)
+    figures["kernel_build_seconds"] = 0.0 if already else time.perf_counter() - start
+    print(f"recording kernel: {'already built' if already else 'built in %.1f s' % figures['kernel_build_seconds']}",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for layers, hidden in models:
             n = sizes[layers]
             for workload, one in (("long", True), ("files", False)):
                 files = stdlib_files(n, work / f"{workload}{layers}", one_file=one)
-                fig = measure(layers, hidden, files, work, repeats, naive, threads)
+                fig = measure(layers, hidden, files, work, repeats, naive, threads, not args.quick)
                 key = f"{layers}x{hidden}_{workload}"
                 figures[key] = fig
                 print(f"{key:16s} {fig['chars']:>8,} chars in {fig['files']:>3} file(s): "
                       f"(a) plain {fig['a_chars_per_s']:>8,.0f} (1 thr {fig['a_1thread']:,.0f}, "
                       f"2 thr {fig['a_2threads']:,.0f})  (b) naive {fig['b_chars_per_s']:>7,.0f}  "
                       f"(c) dump {fig['c_chars_per_s']:>8,.0f}  c/a {fig['c_over_a']:.2f}  "
-                      f"c/b {fig['c_over_b']:.1f}  {fig['bytes_per_char']:,.0f} bytes/char", flush=True)
+                      f"c/b {fig['c_over_b']:.1f}  {fig['bytes_per_char']:,.0f} bytes/char"
+                      + (f"  (without the kernel {fig['c_without_kernel']:,.0f})" if "c_without_kernel" in fig else ""),
+                      flush=True)
         if args.memory:
             for n in (100_000, 1_000_000):
                 proc = subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--work", str(work)],

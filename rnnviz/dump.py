@@ -32,6 +32,8 @@ from .record import ANCHOR, Pass, Recorder
 from .text import read_sources
 
 CHUNK_ROWS, CHUNK_UNITS = 256, 64  # HDF5 chunks of 32 KiB (float16): measured best for writes
+CHUNK_CACHE_BYTES, CHUNK_CACHE_SLOTS = 8 << 20, 10007
+PLAN_VERSION = 2  # in the resume key: a .partial made under another plan is not resumed
 # Progress is saved (and the file flushed) this often: a kill redoes at most this much work,
 # and partly filled HDF5 chunks of files recorded side by side are not rewritten every chunk.
 FLUSH_SECONDS = 1.0
@@ -55,6 +57,7 @@ class DumpOptions:
     chunk_chars: int = 4096           # characters per chunk: bounds memory, unit of resume
     threads: int = 1                  # torch threads per pipeline thread (2 thrash a busy machine)
     workers: int = 2                  # threads expanding chunks (gates, c) while the next one runs
+    kernel: str = "auto"              # the compiled recording kernel: auto, on or off (rnnviz.kernel)
     progress: bool = True             # tqdm bar (chars/s) on stderr
     command: str = ""                 # the command line, stored in the file
 
@@ -86,17 +89,20 @@ class DumpResult:
 
 
 def plan(lengths: list[int], batch_size: int, chunk_chars: int, anchor: int = ANCHOR) -> list[Unit]:
-    """The fixed order of work: groups of ``batch_size`` sources of similar length (so little
-    is padded), each cut in time into chunks of about ``chunk_chars`` characters."""
+    """The fixed order of work (PLAN_VERSION): groups of ``batch_size`` sources of similar
+    length (so little is padded), each cut in time into chunks of about ``chunk_chars``
+    characters."""
     order = sorted((s for s, n in enumerate(lengths) if n > 0), key=lambda s: -lengths[s])
     units: list[Unit] = []
     for g in range(0, len(order), batch_size):
         group = sorted(order[g:g + batch_size])  # rows in char-axis order
-        longest = max(lengths[s] for s in group)
-        steps = max(anchor, chunk_chars // len(group) // anchor * anchor)
-        for t0 in range(0, longest, steps):
+        longest, t0 = max(lengths[s] for s in group), 0
+        while t0 < longest:
             lanes = [s for s in group if lengths[s] > t0]
+            # As sources end, fewer lanes and longer chunks: each about chunk_chars.
+            steps = max(anchor, chunk_chars // len(lanes) // anchor * anchor)
             units.append(Unit(len(units), lanes, t0, min(t0 + steps, longest)))
+            t0 += steps
     return units
 
 
@@ -129,7 +135,7 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     key = json.dumps({"checkpoint_sha256": ckpt.sha256, "sources": [s.sha256 for s in text.sources],
                       "lengths": text.lengths, "points": points, "dtype": opt.dtype,
                       "topk": opt.topk, "compression": opt.compression,
-                      "plan": [opt.batch_size, opt.chunk_chars, ANCHOR]})
+                      "plan": [opt.batch_size, opt.chunk_chars, ANCHOR, PLAN_VERSION]})
     if opt.resume:
         f, done, state = _reopen(partial, key)
     else:
@@ -220,7 +226,7 @@ def _create(path: Path, key: str, points: list[str], text: _Text, ckpt, checkpoi
             opt: DumpOptions) -> h5py.File:
     """A new .partial file with every attribute and (empty) dataset of docs/dump-format.md."""
     cfg, n, k = ckpt.config, text.n, opt.topk
-    f = h5py.File(path, "w", rdcc_nbytes=8 << 20, rdcc_nslots=10007)
+    f = h5py.File(path, "w", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=CHUNK_CACHE_SLOTS)
     try:
         f.attrs.update({
             "format": FORMAT, "schema_version": SCHEMA_VERSION, "complete": 0, "n_chars": n,
@@ -272,7 +278,7 @@ def _create(path: Path, key: str, points: list[str], text: _Text, ckpt, checkpoi
 def _reopen(partial: Path, key: str):
     """The .partial of an interrupted dump, checked to be the same work; where it stopped."""
     try:
-        f = h5py.File(partial, "r+", rdcc_nbytes=8 << 20, rdcc_nslots=10007)
+        f = h5py.File(partial, "r+", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=CHUNK_CACHE_SLOTS)
     except OSError as e:
         raise RnnvizError(f"cannot resume {partial}: the file is damaged ({str(e).splitlines()[0][:120]}); "
                           f"start over with --force") from None
@@ -298,7 +304,8 @@ def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, mode
     other layers cost no time); a pool of ``opt.workers`` threads expands each chunk
     (gates, c, predictions, storage dtype); a writer thread writes them in order."""
     from tqdm import tqdm
-    rec = Recorder(model.lstm, reuse_buffers=True)
+    rec = Recorder(model.lstm, reuse_buffers=True, kernel=opt.kernel, job_steps=text.n,
+                   dtype=getattr(torch, opt.dtype))
     wanted: dict[int, list[str]] = {}
     for point in points:
         layer, kind = parse_point(point)
@@ -319,6 +326,9 @@ def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, mode
         for unit, p in chunks:
             rec.run_layer(p, layer, unit.carry(carried, before))
             carried, before = (p.hn[layer], p.cn[layer]), unit
+            if rec.wants_projection(p, layer + 1):
+                # Here, not in the next layer's thread, which has the longer step.
+                p.xw[layer + 1] = rec.project(p.h[layer], layer + 1)
             if layer + 1 < rec.num_layers:
                 sent = _put(inbox[layer + 1], (unit, p), stop)
             else:
@@ -328,10 +338,15 @@ def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, mode
                 return
         _put(inbox[layer + 1] if layer + 1 < rec.num_layers else todo, None, stop)
 
+    rec.set_embedding(model.embed.weight)  # the kernel looks up layer 0's input term by id
+
     def chunks():
         for unit in units[done:]:
-            ids, _ = text.batch(unit)
-            yield unit, Pass(x=rec.check_input(model.embed(torch.from_numpy(ids))))
+            ids = torch.from_numpy(text.batch(unit)[0])
+            if rec.table is not None:
+                yield unit, Pass(x=None, ids=ids)
+            else:
+                yield unit, Pass(x=rec.check_input(model.embed(ids)))
 
     threads = [threading.Thread(target=_guarded, daemon=True, args=(stage, failure, stop, layer,
                                                                     _drain(inbox[layer], stop)))
@@ -395,8 +410,8 @@ def _expand(rec: Recorder, model, text: _Text, unit: Unit, p: Pass, wanted: dict
     with torch.inference_mode():  # grad mode is per thread
         for layer, kinds in wanted.items():
             for kind, a in rec.expand(p, layer, kinds).items():
-                # A copy: the recorder reuses its buffers for the next chunk.
-                out[f"states/layer{layer}/{kind}"] = a.to(dtype, copy=True).numpy()
+                # Without the kernel, a copy: the recorder reuses its buffers for the next chunk.
+                out[f"states/layer{layer}/{kind}"] = a.to(dtype, copy=rec.kernel is None).numpy()
         logp = torch.log_softmax(model.head(p.h[-1]), dim=-1)  # (B, T, V)
         nxt = torch.from_numpy(text.batch(unit)[1])
         loss = -logp.gather(-1, nxt.clamp(min=0)[..., None])[..., 0]
@@ -429,9 +444,47 @@ def _writer(f: h5py.File, items, text: _Text, bar) -> None:
 def _write_rows(ds: h5py.Dataset, a: np.ndarray, unit: Unit, text: _Text) -> None:
     """Rows of ``a`` (B, T, ...) to their places on the char axis. h5py's low-level write:
     ``ds[i:j] = x`` costs ~70 us more per call, more than the data when many files run
-    side by side (one union-of-slabs write is slower still)."""
-    file, a = ds.id.get_space(), np.ascontiguousarray(a, dtype=ds.dtype)
+    side by side (one union-of-slabs write is slower still). Whole chunks of
+    uncompressed states go in directly (:func:`_direct_chunks`)."""
+    a = np.ascontiguousarray(a, dtype=ds.dtype)
+    direct = _direct_ok(ds)
     for row, first, n in text.rows(unit):
         part = a[row, :n]
+        if direct:
+            # Rows up to the first chunk boundary, whole chunks, then the rest.
+            lo = min(n, -first % CHUNK_ROWS)
+            whole = (n - lo) // CHUNK_ROWS * CHUNK_ROWS
+            if whole:
+                _slab(ds, part[:lo], first)
+                _direct_chunks(ds, part[lo:lo + whole], first + lo)
+                _slab(ds, part[lo + whole:], first + lo + whole)
+                continue
+        _slab(ds, part, first)
+
+
+def _slab(ds: h5py.Dataset, part: np.ndarray, first: int) -> None:
+    if len(part):
+        file = ds.id.get_space()
         file.select_hyperslab((first,) + (0,) * (part.ndim - 1), part.shape)
         ds.id.write(h5py.h5s.create_simple(part.shape), file, part)
+
+
+def _direct_ok(ds: h5py.Dataset) -> bool:
+    """Uncompressed (N, width) states in chunks of CHUNK_ROWS x CHUNK_UNITS that tile the width."""
+    return (ds.ndim == 2 and ds.chunks == (CHUNK_ROWS, CHUNK_UNITS) and ds.compression is None
+            and ds.shape[1] % CHUNK_UNITS == 0)
+
+
+def _direct_chunks(ds: h5py.Dataset, rows: np.ndarray, first: int) -> None:
+    """Whole chunks (``first`` on a chunk boundary, a multiple of CHUNK_ROWS rows) written
+    as they are stored, past HDF5's chunk cache and hyperslab copying, which cost more
+    than the arithmetic when every array is recorded. Nothing else ever writes these
+    chunks (the rows at either end go through :func:`_slab`), so the cache holds no
+    stale copy of them."""
+    width = rows.shape[1]
+    # (chunks along the char axis, chunks along the units, CHUNK_ROWS, CHUNK_UNITS)
+    tiles = rows.reshape(-1, CHUNK_ROWS, width // CHUNK_UNITS, CHUNK_UNITS).transpose(0, 2, 1, 3)
+    tiles = np.ascontiguousarray(tiles)
+    for i in range(tiles.shape[0]):
+        for j in range(tiles.shape[1]):
+            ds.id.write_direct_chunk((first + i * CHUNK_ROWS, j * CHUNK_UNITS), tiles[i, j])

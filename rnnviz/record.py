@@ -3,13 +3,20 @@
     rec = rnnviz.record(lstm, inputs); rec["layer0.gate_f"]  # laid out like the LSTM's output
 
 PyTorch's fused LSTM (oneDNN on CPU) returns h of the last layer only, and a Python loop
-over steps is several times slower than it. So each layer runs as PyTorch's own fused
-single-layer LSTM to get h at every step (:meth:`Recorder.run`, the sequential half);
-then :meth:`Recorder.expand` (the time-parallel half) recomputes all gate
-pre-activations of a chunk with ONE matrix product on [x_t, h_{t-1}], and c by the
-linear scan c_t = f_t c_{t-1} + i_t g_t in float64, restarted every ``anchor`` steps from
-the fused run's own c so that rounding cannot build up over long texts. A caller can
-overlap ``run`` of one chunk with ``expand`` of the previous one in another thread.
+over steps is several times slower than it. So:
+
+- the compiled kernel (rnnviz.kernel, csrc/lstm_record.cpp) steps each layer of a chunk
+  through time and writes c, h and all four gates as it goes: the fused LSTM's work,
+  nothing recomputed (:meth:`Recorder.run_layer`);
+- where the kernel cannot be built (or for a GPU or non-float32 LSTM), PyTorch's own
+  fused single-layer LSTM gives h at every step (:meth:`Recorder.run`, the sequential
+  half), and :meth:`Recorder.expand` (the time-parallel half) recomputes all gate
+  pre-activations of the chunk with ONE matrix product on [x_t, h_{t-1}], and c by the
+  linear scan c_t = f_t c_{t-1} + i_t g_t in float64, restarted every ``anchor`` steps
+  from the fused run's own c so that rounding cannot build up over long texts.
+
+Either way a caller can overlap ``run`` of one chunk with ``expand`` of the previous one
+in another thread, and run the layers of successive chunks in a wavefront.
 """
 from __future__ import annotations
 
@@ -23,9 +30,15 @@ import torch
 from torch import nn
 
 from .errors import RnnvizError
+from .kernel import kernel_for
 from .names import KINDS, all_points, parse_point, point_name
 
 ANCHOR = 128  # steps between exact restarts of the c scan (also the fused call length)
+# With fewer lanes than this the kernel's per-step product is bound by reading the
+# weights, so the input term x_t W_ih^T of all steps is one time-parallel product
+# beforehand (1 lane: 44k chars/s against 33k, 2x256); with more, it is done inside
+# each step, which saves writing and reading it (16 lanes: 66k against 59k).
+PROJECT_BELOW = 8
 
 
 def check_lstm(lstm) -> nn.LSTM:
@@ -92,15 +105,29 @@ def gate_linears(w: LayerWeights, hidden: int) -> dict[str, Linear]:
             for name, r in rows.items()}
 
 
+def _packed_or_empty(w_hh: torch.Tensor) -> torch.Tensor:
+    """oneDNN's packed W_hh for the kernel's per-step product where this PyTorch has the
+    op and it agrees with mm on a probe; an empty tensor (the kernel takes mm) otherwise.
+    At batch 1 mm is the faster of the two (see :meth:`Recorder.run_layer`)."""
+    linear = Linear(w_hh, torch.zeros(w_hh.shape[0]), "sigmoid")
+    return linear.packed if linear.packed is not None else _EMPTY
+
+
+_EMPTY = torch.empty(0)  # "no such argument" for the kernel
+
+
 @dataclass
 class Pass:
     """One chunk after the sequential half: everything :meth:`Recorder.expand` needs.
     Filled one layer at a time (so layers can run in a wavefront across chunks)."""
-    x: torch.Tensor                                             # (B, T, In) layer-0 input
+    x: torch.Tensor | None                                      # (B, T, In) layer-0 input
+    ids: torch.Tensor | None = None                             # (B, T) int64 instead, with set_embedding
+    xw: dict[int, torch.Tensor] = field(default_factory=dict)   # layer -> (B, T, 4H) input term (project)
     h0: list[torch.Tensor] = field(default_factory=list)       # per layer (B, H): state before
     c0: list[torch.Tensor] = field(default_factory=list)
     h: list[torch.Tensor] = field(default_factory=list)        # per layer (B, T, H)
     anchors: list[torch.Tensor] = field(default_factory=list)  # per layer (B, nb, H): c at block starts
+    recorded: list[torch.Tensor | None] = field(default_factory=list)  # per layer (6, B, T, H) from the kernel
     hn: list[torch.Tensor] = field(default_factory=list)       # per layer (B, H): state after
     cn: list[torch.Tensor] = field(default_factory=list)
 
@@ -114,19 +141,32 @@ class Recorder:
     """Records one nn.LSTM chunk by chunk, carrying the state across chunks.
 
     Inputs are batch-first (B, T, In) whatever the LSTM's layout (:func:`record` handles
-    layouts). Dropout between layers is not applied (evaluation behaviour). With
+    layouts). With the kernel, :meth:`expand` returns ``dtype`` (float32 or float16, to
+    be stored); without it, float32. Dropout between layers is not applied (evaluation behaviour). With
     ``reuse_buffers`` the arrays :meth:`expand` returns are overwritten by its next call:
     page faults on fresh large arrays cost as much as the arithmetic here.
     """
 
-    def __init__(self, lstm: nn.LSTM, anchor: int = ANCHOR, reuse_buffers: bool = False):
+    def __init__(self, lstm: nn.LSTM, anchor: int = ANCHOR, reuse_buffers: bool = False,
+                 kernel: str = "auto", job_steps: int = 0, dtype: torch.dtype = torch.float32):
         check_lstm(lstm)
+        self.dtype = dtype  # of what the kernel returns (float16: converted as it goes)
         self.num_layers, self.hidden_size = lstm.num_layers, lstm.hidden_size
         self.input_size = lstm.input_size
         self.anchor, self.reuse = anchor, reuse_buffers
         self.weights = [layer_weights(lstm, layer) for layer in range(self.num_layers)]
         self.fused = [self._single_layer(lstm, layer) for layer in range(self.num_layers)]
         self.linears = [gate_linears(w, self.hidden_size) for w in self.weights]
+        w0 = self.weights[0].w_hh
+        # kernel: "auto", "on" or "off" (rnnviz.kernel.kernel_for; job_steps: the job's size).
+        self.kernel = (kernel_for(kernel, job_steps) if w0.device.type == "cpu" and w0.dtype == torch.float32
+                       else None)
+        if self.kernel is not None:
+            self.w_hh_t = [w.w_hh.t().contiguous() for w in self.weights]
+            self.packed = [_packed_or_empty(w.w_hh) for w in self.weights]
+            self.w_ih_t = [w.w_ih.t().contiguous() for w in self.weights]
+            self.biases = [w.bias.contiguous()[None] for w in self.weights]
+        self.table = None  # layer 0's init row per input id (set_embedding)
         self._local = threading.local()  # scratch buffers, one set per thread
 
     @staticmethod
@@ -162,9 +202,33 @@ class Recorder:
         assert len(p.h) == layer, "layers run in order"
         inp = p.x if layer == 0 else p.h[layer - 1]
         if state is None:
-            state = (inp.new_zeros(inp.shape[0], self.hidden_size),) * 2
+            lanes = (p.ids if inp is None else inp).shape[0]
+            state = (torch.zeros(lanes, self.hidden_size, dtype=self.weights[0].w_hh.dtype,
+                                 device=self.weights[0].w_hh.device),) * 2
         p.h0.append(state[0])
         p.c0.append(state[1])
+        if self.kernel is not None:
+            B, T = (p.ids if inp is None else inp).shape[:2]
+            x, init, ids = _EMPTY, p.xw.pop(layer, None), _EMPTY
+            if init is not None:
+                pass  # the input term, computed beforehand (project)
+            elif inp is None:  # layer 0 by table lookup
+                init, ids = self.table, p.ids
+            elif B < PROJECT_BELOW:
+                init = self.project(inp, layer)
+            else:
+                x, init = inp.contiguous(), self.biases[layer]
+            out = torch.empty(6, B, T, self.hidden_size, dtype=self.dtype)
+            h32 = torch.empty(B, T, self.hidden_size) if self.dtype == torch.float16 else _EMPTY
+            h, c = state[0].contiguous().clone(), state[1].contiguous().clone()
+            packed = self.packed[layer] if B > 1 else _EMPTY
+            self.kernel.run_layer(x, self.w_ih_t[layer], init, ids, self.w_hh_t[layer], packed, h, c, out, h32)
+            p.recorded.append(out)
+            p.h.append(out[1] if h32 is _EMPTY else h32)
+            p.hn.append(h)
+            p.cn.append(c)
+            return
+        p.recorded.append(None)
         h, c = state[0][None].contiguous(), state[1][None].contiguous()
         outs, starts = [], []
         for t in range(0, inp.shape[1], self.anchor):
@@ -176,9 +240,34 @@ class Recorder:
         p.hn.append(h[0])
         p.cn.append(c[0])
 
+    def wants_projection(self, p: Pass, layer: int) -> bool:
+        """Whether ``layer``'s kernel would take its input term computed beforehand: a
+        caller may do that in another thread with :meth:`project` into ``p.xw``."""
+        return self.kernel is not None and layer < self.num_layers and len(p.h) >= layer > 0 \
+            and p.h[layer - 1].shape[0] < PROJECT_BELOW
+
+    @torch.no_grad()
+    def project(self, inp: torch.Tensor, layer: int) -> torch.Tensor:
+        """x_t W_ih^T + b_ih + b_hh of every step of ``inp`` (B, T, In) at once: (B, T, 4H)."""
+        B, T, n_in = inp.shape
+        flat = inp.reshape(B * T, n_in).contiguous()
+        return self.kernel.project(flat, self.w_ih_t[layer], self.biases[layer]).view(B, T, -1)
+
+    @torch.no_grad()
+    def set_embedding(self, weight: torch.Tensor) -> None:
+        """For a model whose inputs are rows of ``weight`` (V, In), an embedding: layer 0's
+        input term of every id at once (V, 4H), so that :class:`Pass` can carry ids instead
+        of embedded inputs and the kernel looks its rows up. Without the kernel, a no-op."""
+        if self.kernel is not None:
+            w = self.weights[0]
+            self.table = torch.addmm(w.bias, weight.detach().to(w.w_ih.dtype), w.w_ih.t()).contiguous()
+
     @torch.no_grad()
     def expand(self, p: Pass, layer: int, kinds=KINDS) -> dict[str, torch.Tensor]:
         """The time-parallel half for one layer: kind -> (B, T, H) float, for ``kinds``."""
+        if p.recorded[layer] is not None:  # the kernel wrote everything already
+            arrays = dict(zip(KINDS, p.recorded[layer]))
+            return {kind: arrays[kind] for kind in kinds}
         out = {"h": p.h[layer]} if "h" in kinds else {}
         if set(kinds) <= {"h"}:
             return out
@@ -247,11 +336,12 @@ class Recording:
 
 
 def record(lstm: nn.LSTM, inputs: torch.Tensor, state=None, points: list[str] | None = None,
-           chunk: int = 8192) -> Recording:
+           chunk: int = 8192, kernel: str = "auto") -> Recording:
     """Run ``lstm`` over ``inputs`` (its own layout: (T, In), (B, T, In) if batch_first, else
     (T, B, In)) from ``state`` (default zeros) and return the recorded ``points`` (default
-    all; names as in rnnviz.names, e.g. "layer0.gate_f") laid out like the LSTM's output."""
-    rec = Recorder(lstm)
+    all; names as in rnnviz.names, e.g. "layer0.gate_f") laid out like the LSTM's output.
+    ``kernel``: "auto" (the compiled kernel if built, or built for a big input), "on", "off"."""
+    rec = Recorder(lstm, kernel=kernel, job_steps=inputs.shape[:-1].numel())
     points = all_points(rec.num_layers) if points is None else list(points)
     wanted: dict[int, list[str]] = {}
     for q in points:

@@ -25,15 +25,18 @@ from rnnviz.record import record_naive
 SOURCE = Path(textwrap.__file__).read_text()
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A tiny random 2x16 model whose vocabulary lacks 'é' and '~'."""
-    folder = tmp_path_factory.mktemp("model")
+def make_ckpt(folder: Path, hidden: int = 16) -> Path:
+    """A tiny random 2-layer model whose vocabulary lacks 'é' and '~'."""
     vocab = Vocab.from_text(SOURCE.replace("~", ""))
     torch.manual_seed(0)
-    model = CharLSTM(CharLSTMConfig(vocab_size=len(vocab), num_layers=2, hidden_size=16, embedding_size=8))
-    save_checkpoint(folder / "model.pt", model, vocab, meta={})
-    return folder / "model.pt"
+    model = CharLSTM(CharLSTMConfig(vocab_size=len(vocab), num_layers=2, hidden_size=hidden, embedding_size=8))
+    save_checkpoint(folder / f"model{hidden}.pt", model, vocab, meta={})
+    return folder / f"model{hidden}.pt"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_ckpt(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture
@@ -89,26 +92,55 @@ def test_dump_follows_the_documented_layout(ckpt, texts, tmp_path):
     assert "1,052" in describe_dump(out) and "12 points" in describe_dump(out)
 
 
-def test_dump_values_equal_the_step_by_step_reference(ckpt, texts, tmp_path):
-    """float32 dump, several files batched in small chunks: every array <= 1e-5 from the reference."""
-    out = tmp_path / "d.h5"
-    dump(ckpt, texts, out, DumpOptions(dtype="float32", batch_size=2, chunk_chars=256, progress=False))
+def each_source_with_reference(ckpt, out):
+    """(sources row, open dump, the step-by-step reference over that source, its ids, the net)."""
     model = torch.load(ckpt, weights_only=True)
     net = CharLSTM(CharLSTMConfig(**model["config"]))
     net.load_state_dict(model["state_dict"])
     with open_dump(out) as f, torch.no_grad():
         for row in read_table(f["sources"]).itertuples():
             ids = torch.from_numpy(f["text/ids"][row.start:row.start + row.length].astype(np.int64))
-            ref = record_naive(net.lstm, net.embed(ids[None]))
-            for point in all_points(2):
-                got = f[h5_path(point)][row.start:row.start + row.length]
-                assert np.abs(got - ref[point][0].numpy()).max() <= 1e-5, (row.name, point)
-            logp = torch.log_softmax(net.head(ref.output[0]), dim=-1)
-            loss = f["predictions/loss"][row.start:row.start + row.length]
-            want = -logp[torch.arange(row.length - 1), ids[1:]].numpy()
-            assert np.abs(loss[:-1] - want).max() <= 1e-5
-            top = f["predictions/topk_probs"][row.start:row.start + row.length]
-            assert np.abs(top - logp.exp().topk(5, dim=-1).values.numpy()).max() <= 1e-5
+            yield row, f, record_naive(net.lstm, net.embed(ids[None])), ids, net
+
+
+# Hidden 32 takes the kernel's own AVX-512 product, 16 its ATen fallback; "pytorch" is
+# the recorder without the kernel.
+@pytest.mark.parametrize("hidden, path", [(16, "kernel"), (32, "kernel"), (32, "pytorch")])
+def test_dump_values_equal_the_step_by_step_reference(texts, tmp_path, monkeypatch, hidden, path):
+    """float32 dump, several files batched in small chunks: every array <= 1e-5 from the reference."""
+    if path == "pytorch":
+        monkeypatch.setattr("rnnviz.record.kernel_for", lambda mode, steps: None)
+    ckpt = make_ckpt(tmp_path, hidden)
+    out = tmp_path / "d.h5"
+    dump(ckpt, texts, out, DumpOptions(dtype="float32", batch_size=2, chunk_chars=256, progress=False))
+    for row, f, ref, ids, net in each_source_with_reference(ckpt, out):
+        for point in all_points(2):
+            got = f[h5_path(point)][row.start:row.start + row.length]
+            assert got.shape == (row.length, hidden)
+            assert np.abs(got - ref[point][0].numpy()).max() <= 1e-5, (row.name, point)
+        logp = torch.log_softmax(net.head(ref.output[0]), dim=-1)
+        loss = f["predictions/loss"][row.start:row.start + row.length]
+        want = -logp[torch.arange(row.length - 1), ids[1:]].numpy()
+        assert np.abs(loss[:-1] - want).max() <= 1e-5
+        top = f["predictions/topk_probs"][row.start:row.start + row.length]
+        assert np.abs(top - logp.exp().topk(5, dim=-1).values.numpy()).max() <= 1e-5
+
+
+def test_float16_dump_in_whole_chunks_equals_the_reference(texts, tmp_path):
+    """The default: float16 converted inside the kernel, and whole HDF5 chunks written
+    directly (hidden 64 tiles the 64-unit chunks; a.py's 700 chars hold two whole ones):
+    every value is the reference's, rounded to float16."""
+    ckpt = make_ckpt(tmp_path, 64)
+    out = tmp_path / "d.h5"
+    dump(ckpt, texts, out, DumpOptions(progress=False))
+    for row, f, ref, _, _ in each_source_with_reference(ckpt, out):
+        for point in all_points(2):
+            got = f[h5_path(point)][row.start:row.start + row.length]
+            want = ref[point][0].numpy()
+            assert got.dtype == np.float16
+            # float16 keeps 11 significant bits: half an ulp of rounding, plus 1e-5.
+            assert (np.abs(got.astype(np.float32) - want) <= 1e-5 + np.abs(want) * 2.0 ** -11).all(), \
+                (row.name, point)
 
 
 def test_record_layers_dtype_and_max_chars(ckpt, texts, tmp_path):

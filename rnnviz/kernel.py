@@ -1,0 +1,87 @@
+"""The compiled recording kernel (csrc/lstm_record.cpp): one LSTM layer step by step,
+emitting every gate and c as it goes, at the fused LSTM's speed.
+
+It is built from source once per machine with PyTorch's own extension builder (a C++
+compiler and ninja; about 30 s) and cached where PyTorch caches extensions
+(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). Building costs as much
+as recording about a million characters without it, so by default (``auto``) it is
+built only for a job that size or larger, or when asked (``rnnviz dump --kernel on``);
+once built, every job uses it. Where it cannot be built, or with ``off`` (also
+``RNNVIZ_KERNEL=0``), the recorder falls back to pure PyTorch: the same numbers, about
+half the speed.
+
+    lib = load_kernel(build=True)  # the module, or None
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from .errors import RnnvizError
+
+SOURCE = Path(__file__).parent / "csrc" / "lstm_record.cpp"
+FLAGS = ["-O3", "-march=native", "-ffast-math"]
+BUILD_FROM_STEPS = 1_000_000  # auto: build the kernel for jobs of this many lane-steps or more
+MODES = ("auto", "on", "off")
+
+
+def kernel_name() -> str:
+    """Changes with the source and flags, so an edited kernel is never mistaken for a cached one."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:12]
+    return f"rnnviz_lstm_{digest}"
+
+
+def kernel_for(mode: str, steps: int):
+    """The kernel for a job of ``steps`` characters (lane-steps) under ``mode``: "on" builds
+    it if need be, "auto" too for a job of BUILD_FROM_STEPS or more (else only if built),
+    "off" never uses it. None where it cannot be had."""
+    if mode not in MODES:
+        raise RnnvizError(f"--kernel: expected one of {', '.join(MODES)}, found {mode!r}")
+    if mode == "off":
+        return None
+    if mode == "on" or steps >= BUILD_FROM_STEPS or is_built():
+        return load_kernel(build=True)
+    return None
+
+
+def _disabled() -> bool:
+    return os.environ.get("RNNVIZ_KERNEL", "1").strip().lower() in ("0", "off", "no", "false")
+
+
+def is_built() -> bool:
+    """Whether the kernel for this source and these flags is already compiled and cached."""
+    if _disabled():
+        return False
+    try:
+        from torch.utils import cpp_extension
+        name = kernel_name()
+        return any(Path(cpp_extension._get_build_directory(name, False)).glob(f"{name}*.so"))
+    except Exception:  # a private helper of PyTorch's; if it moved, say "not built"
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def load_kernel(build: bool = True):
+    """The compiled module (built first if need be and ``build``); None (with a one-line
+    note when a build failed) where it cannot be had."""
+    if _disabled():
+        return None
+    try:
+        from torch.utils import cpp_extension
+    except ImportError:  # a stripped-down torch
+        return None
+    built = is_built()
+    if not built and not build:
+        return None
+    if not built:
+        print("note: building rnnviz's recording kernel (once per machine, about 30 s)", file=sys.stderr)
+    try:
+        return cpp_extension.load(kernel_name(), [str(SOURCE)], extra_cflags=FLAGS, verbose=False)
+    except Exception as e:  # no compiler, no ninja, a failed build: all mean the same here
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        print(f"note: recording with pure PyTorch (about half the speed): the kernel could not be "
+              f"built ({first})", file=sys.stderr)
+        return None
