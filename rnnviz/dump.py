@@ -86,6 +86,7 @@ class DumpResult:
     unknown_chars: int
     seconds: float
     size_bytes: int
+    kernel: bool = False  # recorded with the compiled kernel (else pure PyTorch)
 
 
 def plan(lengths: list[int], batch_size: int, chunk_chars: int, anchor: int = ANCHOR) -> list[Unit]:
@@ -146,7 +147,7 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     torch.set_num_threads(max(1, opt.threads))
     try:
         with torch.inference_mode():
-            _record(f, units, done, state, text, ckpt.model, points, opt)
+            used_kernel = _record(f, units, done, state, text, ckpt.model, points, opt)
         f.attrs["complete"] = 1
         f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         del f["progress"], f.attrs["resume_key"]
@@ -159,7 +160,7 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     f.close()
     os.replace(partial, target)
     return DumpResult(target, text.n, text.unknown, time.perf_counter() - started,
-                      target.stat().st_size)
+                      target.stat().st_size, used_kernel)
 
 
 def _target(texts: list, out, opt: DumpOptions) -> Path:
@@ -297,7 +298,7 @@ def _reopen(partial: Path, key: str):
 
 
 def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, model,
-            points: list[str], opt: DumpOptions) -> None:
+            points: list[str], opt: DumpOptions) -> bool:
     """A pipeline of threads joined by queues of 2, which bound the memory: this thread
     runs layer 0 over chunk after chunk; one thread per further layer runs its layer on
     each chunk the layer below has finished (a wavefront: on a busy layer-0 thread the
@@ -367,6 +368,7 @@ def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, mode
         bar.close()
     if failure:
         raise failure[0]
+    return rec.kernel is not None
 
 
 def _guarded(fn, failure: list, stop: threading.Event, *args) -> None:

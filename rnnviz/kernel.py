@@ -18,6 +18,7 @@ import functools
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 
 from .errors import RnnvizError
@@ -25,6 +26,9 @@ from .errors import RnnvizError
 SOURCE = Path(__file__).parent / "csrc" / "lstm_record.cpp"
 FLAGS = ["-O3", "-march=native", "-ffast-math"]
 BUILD_FROM_STEPS = 1_000_000  # auto: build the kernel for jobs of this many lane-steps or more
+# PyTorch's builder waits forever on a lock file left by a build that was killed (kill -9);
+# a build takes well under this, so an older lock is stale.
+STALE_LOCK_SECONDS = 600
 MODES = ("auto", "on", "off")
 
 
@@ -47,13 +51,14 @@ def kernel_for(mode: str, steps: int):
     return None
 
 
-def _disabled() -> bool:
+def disabled() -> bool:
+    """RNNVIZ_KERNEL=0 (or off, no, false): never use the kernel."""
     return os.environ.get("RNNVIZ_KERNEL", "1").strip().lower() in ("0", "off", "no", "false")
 
 
 def is_built() -> bool:
     """Whether the kernel for this source and these flags is already compiled and cached."""
-    if _disabled():
+    if disabled():
         return False
     try:
         from torch.utils import cpp_extension
@@ -63,11 +68,25 @@ def is_built() -> bool:
         return False
 
 
+def clear_stale_lock(max_age: float = STALE_LOCK_SECONDS) -> bool:
+    """Remove the build lock of a killed build (older than ``max_age`` s); True if removed."""
+    try:
+        from torch.utils import cpp_extension
+        lock = Path(cpp_extension._get_build_directory(kernel_name(), False)) / "lock"
+        if time.time() - lock.stat().st_mtime <= max_age:
+            return False
+        lock.unlink()
+    except Exception:  # no lock (the usual case), or PyTorch's private helper moved
+        return False
+    print(f"note: removed {lock}, left by a build that did not finish", file=sys.stderr)
+    return True
+
+
 @functools.lru_cache(maxsize=None)
 def load_kernel(build: bool = True):
     """The compiled module (built first if need be and ``build``); None (with a one-line
     note when a build failed) where it cannot be had."""
-    if _disabled():
+    if disabled():
         return None
     try:
         from torch.utils import cpp_extension
@@ -78,6 +97,7 @@ def load_kernel(build: bool = True):
         return None
     if not built:
         print("note: building rnnviz's recording kernel (once per machine, about 30 s)", file=sys.stderr)
+        clear_stale_lock()
     try:
         return cpp_extension.load(kernel_name(), [str(SOURCE)], extra_cflags=FLAGS, verbose=False)
     except Exception as e:  # no compiler, no ninja, a failed build: all mean the same here

@@ -175,3 +175,43 @@ def _run_ids(rec, ids):
     for layer in range(rec.num_layers):
         rec.run_layer(p, layer)
     return p
+
+
+def test_a_failed_kernel_build_falls_back_with_a_note(monkeypatch, capsys):
+    """No compiler, no ninja: one note, then the pure-PyTorch path, same numbers."""
+    from torch.utils import cpp_extension
+
+    from rnnviz import kernel
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions\nmore detail")
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(kernel, "is_built", lambda: False)
+    kernel.load_kernel.cache_clear()
+    try:
+        assert kernel.load_kernel(build=True) is None
+        assert kernel.kernel_for("on", 10) is None
+    finally:
+        kernel.load_kernel.cache_clear()
+    err = capsys.readouterr().err
+    assert "pure PyTorch" in err and "Ninja is required" in err and "more detail" not in err
+    assert kernel.kernel_for("off", 10**9) is None
+    with pytest.raises(RnnvizError, match="--kernel: expected one of auto, on, off"):
+        kernel.kernel_for("fast", 10)
+
+
+def test_a_stale_build_lock_is_removed(tmp_path, monkeypatch):
+    """A build killed with -9 leaves a lock that PyTorch would wait on forever."""
+    import os
+    import time
+
+    from torch.utils import cpp_extension
+
+    from rnnviz import kernel
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    lock = tmp_path / "lock"
+    lock.touch()
+    assert not kernel.clear_stale_lock()  # a build may be running right now
+    old = time.time() - kernel.STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    assert kernel.clear_stale_lock() and not lock.exists()
