@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,17 @@ def is_built() -> bool:
         return False
 
 
+def _ninja_on_path() -> None:
+    """PyTorch runs ``ninja`` from PATH; the pip package's copy is not on it when rnnviz
+    runs from a virtual environment that was never activated."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:  # then the build fails and says so
+            return
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 def clear_stale_lock(max_age: float = STALE_LOCK_SECONDS) -> bool:
     """Remove the build lock of a killed build (older than ``max_age`` s); True if removed."""
     try:
@@ -98,6 +110,7 @@ def load_kernel(build: bool = True):
     if not built:
         print("note: building rnnviz's recording kernel (once per machine, about 30 s)", file=sys.stderr)
         clear_stale_lock()
+        _ninja_on_path()
     try:
         return cpp_extension.load(kernel_name(), [str(SOURCE)], extra_cflags=FLAGS, verbose=False)
     except Exception as e:  # no compiler, no ninja, a failed build: all mean the same here
