@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import sys
 import time
@@ -34,9 +35,22 @@ MODES = ("auto", "on", "off")
 
 
 def kernel_name() -> str:
-    """Changes with the source and flags, so an edited kernel is never mistaken for a cached one."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:12]
-    return f"rnnviz_lstm_{digest}"
+    """Changes with the source, the flags and the CPU (-march=native: a build cached in a
+    home folder shared with another kind of machine must not be loaded there), so a
+    cached build is only ever one made for this code on this kind of CPU."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode())
+    return f"rnnviz_lstm_{digest.hexdigest()[:12]}"
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu() -> str:
+    """The machine and its instruction-set flags (Linux's /proc/cpuinfo; elsewhere the platform)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = platform.processor()
+    return platform.machine() + " " + " ".join(sorted(flags.split(":", 1)[-1].split()))
 
 
 def kernel_for(mode: str, steps: int):
