@@ -36,8 +36,9 @@ from .names import KINDS, all_points, parse_point, point_name
 ANCHOR = 128  # steps between exact restarts of the c scan (also the fused call length)
 # With fewer lanes than this the kernel's per-step product is bound by reading the
 # weights, so the input term x_t W_ih^T of all steps is one time-parallel product
-# beforehand (1 lane: 44k chars/s against 33k, 2x256); with more, it is done inside
-# each step, which saves writing and reading it (16 lanes: 66k against 59k).
+# beforehand; with more, it is done inside each step, which saves writing and reading
+# it. One 256-unit layer, one thread, lane-steps/s: 1 lane 44k against 33k done inside,
+# 16 lanes 66k inside against 59k beforehand.
 PROJECT_BELOW = 8
 
 
@@ -142,9 +143,10 @@ class Recorder:
 
     Inputs are batch-first (B, T, In) whatever the LSTM's layout (:func:`record` handles
     layouts). With the kernel, :meth:`expand` returns ``dtype`` (float32 or float16, to
-    be stored); without it, float32. Dropout between layers is not applied (evaluation behaviour). With
-    ``reuse_buffers`` the arrays :meth:`expand` returns are overwritten by its next call:
-    page faults on fresh large arrays cost as much as the arithmetic here.
+    be stored); without it, float32. Dropout between layers is not applied (evaluation
+    behaviour). With ``reuse_buffers`` the arrays :meth:`expand` returns on the
+    pure-PyTorch path are overwritten by its next call: page faults on fresh large
+    arrays cost as much as the arithmetic there.
     """
 
     def __init__(self, lstm: nn.LSTM, anchor: int = ANCHOR, reuse_buffers: bool = False,
