@@ -431,8 +431,8 @@ def _writer(f: h5py.File, items, text: _Text, bar) -> None:
     for unit, job, (h, c) in items:
         for name, a in job.result().items():
             if name not in datasets:
-                datasets[name] = f[name]
-            _write_rows(datasets[name], a, unit, text)
+                datasets[name] = (f[name], _direct_ok(f[name]))
+            _write_rows(*datasets[name], a, unit, text)
         if time.monotonic() - flushed >= FLUSH_SECONDS:
             progress, lanes = f["progress"], len(unit.lanes)
             progress["h"][:, :lanes] = h.numpy()
@@ -443,13 +443,12 @@ def _writer(f: h5py.File, items, text: _Text, bar) -> None:
         bar.update(sum(n for _, _, n in text.rows(unit)))
 
 
-def _write_rows(ds: h5py.Dataset, a: np.ndarray, unit: Unit, text: _Text) -> None:
+def _write_rows(ds: h5py.Dataset, direct: bool, a: np.ndarray, unit: Unit, text: _Text) -> None:
     """Rows of ``a`` (B, T, ...) to their places on the char axis. h5py's low-level write:
     ``ds[i:j] = x`` costs ~70 us more per call, more than the data when many files run
-    side by side (one union-of-slabs write is slower still). Whole chunks of
-    uncompressed states go in directly (:func:`_direct_chunks`)."""
-    a = np.ascontiguousarray(a, dtype=ds.dtype)
-    direct = _direct_ok(ds)
+    side by side (one union-of-slabs write is slower still). With ``direct``
+    (:func:`_direct_ok`), whole chunks go in directly (:func:`_direct_chunks`)."""
+    file, a = ds.id.get_space(), np.ascontiguousarray(a, dtype=ds.dtype)
     for row, first, n in text.rows(unit):
         part = a[row, :n]
         if direct:
@@ -457,16 +456,16 @@ def _write_rows(ds: h5py.Dataset, a: np.ndarray, unit: Unit, text: _Text) -> Non
             lo = min(n, -first % CHUNK_ROWS)
             whole = (n - lo) // CHUNK_ROWS * CHUNK_ROWS
             if whole:
-                _slab(ds, part[:lo], first)
+                _slab(ds, file, part[:lo], first)
                 _direct_chunks(ds, part[lo:lo + whole], first + lo)
-                _slab(ds, part[lo + whole:], first + lo + whole)
+                _slab(ds, file, part[lo + whole:], first + lo + whole)
                 continue
-        _slab(ds, part, first)
+        _slab(ds, file, part, first)
 
 
-def _slab(ds: h5py.Dataset, part: np.ndarray, first: int) -> None:
+def _slab(ds: h5py.Dataset, file: h5py.h5s.SpaceID, part: np.ndarray, first: int) -> None:
+    """``part`` to rows ``first`` on, through ``file`` (the dataset's space, reselected)."""
     if len(part):
-        file = ds.id.get_space()
         file.select_hyperslab((first,) + (0,) * (part.ndim - 1), part.shape)
         ds.id.write(h5py.h5s.create_simple(part.shape), file, part)
 

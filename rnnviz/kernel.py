@@ -73,14 +73,17 @@ def disabled() -> bool:
 
 def is_built() -> bool:
     """Whether the kernel for this source and these flags is already compiled and cached."""
-    if disabled():
-        return False
+    build_dir = None if disabled() else _build_dir()
+    return build_dir is not None and any(build_dir.glob(f"{kernel_name()}*.so"))
+
+
+def _build_dir() -> Path | None:
+    """Where PyTorch builds and caches the kernel; None if its private helper has moved."""
     try:
         from torch.utils import cpp_extension
-        name = kernel_name()
-        return any(Path(cpp_extension._get_build_directory(name, False)).glob(f"{name}*.so"))
-    except Exception:  # a private helper of PyTorch's; if it moved, say "not built"
-        return False
+        return Path(cpp_extension._get_build_directory(kernel_name(), False))
+    except Exception:
+        return None
 
 
 def _ninja_on_path() -> None:
@@ -96,13 +99,15 @@ def _ninja_on_path() -> None:
 
 def clear_stale_lock(max_age: float = STALE_LOCK_SECONDS) -> bool:
     """Remove the build lock of a killed build (older than ``max_age`` s); True if removed."""
+    build_dir = _build_dir()
+    if build_dir is None:
+        return False
+    lock = build_dir / "lock"
     try:
-        from torch.utils import cpp_extension
-        lock = Path(cpp_extension._get_build_directory(kernel_name(), False)) / "lock"
         if time.time() - lock.stat().st_mtime <= max_age:
             return False
         lock.unlink()
-    except Exception:  # no lock (the usual case), or PyTorch's private helper moved
+    except OSError:  # no lock: the usual case
         return False
     print(f"note: removed {lock}, left by a build that did not finish", file=sys.stderr)
     return True

@@ -157,8 +157,6 @@ class Recorder:
         self.input_size = lstm.input_size
         self.anchor, self.reuse = anchor, reuse_buffers
         self.weights = [layer_weights(lstm, layer) for layer in range(self.num_layers)]
-        self.fused = [self._single_layer(lstm, layer) for layer in range(self.num_layers)]
-        self.linears = [gate_linears(w, self.hidden_size) for w in self.weights]
         w0 = self.weights[0].w_hh
         # kernel: "auto", "on" or "off" (rnnviz.kernel.kernel_for; job_steps: the job's size).
         self.kernel = (kernel_for(kernel, job_steps) if w0.device.type == "cpu" and w0.dtype == torch.float32
@@ -168,6 +166,10 @@ class Recorder:
             self.packed = [_packed_or_empty(w.w_hh) for w in self.weights]
             self.w_ih_t = [w.w_ih.t().contiguous() for w in self.weights]
             self.biases = [w.bias.contiguous()[None] for w in self.weights]
+            self.fused, self.linears = [], []  # the pure-PyTorch path's, not needed
+        else:
+            self.fused = [self._single_layer(lstm, layer) for layer in range(self.num_layers)]
+            self.linears = [gate_linears(w, self.hidden_size) for w in self.weights]
         self.table = None  # layer 0's init row per input id (set_embedding)
         self._local = threading.local()  # scratch buffers, one set per thread
 
