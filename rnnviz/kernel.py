@@ -35,10 +35,13 @@ MODES = ("auto", "on", "off")
 
 
 def kernel_name() -> str:
-    """Changes with the source, the flags and the CPU (-march=native: a build cached in a
-    home folder shared with another kind of machine must not be loaded there), so a
-    cached build is only ever one made for this code on this kind of CPU."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode())
+    """Changes with the source, its location, the flags and the CPU, so a cached build is
+    only ever one made for this code on this kind of CPU (-march=native: a build cached
+    in a home folder shared with another kind of machine must not be loaded there).
+    PyTorch rebuilds a cached extension whose source path changed, so two installs of
+    rnnviz sharing one name would each rebuild it, silently, every time the other ran."""
+    key = [SOURCE.read_bytes(), str(SOURCE.resolve()).encode(), " ".join(FLAGS).encode(), _cpu().encode()]
+    digest = hashlib.sha256(b"\0".join(key))
     return f"rnnviz_lstm_{digest.hexdigest()[:12]}"
 
 
