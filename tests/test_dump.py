@@ -223,10 +223,14 @@ def units_done(partial: Path) -> int:
 
 def test_killed_dump_leaves_no_complete_file_and_resume_finishes_it(ckpt, tmp_path):
     text = tmp_path / "long.py"
-    text.write_text(SOURCE * 6)  # ~120k chars; small chunks make it take a few seconds
+    # ~240k chars in the smallest chunks: recording takes a few seconds even with the
+    # compiled kernel (at 512-char chunks it took 0.8 s, and the dump could end between
+    # two looks at its progress).
+    copies, chunk = 12, 128
+    text.write_text(SOURCE * copies)
     out = tmp_path / "d.h5"
     partial = Path(str(out) + ".partial")
-    args = [str(ckpt), str(text), "-o", str(out), "--chunk-chars", "512", "--quiet"]
+    args = [str(ckpt), str(text), "-o", str(out), "--chunk-chars", str(chunk), "--quiet"]
     proc = subprocess.Popen([sys.executable, "-c", "from rnnviz.cli import main; main()", "dump", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
@@ -238,7 +242,7 @@ def test_killed_dump_leaves_no_complete_file_and_resume_finishes_it(ckpt, tmp_pa
     proc.wait()
     assert not out.exists() and partial.exists()
     # Killed midway: --resume has work done and work left.
-    assert 1 <= units_done(partial) < len(plan([len(SOURCE) * 6], 16, 512))
+    assert 1 <= units_done(partial) < len(plan([len(SOURCE) * copies], 16, chunk))
     with pytest.raises(RnnvizError, match="unfinished"):
         open_dump(partial)
     # A partial made from other options is not continued.
@@ -248,7 +252,7 @@ def test_killed_dump_leaves_no_complete_file_and_resume_finishes_it(ckpt, tmp_pa
     assert result.exit_code == 0, result.output
     assert not partial.exists()
     whole = tmp_path / "whole.h5"
-    dump(ckpt, [text], whole, DumpOptions(chunk_chars=512, progress=False))
+    dump(ckpt, [text], whole, DumpOptions(chunk_chars=chunk, progress=False))
     with open_dump(out) as a, open_dump(whole) as b:
         names = []
         a.visit(names.append)
