@@ -123,8 +123,8 @@ def describe_checkpoint(path) -> str:
 
 
 DEMO_DUMP = Path("dumps") / "demo.h5"
-# The demo opens on the unit that best tracks this: Karpathy's quote cell. (The shipped model
-# keeps quoted strings and triple-quoted docstrings in different cells; see the README.)
+# The demo opens on the unit that best tracks this: Karpathy's quote cell. (The shipped model's
+# unit for any string literal is mostly a docstring cell; see the README.)
 DEMO_FEATURE = "in_short_string"
 DEMO_ALL_CHARS = 250_000  # texts up to this long are analysed at every character
 

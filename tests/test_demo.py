@@ -57,6 +57,18 @@ def test_shipped_model_was_trained_by_the_stdlib_preset():
     assert meta["best_val_bpc"] < 2.5
 
 
+def test_shipped_model_has_the_preset_architecture_and_schedule():
+    """Rerunning the preset must give the same kind of model: same shape, same schedule."""
+    from rnnviz.presets import PRESETS
+    ckpt = load_checkpoint(shipped_model_path())
+    recipe = PRESETS["stdlib"]
+    assert {k: ckpt.config.to_dict()[k] for k in recipe["model"]} == recipe["model"]
+    trained = ckpt.meta["train_options"]
+    # keep_optimizer only decides whether Adam's state is stored, not what is learnt.
+    assert {k: v for k, v in recipe["train"].items() if k != "keep_optimizer"} == \
+        {k: trained[k] for k in recipe["train"] if k != "keep_optimizer"}
+
+
 def test_demo_dumps_analyzes_serves_then_reuses(tmp_path, stdlib_text_file):
     text = tmp_path / "shown.py"
     text.write_text(stdlib_text_file.read_text()[:6000])
