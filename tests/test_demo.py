@@ -69,6 +69,26 @@ def test_shipped_model_has_the_preset_architecture_and_schedule():
         {k: trained[k] for k in recipe["train"] if k != "keep_optimizer"}
 
 
+def test_shipped_model_has_a_string_unit_and_a_line_position_unit(tmp_path):
+    """The shipped model's promise, through the CLI on the held-out files: one unit for any
+    string literal with AUC >= 0.9 and one for position in the line with |rho| >= 0.8,
+    each beating the circular-shift null."""
+    import pandas as pd
+    heldout = [str(p) for p in stdlib_files()[1]]
+    runner = CliRunner()
+    dump = tmp_path / "heldout.h5"
+    done = runner.invoke(cli, ["dump", str(shipped_model_path()), *heldout, "-o", str(dump),
+                               "--record", "c", "--quiet"])
+    assert done.exit_code == 0, done.output
+    table = tmp_path / "ranking.csv"
+    done = runner.invoke(cli, ["analyze", str(dump), "--features", "in_string,line_pos", "--max-chars", "all",
+                               "--top", "1", "--no-store", "--csv", str(table)])
+    assert done.exit_code == 0, done.output
+    best = pd.read_csv(table).query("rank == 1").set_index("feature")
+    assert best.loc["in_string", "auc"] >= 0.9 and best.loc["in_string", "beats_null"]
+    assert abs(best.loc["line_pos", "rho"]) >= 0.8 and best.loc["line_pos", "beats_null"]
+
+
 def test_demo_dumps_analyzes_serves_then_reuses(tmp_path, stdlib_text_file):
     text = tmp_path / "shown.py"
     text.write_text(stdlib_text_file.read_text()[:6000])
