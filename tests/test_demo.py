@@ -65,8 +65,8 @@ def test_shipped_model_has_the_preset_architecture_and_schedule():
     assert {k: ckpt.config.to_dict()[k] for k in recipe["model"]} == recipe["model"]
     trained = ckpt.meta["train_options"]
     # keep_optimizer only decides whether Adam's state is stored, not what is learnt.
-    assert {k: v for k, v in recipe["train"].items() if k != "keep_optimizer"} == \
-        {k: trained[k] for k in recipe["train"] if k != "keep_optimizer"}
+    learnt = {k: v for k, v in recipe["train"].items() if k != "keep_optimizer"}
+    assert {k: trained[k] for k in learnt} == learnt
 
 
 def test_shipped_model_has_a_string_unit_and_a_line_position_unit(tmp_path):
