@@ -28,21 +28,12 @@ LAYERS, HIDDEN = 2, 256
 KINDS = ("c", "h", "gate_i", "gate_f", "gate_g", "gate_o")
 
 
-def chunk_shape() -> tuple[int, int]:
-    """The HDF5 chunk shape `rnnviz dump` writes, so the read baseline pays what it pays."""
-    try:
-        from rnnviz.dump import CHUNK_ROWS, CHUNK_UNITS
-        return CHUNK_ROWS, CHUNK_UNITS
-    except ImportError:
-        return 256, 64
-
-
 def make_dump(path: Path, n: int) -> None:
-    """Follows docs/dump-format.md; states are tiled random blocks, written chunk by chunk."""
-    import h5py
+    """Follows docs/dump-format.md (written by rnnviz.dumpfile in the chunks rnnviz dump uses);
+    states are tiled random blocks, written 64k rows at a time."""
     import pandas as pd
-    from rnnviz.h5util import write_table
-    from rnnviz.names import h5_path, point_name
+    from rnnviz.dumpfile import DumpWriter
+    from rnnviz.names import point_name
     text, sources = stdlib_text(n)
     n = len(text)
     vocab = ["\ufffd"] + sorted(set(text))
@@ -51,53 +42,42 @@ def make_dump(path: Path, n: int) -> None:
     lut[[ord(c) for c in vocab[1:]]] = np.arange(1, len(vocab))
     points = [point_name(layer, kind) for layer in range(LAYERS) for kind in KINDS]
     rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as f:
-        f.attrs.update({"format": "rnnviz-dump", "schema_version": 1, "complete": 0, "n_chars": n,
-                        "num_layers": LAYERS, "hidden_size": HIDDEN, "recorded": json.dumps(points),
-                        "dtype": "float16", "topk": 3, "unknown_chars": 0, "vocab": json.dumps(vocab),
-                        "model_config": json.dumps({"num_layers": LAYERS, "hidden_size": HIDDEN}),
-                        "checkpoint": "synthetic", "checkpoint_sha256": "0" * 64,
-                        "versions": json.dumps({"rnnviz": "benchmark"}), "created": "", "compression": "none",
-                        "command": "benchmarks/analyze_speed.py"})
-        f["text/codes"] = codes
-        f["text/ids"] = lut[codes]
-        starts = np.cumsum([0] + [length for _, length in sources[:-1]])
-        write_table(f, "sources", pd.DataFrame({"name": [s for s, _ in sources], "start": starts,
-                                                "length": [length for _, length in sources],
-                                                "size_bytes": [length for _, length in sources],
-                                                "sha256": ["0" * 64] * len(sources)}))
-        for point in points:
-            kind = point.split(".")[1]
-            base = rng.standard_normal((1 << 16, HIDDEN)).astype(np.float32)
-            base = {"c": 2 * base, "h": np.tanh(base), "gate_g": np.tanh(base)}.get(kind, 1 / (1 + np.exp(-2 * base)))
-            base = base.astype(np.float16)
-            ds = f.create_dataset(h5_path(point), (n, HIDDEN), np.float16, chunks=chunk_shape())
-            for s in range(0, n, 1 << 16):
-                block = np.roll(base, s // 7, axis=0)[: min(1 << 16, n - s)]
-                ds[s:s + len(block)] = block
-        f["predictions/loss"] = rng.exponential(1.0, n).astype(np.float32)
-        f["predictions/topk_ids"] = rng.integers(0, len(vocab), (n, 3)).astype(np.int32)
-        f["predictions/topk_probs"] = np.full((n, 3), 0.2, np.float32)
-        f.attrs["complete"] = 1
+    starts = np.cumsum([0] + [length for _, length in sources[:-1]])
+    lengths = [length for _, length in sources]
+    w = DumpWriter.create(path, {"num_layers": LAYERS, "vocab": vocab, "unknown_chars": 0,
+                                 "model_config": {"num_layers": LAYERS, "hidden_size": HIDDEN},
+                                 "checkpoint": "synthetic", "checkpoint_sha256": "0" * 64,
+                                 "versions": {"rnnviz": "benchmark"}, "command": "benchmarks/analyze_speed.py"},
+                          codes, lut[codes], pd.DataFrame({"name": [s for s, _ in sources], "start": starts,
+                                                           "length": lengths, "size_bytes": lengths,
+                                                           "sha256": ["0" * 64] * len(sources)}),
+                          points, hidden_size=HIDDEN, topk=3)
+    for point in points:
+        kind = point.split(".")[1]
+        base = rng.standard_normal((1 << 16, HIDDEN)).astype(np.float32)
+        base = {"c": 2 * base, "h": np.tanh(base), "gate_g": np.tanh(base)}.get(kind, 1 / (1 + np.exp(-2 * base)))
+        base = base.astype(np.float16)
+        for s in range(0, n, 1 << 16):
+            w.put(point, np.roll(base, s // 7, axis=0)[: min(1 << 16, n - s)], s)
+    w.put("loss", rng.exponential(1.0, n).astype(np.float32))
+    w.put("topk_ids", rng.integers(0, len(vocab), (n, 3)).astype(np.int32))
+    w.put("topk_probs", np.full((n, 3), 0.2, np.float32))
+    w.finish()
 
 
 def child_read(path: str) -> dict:
     """Read every recorded array whole, in row blocks, in its stored dtype."""
-    import h5py
     from rnnviz.dumpfile import open_dump
-    from rnnviz.names import h5_path
     best = float("inf")
     for _ in range(2):
         t = time.perf_counter()
-        with open_dump(path) as f:
-            for point in json.loads(f.attrs["recorded"]):
-                ds = f[h5_path(point)]
+        with open_dump(path) as d:
+            for ds in d.values():
                 buf = np.empty((1 << 16, ds.shape[1]), ds.dtype)
                 for s in range(0, ds.shape[0], 1 << 16):
                     e = min(ds.shape[0], s + (1 << 16))
                     ds.read_direct(buf, np.s_[s:e], np.s_[0:e - s])
         best = min(best, time.perf_counter() - t)
-    assert isinstance(h5py.__version__, str)
     return {"seconds": best}
 
 
@@ -116,10 +96,8 @@ def features_seconds(path: str) -> float:
     """Every built-in feature over the whole text of the dump (part of the analysis above)."""
     from rnnviz.dumpfile import open_dump
     from rnnviz.features import TextIndex, feature_values, select_features
-    from rnnviz.h5util import read_table
-    with open_dump(path) as f:
-        text = f["text/codes"][()].astype("<u4").tobytes().decode("utf-32-le")
-        sources = read_table(f["sources"])
+    with open_dump(path) as d:
+        text, sources = d.text, d.sources
     t = time.perf_counter()
     ti = TextIndex(text, sources)
     for feat in select_features():

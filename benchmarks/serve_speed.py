@@ -33,17 +33,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from rnnviz.h5util import write_table
-from rnnviz.names import KINDS, h5_path, point_name
+import rnnviz
+from rnnviz.dumpfile import DumpWriter
+from rnnviz.names import KINDS, point_name
 
 from common import proc_status_bytes, stdlib_text
 
 H, LAYERS, TOPK = 256, 2, 5
-ROWS, UNITS = 1024, 64           # HDF5 chunk shape of rnnviz dump's state arrays
+ROWS, UNITS = 1024, 64           # HDF5 chunks of the states the README's figures were measured with
 FEATURES = 8
 
 
@@ -52,55 +52,52 @@ def write_dump(path: Path, n: int) -> None:
     rng = np.random.default_rng(0)
     points = [point_name(layer, kind) for layer in range(LAYERS) for kind in KINDS]
     vocab = ["\ufffd"] + sorted(set(text) - {"\ufffd"})
-    with h5py.File(path, "w") as f:
-        f.attrs.update({"format": "rnnviz-dump", "schema_version": 1, "complete": 1, "n_chars": n,
-                        "num_layers": LAYERS, "hidden_size": H, "recorded": json.dumps(points),
-                        "dtype": "float16", "topk": TOPK, "unknown_chars": 0, "vocab": json.dumps(vocab),
-                        "compression": "none", "command": "benchmarks/serve_speed.py"})
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        f.create_dataset("text/codes", data=codes, chunks=(min(n, 16 * ROWS),))
-        f.create_dataset("text/ids", data=(codes % len(vocab)).astype(np.int32), chunks=(min(n, 16 * ROWS),))
-        starts = np.cumsum([0] + [length for _, length in sources[:-1]])
-        write_table(f, "sources", pd.DataFrame({
-            "name": [s for s, _ in sources], "start": starts.astype(np.int64),
-            "length": np.array([length for _, length in sources], np.int64),
-            "size_bytes": np.array([length for _, length in sources], np.int64), "sha256": ["0" * 64] * len(sources)}))
-        # One random slab per point, written at shifting offsets: the file holds real bytes everywhere.
-        slab_rows = 1 << 16
-        for point in points:
-            slab = rng.standard_normal((slab_rows, H), dtype=np.float32).astype(np.float16)
-            ds = f.create_dataset(h5_path(point), shape=(n, H), dtype=np.float16, chunks=(min(n, ROWS), UNITS))
-            for i, at in enumerate(range(0, n, slab_rows)):
-                rows = min(slab_rows, n - at)
-                ds[at:at + rows] = np.roll(slab, i, axis=0)[:rows]
-        f.create_dataset("predictions/loss", data=rng.exponential(1, n).astype(np.float32))
-        f.create_dataset("predictions/topk_ids", data=rng.integers(0, len(vocab), (n, TOPK), dtype=np.int32))
-        f.create_dataset("predictions/topk_probs", data=np.sort(rng.random((n, TOPK), np.float32), axis=1)[:, ::-1])
-        write_analysis(f, points, n, rng)
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    starts = np.cumsum([0] + [length for _, length in sources[:-1]])
+    lengths = np.array([length for _, length in sources], np.int64)
+    w = DumpWriter.create(path, {"num_layers": LAYERS, "vocab": vocab, "unknown_chars": 0,
+                                 "command": "benchmarks/serve_speed.py"},
+                          codes, (codes % len(vocab)).astype(np.int32), pd.DataFrame({
+                              "name": [s for s, _ in sources], "start": starts.astype(np.int64), "length": lengths,
+                              "size_bytes": lengths, "sha256": ["0" * 64] * len(sources)}),
+                          points, hidden_size=H, topk=TOPK, chunks=(ROWS, UNITS))
+    # One random slab per point, written at shifting offsets: the file holds real bytes everywhere.
+    slab_rows = 1 << 16
+    for point in points:
+        slab = rng.standard_normal((slab_rows, H), dtype=np.float32).astype(np.float16)
+        for i, at in enumerate(range(0, n, slab_rows)):
+            w.put(point, np.roll(slab, i, axis=0)[:min(slab_rows, n - at)], at)
+    w.put("loss", rng.exponential(1, n).astype(np.float32))
+    w.put("topk_ids", rng.integers(0, len(vocab), (n, TOPK), dtype=np.int32))
+    w.put("topk_probs", np.sort(rng.random((n, TOPK), np.float32), axis=1)[:, ::-1])
+    w.finish()
+    with rnnviz.open(path, "r+") as d:
+        write_analysis(d, points, n, rng)
 
 
-def write_analysis(f: h5py.File, points: list[str], n: int, rng) -> None:
+def write_analysis(d, points: list[str], n: int, rng) -> None:
     """An /analysis of the size a real one has: every unit x every feature ranked, 20 contexts each."""
-    g = f.create_group("analysis")
     names = [f"feature{i}" for i in range(FEATURES)]
-    for name in names:
-        g.create_dataset(f"features/{name}", data=(rng.random(n) < 0.2).astype(np.float32)).attrs["kind"] = "binary"
     units = [(p, i) for p in points for i in range(H)]
-    write_table(g, "ranking", pd.DataFrame({
-        "feature": np.repeat(names, len(units)), "feature_kind": "binary",
-        "unit": [f"{p}[{i}]" for p, i in units] * FEATURES, "point": [p for p, _ in units] * FEATURES,
-        "layer": [int(p[5]) for p, _ in units] * FEATURES, "kind": [p.split(".")[1] for p, _ in units] * FEATURES,
-        "index": [i for _, i in units] * FEATURES, "score": rng.uniform(-0.5, 0.5, len(units) * FEATURES)}))
     gates = [(p, i) for p, i in units if p.split(".")[1] in ("gate_i", "gate_f", "gate_o")]
-    write_table(g, "saturation", pd.DataFrame({
-        "point": [p for p, _ in gates], "layer": [int(p[5]) for p, _ in gates],
-        "gate": [p.split(".")[1] for p, _ in gates], "index": [i for _, i in gates],
-        "frac_left": rng.random(len(gates)), "frac_right": rng.random(len(gates))}))
     per = 20
-    write_table(g, "contexts", pd.DataFrame({
-        "unit": np.repeat([f"{p}[{i}]" for p, i in units], per), "which": np.tile(["top"] * 10 + ["bottom"] * 10, len(units)),
-        "rank": np.tile(np.arange(per) % 10, len(units)), "position": rng.integers(0, n, len(units) * per),
-        "value": rng.normal(0, 2, len(units) * per)}))
+    d.write_analysis(
+        features=[(name, (rng.random(n) < 0.2).astype(np.float32), "binary", "") for name in names],
+        tables={"ranking": pd.DataFrame({
+            "feature": np.repeat(names, len(units)), "feature_kind": "binary",
+            "unit": [f"{p}[{i}]" for p, i in units] * FEATURES, "point": [p for p, _ in units] * FEATURES,
+            "layer": [int(p[5]) for p, _ in units] * FEATURES, "kind": [p.split(".")[1] for p, _ in units] * FEATURES,
+            "index": [i for _, i in units] * FEATURES, "score": rng.uniform(-0.5, 0.5, len(units) * FEATURES)}),
+            "saturation": pd.DataFrame({
+                "point": [p for p, _ in gates], "layer": [int(p[5]) for p, _ in gates],
+                "gate": [p.split(".")[1] for p, _ in gates], "index": [i for _, i in gates],
+                "frac_left": rng.random(len(gates)), "frac_right": rng.random(len(gates))}),
+            "contexts": pd.DataFrame({
+                "unit": np.repeat([f"{p}[{i}]" for p, i in units], per),
+                "which": np.tile(["top"] * 10 + ["bottom"] * 10, len(units)),
+                "rank": np.tile(np.arange(per) % 10, len(units)), "position": rng.integers(0, n, len(units) * per),
+                "value": rng.normal(0, 2, len(units) * per)})},
+        options={})
 
 
 def get(url: str) -> int:

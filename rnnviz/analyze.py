@@ -17,23 +17,19 @@ removes the partial group and never touches ``/text``, ``/states`` or ``/predict
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
 from . import __version__
 from .contexts import (CONTEXT_COLUMNS, QUANTILES, SATURATING, context_rows, extremes, quantile_picks,
                        saturation, with_text)
-from .dumpfile import open_dump
+from .dumpfile import Dump, DumpLocked, open_dump
 from .errors import RnnvizError
 from .features import BUILTIN, Feature, TextIndex, feature_values, select_features
-from .h5util import json_attr, read_table, write_table
 from .names import expand_selection, h5_path, parse_point
 from .probe import PER_FEATURE, PROBE_COLUMNS, probe_table
 from .rank import Ranker, one_thread, prepare_features, z_bound
@@ -41,7 +37,6 @@ from .rank import Ranker, one_thread, prepare_features, z_bound
 DEFAULT_MAX_CHARS = 16384   # characters analysed by default: ~1 s for 2 x 256 units x all six points
 BLOCK = 512                 # characters per sampled block: HDF5 reads of fewer rows cost more per row
 PROBE_CHARS = 2048
-PARTIAL = "analysis_partial"
 SATURATION_COLUMNS = ["unit", "point", "layer", "gate", "index", "frac_left", "frac_right"]
 
 
@@ -142,7 +137,7 @@ def _blocks(lo: int, hi: int, budget: int | None, block: int, align: int) -> lis
     return [(int(s), block) for s in starts]
 
 
-def _plan(ds: h5py.Dataset, n: int, max_chars: int | None, holdout: float) -> _Plan:
+def _plan(ds, n: int, max_chars: int | None, holdout: float) -> _Plan:
     block = align = BLOCK
     if ds.compression and ds.chunks and ds.chunks[0] <= (max_chars or n) // 4:
         block = align = ds.chunks[0]          # a compressed chunk is decoded whole: read whole ones
@@ -176,25 +171,10 @@ def _available_memory() -> int | None:
     return None
 
 
-def _read_rows(ds: h5py.Dataset, blocks, path) -> np.ndarray:
-    """(n, H) rows of the given blocks, in their native dtype."""
-    n = sum(length for _, length in blocks)
-    out = np.empty((n, ds.shape[1]), ds.dtype)
-    at = 0
-    try:
-        for start, length in blocks:
-            ds.read_direct(out, np.s_[start:start + length], np.s_[at:at + length])
-            at += length
-    except (OSError, ValueError) as e:
-        raise RnnvizError(f"{path}: cannot read {ds.name} ({str(e).splitlines()[0]}); the file looks "
-                          f"truncated or damaged") from None
-    return out
-
-
-def _points(f: h5py.File, path, spec: str | None) -> list[str]:
-    recorded = json_attr(f, "recorded", [])
+def _points(d: Dump, path, spec: str | None) -> list[str]:
+    recorded = d.recorded
     if spec:
-        wanted = expand_selection(spec, int(f.attrs["num_layers"]))
+        wanted = expand_selection(spec, d.num_layers)
         missing = [p for p in wanted if p not in recorded]
         if missing:
             raise RnnvizError(f"{path}: {', '.join(missing)} not recorded in this dump; it has "
@@ -203,28 +183,19 @@ def _points(f: h5py.File, path, spec: str | None) -> list[str]:
         wanted = recorded
     if not wanted:
         raise RnnvizError(f"{path}: the dump holds no recorded states to analyse")
-    n = int(f.attrs["n_chars"])
     for p in wanted:
-        key = h5_path(p)
-        if key not in f:
-            raise RnnvizError(f"{path}: missing array {key} for recorded point {p}; the dump is damaged, "
+        if p not in d:
+            raise RnnvizError(f"{path}: missing array {h5_path(p)} for recorded point {p}; the dump is damaged, "
                               f"record it again with rnnviz dump")
-        if f[key].ndim != 2 or f[key].shape[0] != n:
-            raise RnnvizError(f"{path}: {key} has shape {f[key].shape}, expected ({n}, H)")
+        if d[p].ndim != 2 or d[p].shape[0] != d.n_chars:
+            raise RnnvizError(f"{path}: {h5_path(p)} has shape {d[p].shape}, expected ({d.n_chars}, H)")
     return wanted
 
 
-def _text(f: h5py.File, path) -> tuple[str, pd.DataFrame]:
-    if "text/codes" not in f or "sources" not in f:
-        raise RnnvizError(f"{path}: missing /text/codes or /sources; the dump is damaged")
-    codes = f["text/codes"][()]
-    if len(codes) == 0:
+def _text(d: Dump, path) -> tuple[str, pd.DataFrame]:
+    if d.n_chars == 0:
         raise RnnvizError(f"{path}: the dump holds no text (0 characters); nothing to analyse")
-    try:
-        text = codes.astype("<u4").tobytes().decode("utf-32-le")
-    except UnicodeDecodeError:
-        raise RnnvizError(f"{path}: /text/codes holds values that are not Unicode code points") from None
-    return text, read_table(f["sources"])
+    return d.text, d.sources
 
 
 def analyze_dump(path, *, features=None, extra_features: tuple[Feature, ...] = (), points: str | None = None,
@@ -254,12 +225,12 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
                           f"{top}, {shifts}, {max_chars}")
     if store and path.exists() and not os.access(path, os.W_OK):
         raise RnnvizError(f"{path}: not writable, so /analysis cannot be stored; use --no-store")
-    with open_dump(path) as f:
-        text, sources = _text(f, path)
-        names = _points(f, path, points)
-        plan = _plan(f[h5_path(names[0])], len(text), max_chars, holdout)
+    with open_dump(path) as d:
+        text, sources = _text(d, path)
+        names = _points(d, path, points)
+        plan = _plan(d[names[0]], len(text), max_chars, holdout)
         if max_chars is None:
-            _check_memory(len(text), max(f[h5_path(p)].shape[1] for p in names))
+            _check_memory(len(text), max(d[p].shape[1] for p in names))
         pos, hold_pos = plan.positions(plan.rank_blocks), plan.positions(plan.hold_blocks)
         ti = TextIndex(text, sources, language)
         cache = {ft.name: feature_values(ti, ft) for ft in feats if ft.name not in BUILTIN}  # user code runs once
@@ -274,7 +245,7 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
         ranker = Ranker(fs, shifts=used_shifts, null_top=top)
         hold = Ranker(prepare_features(hold_values, fs.names, kinds), shifts=0) if len(hold_pos) > 1 else None
         probe_at = np.unique(np.linspace(0, len(pos) - 1, min(probe_chars, len(pos))).astype(int))
-        units, probe_x, sat, ctx = _scan_points(f, path, names, plan, ranker, hold, probe_at, contexts, seed)
+        units, probe_x, sat, ctx = _scan_points(d, names, plan, ranker, hold, probe_at, contexts, seed)
     ranking = ranker.table()
     if hold is not None:
         ranking = ranking.merge(hold.table()[["feature", "unit", "score"]].rename(
@@ -301,15 +272,14 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
     return result
 
 
-def _scan_points(f: h5py.File, path, names, plan: _Plan, ranker: Ranker, hold: Ranker | None,
+def _scan_points(d: Dump, names, plan: _Plan, ranker: Ranker, hold: Ranker | None,
                  probe_at: np.ndarray, contexts: int, seed: int):
     """Read each point's analysed rows once and take from them all that needs the values."""
     pos = plan.positions(plan.rank_blocks)
-    probe_x = np.empty((len(probe_at), sum(f[h5_path(p)].shape[1] for p in names)), np.float32)
+    probe_x = np.empty((len(probe_at), sum(d[p].shape[1] for p in names)), np.float32)
     units, sat, ctx = [], [], []
     for p in names:
-        ds = f[h5_path(p)]
-        x = _read_rows(ds, plan.rank_blocks, path)                   # (n, H)
+        x = d.rows(p, plan.rank_blocks)                              # (n, H)
         ps = ranker.add(p, x)
         layer, kind = parse_point(p)
         unit_names = [f"{p}[{i}]" for i in range(x.shape[1])]
@@ -321,7 +291,7 @@ def _scan_points(f: h5py.File, path, names, plan: _Plan, ranker: Ranker, hold: R
                                      "index": np.arange(x.shape[1]), "frac_left": left, "frac_right": right}))
         ctx.append(_contexts(ps.keys, x, unit_names, pos, contexts, seed))
         if hold is not None:
-            hold.add(p, _read_rows(ds, plan.hold_blocks, path))
+            hold.add(p, d.rows(p, plan.hold_blocks))
     return units, probe_x, sat, ctx
 
 
@@ -342,38 +312,18 @@ def _store(path: Path, ti: TextIndex, feats, cache, result: Analysis, plan: _Pla
     options.update(features=[ft.name for ft in feats], rank_blocks=plan.rank_blocks,
                    hold_blocks=plan.hold_blocks, rnnviz=__version__)
     try:
-        f = open_dump(path, "r+")
-    except RnnvizError as e:
-        if "lock" in str(e):   # HDF5 locks files open elsewhere, e.g. by rnnviz serve
-            raise RnnvizError(f"{path}: open in another program (rnnviz serve?), so /analysis cannot be "
-                              f"stored; close it, or use --no-store") from None
-        raise
-    with f:
-        if PARTIAL in f:          # left by a run that was killed while writing
-            del f[PARTIAL]
-        try:
-            g = f.create_group(PARTIAL)
-            fg = g.create_group("features")
-            for feat in feats:
-                v = cache.get(feat.name)
-                ds = fg.create_dataset(feat.name, data=feature_values(ti, feat) if v is None else v,
-                                       chunks=(min(ti.n, 1 << 14),))   # small chunks: little padding
-                ds.attrs["kind"], ds.attrs["description"] = feat.kind, feat.description
-                ds.dims[0].label = "char"
-            write_table(g, "ranking", result.ranking)
-            write_table(g, "saturation", result.saturation)
-            # Positions only: the text around them is in /text/codes (strings would double the group).
-            write_table(g, "contexts", result.contexts[CONTEXT_COLUMNS])
-            write_table(g, "probes", result.probes)
-            g.attrs["options"] = json.dumps(options)
-            g.attrs["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            if "analysis" in f:
-                del f["analysis"]
-            f.move(PARTIAL, "analysis")
-        except BaseException:
-            if PARTIAL in f:
-                del f[PARTIAL]
-            raise
+        d = open_dump(path, "r+")
+    except DumpLocked:
+        raise RnnvizError(f"{path}: open in another program (rnnviz serve?), so /analysis cannot be "
+                          f"stored; close it, or use --no-store") from None
+    with d:
+        d.write_analysis(
+            features=((ft.name, cache[ft.name] if ft.name in cache else feature_values(ti, ft), ft.kind,
+                       ft.description) for ft in feats),     # one at a time: each is N floats
+            # Context positions only: the text around them is in /text/codes (strings would double the group).
+            tables={"ranking": result.ranking, "saturation": result.saturation,
+                    "contexts": result.contexts[CONTEXT_COLUMNS], "probes": result.probes},
+            options=options)
 
 
 def export_ranking(ranking: pd.DataFrame, csv=None, parquet=None, force: bool = False) -> list[str]:

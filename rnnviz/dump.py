@@ -1,9 +1,9 @@
 """``rnnviz dump``: record every cell and gate of a checkpoint over text files into HDF5.
 
-The file layout is docs/dump-format.md. Readers open dumps with :func:`open_dump`
-(in rnnviz.dumpfile, which does not import torch).
+The file layout is docs/dump-format.md, owned by rnnviz.dumpfile (which writes every
+array); readers open dumps with ``rnnviz.open`` (:func:`rnnviz.dumpfile.open_dump`).
 
-    with open_dump("dumps/demo.h5") as f: c = f["states/layer1/c"][:, 17]
+    with rnnviz.open("dumps/demo.h5") as d: c = d["layer1.c"][:, 17]
 """
 from __future__ import annotations
 
@@ -15,24 +15,19 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 
 from .checkpoint import load_checkpoint, versions
-from .dumpfile import FORMAT, SCHEMA_VERSION, describe_dump, open_dump
+from .dumpfile import DumpWriter, describe_dump, open_dump
 from .errors import RnnvizError
-from .h5util import write_table
-from .names import expand_selection, parse_point
+from .names import expand_selection, parse_point, point_name
 from .record import ANCHOR, Pass, Recorder
 from .text import read_sources
 
-CHUNK_ROWS, CHUNK_UNITS = 256, 64  # HDF5 chunks of 32 KiB (float16): measured best for writes
-CHUNK_CACHE_BYTES, CHUNK_CACHE_SLOTS = 8 << 20, 10007
 PLAN_VERSION = 2  # in the resume key: a .partial made under another plan is not resumed
 # Progress is saved (and the file flushed) this often: a kill redoes at most this much work,
 # and partly filled HDF5 chunks of files recorded side by side are not rewritten every chunk.
@@ -138,7 +133,8 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
                       "topk": opt.topk, "compression": opt.compression,
                       "plan": [opt.batch_size, opt.chunk_chars, ANCHOR, PLAN_VERSION]})
     if opt.resume:
-        f, done, state = _reopen(partial, key)
+        f, done, h, c = DumpWriter.resume(partial, key)
+        state = (torch.from_numpy(h), torch.from_numpy(c))
     else:
         if partial.exists():
             partial.unlink()
@@ -148,17 +144,13 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     try:
         with torch.inference_mode():
             used_kernel = _record(f, units, done, state, text, ckpt.model, points, opt)
-        f.attrs["complete"] = 1
-        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        del f["progress"], f.attrs["resume_key"]
+        f.finish(target)
     except BaseException:
         f.close()
         print(f"note: kept the unfinished {partial}; continue it with --resume", file=sys.stderr)
         raise
     finally:
         torch.set_num_threads(threads)
-    f.close()
-    os.replace(partial, target)
     return DumpResult(target, text.n, text.unknown, time.perf_counter() - started,
                       target.stat().st_size, used_kernel)
 
@@ -224,80 +216,23 @@ class _Text:
 
 
 def _create(path: Path, key: str, points: list[str], text: _Text, ckpt, checkpoint,
-            opt: DumpOptions) -> h5py.File:
+            opt: DumpOptions) -> DumpWriter:
     """A new .partial file with every attribute and (empty) dataset of docs/dump-format.md."""
-    cfg, n, k = ckpt.config, text.n, opt.topk
-    f = h5py.File(path, "w", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=CHUNK_CACHE_SLOTS)
-    try:
-        f.attrs.update({
-            "format": FORMAT, "schema_version": SCHEMA_VERSION, "complete": 0, "n_chars": n,
-            "num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size,
-            "recorded": json.dumps(points), "dtype": opt.dtype, "topk": k,
-            "unknown_chars": text.unknown, "vocab": json.dumps(ckpt.vocab.chars),
-            "model_config": json.dumps(cfg.to_dict()), "checkpoint": str(checkpoint),
-            "checkpoint_sha256": ckpt.sha256, "versions": json.dumps(versions()), "created": "",
-            "compression": opt.compression, "command": opt.command, "resume_key": key})
-        compression = None if opt.compression == "none" else opt.compression
-
-        def per_char(name, dtype, width=None, data=None, label="unit", fill=0):
-            shape = (n,) if width is None else (n, width)
-            rows = min(n, CHUNK_ROWS if width else 16 * CHUNK_ROWS)
-            chunks = (rows,) if width is None else (rows, min(width, CHUNK_UNITS))
-            ds = f.create_dataset(name, shape=shape, dtype=dtype, data=data, chunks=chunks,
-                                  compression=compression, fillvalue=fill)
-            ds.dims[0].label = "char"
-            if width is not None:
-                ds.dims[1].label = label
-
-        per_char("text/codes", np.uint32, data=text.codes)
-        per_char("text/ids", np.int32, data=text.ids)
-        write_table(f, "sources", pd.DataFrame({
-            "name": [s.name for s in text.sources], "start": text.starts,
-            "length": np.asarray(text.lengths, np.int64),
-            "size_bytes": np.asarray([s.size_bytes for s in text.sources], np.int64),
-            "sha256": [s.sha256 for s in text.sources]}))
-        for point in points:
-            layer, kind = parse_point(point)
-            per_char(f"states/layer{layer}/{kind}", opt.dtype, cfg.hidden_size)
-        per_char("predictions/loss", np.float32, fill=np.nan)
-        per_char("predictions/topk_ids", np.int32, k, label="rank")
-        per_char("predictions/topk_probs", np.float32, k, label="rank")
-        # Only in .partial files: how far recording got, and the LSTM state there.
-        progress = f.create_group("progress")
-        progress.create_dataset("units_done", data=0)
-        lanes = min(opt.batch_size, len(text.sources))
-        for name in ("h", "c"):
-            progress.create_dataset(name, shape=(cfg.num_layers, lanes, cfg.hidden_size), dtype=np.float32)
-        f.flush()
-    except BaseException:
-        f.close()
-        path.unlink(missing_ok=True)
-        raise
-    return f
+    cfg = ckpt.config
+    header = {"num_layers": cfg.num_layers, "unknown_chars": text.unknown, "vocab": ckpt.vocab.chars,
+              "model_config": cfg.to_dict(), "checkpoint": str(checkpoint), "checkpoint_sha256": ckpt.sha256,
+              "versions": versions(), "command": opt.command}
+    sources = pd.DataFrame({
+        "name": [s.name for s in text.sources], "start": text.starts,
+        "length": np.asarray(text.lengths, np.int64),
+        "size_bytes": np.asarray([s.size_bytes for s in text.sources], np.int64),
+        "sha256": [s.sha256 for s in text.sources]})
+    return DumpWriter.create(path, header, text.codes, text.ids, sources, points, hidden_size=cfg.hidden_size,
+                             topk=opt.topk, dtype=opt.dtype, compression=opt.compression,
+                             progress=(cfg.num_layers, min(opt.batch_size, len(text.sources))), resume_key=key)
 
 
-def _reopen(partial: Path, key: str):
-    """The .partial of an interrupted dump, checked to be the same work; where it stopped."""
-    try:
-        f = h5py.File(partial, "r+", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=CHUNK_CACHE_SLOTS)
-    except OSError as e:
-        raise RnnvizError(f"cannot resume {partial}: the file is damaged ({str(e).splitlines()[0][:120]}); "
-                          f"start over with --force") from None
-    try:
-        if f.attrs.get("format") != FORMAT or "progress" not in f:
-            raise RnnvizError(f"cannot resume {partial}: expected an unfinished rnnviz dump")
-        if f.attrs.get("resume_key") != key:
-            raise RnnvizError(f"cannot resume {partial}: it was made from a different checkpoint, "
-                              f"text or options; give the same ones, or start over with --force")
-        progress = f["progress"]
-        state = tuple(torch.from_numpy(progress[name][()]) for name in ("h", "c"))
-        return f, int(progress["units_done"][()]), state
-    except BaseException:
-        f.close()
-        raise
-
-
-def _record(f: h5py.File, units: list[Unit], done: int, state, text: _Text, model,
+def _record(f: DumpWriter, units: list[Unit], done: int, state, text: _Text, model,
             points: list[str], opt: DumpOptions) -> bool:
     """A pipeline of threads joined by queues of 2, which bound the memory: this thread
     runs layer 0 over chunk after chunk; one thread per further layer runs its layer on
@@ -406,86 +341,32 @@ def _drain(box: queue.Queue, stop: threading.Event):
 
 def _expand(rec: Recorder, model, text: _Text, unit: Unit, p: Pass, wanted: dict,
             opt: DumpOptions) -> dict:
-    """One chunk's arrays as stored, by dataset path: recorded points and predictions."""
+    """One chunk's arrays as stored, by the writer's names: recorded points and predictions."""
     dtype = getattr(torch, opt.dtype)
     out = {}
     with torch.inference_mode():  # grad mode is per thread
         for layer, kinds in wanted.items():
             for kind, a in rec.expand(p, layer, kinds).items():
                 # Without the kernel, a copy: the recorder reuses its buffers for the next chunk.
-                out[f"states/layer{layer}/{kind}"] = a.to(dtype, copy=rec.kernel is None).numpy()
+                out[point_name(layer, kind)] = a.to(dtype, copy=rec.kernel is None).numpy()
         logp = torch.log_softmax(model.head(p.h[-1]), dim=-1)  # (B, T, V)
         nxt = torch.from_numpy(text.batch(unit)[1])
         loss = -logp.gather(-1, nxt.clamp(min=0)[..., None])[..., 0]
         loss[nxt < 0] = float("nan")
         top = logp.topk(opt.topk, dim=-1)
-        out["predictions/loss"] = loss.numpy()
-        out["predictions/topk_ids"] = top.indices.to(torch.int32).numpy()
-        out["predictions/topk_probs"] = top.values.exp().numpy()
+        out["loss"] = loss.numpy()
+        out["topk_ids"] = top.indices.to(torch.int32).numpy()
+        out["topk_probs"] = top.values.exp().numpy()
     return out
 
 
-def _writer(f: h5py.File, items, text: _Text, bar) -> None:
+def _writer(f: DumpWriter, items, text: _Text, bar) -> None:
     """Write each chunk in order and, every FLUSH_SECONDS, the progress that --resume reads."""
-    flushed, datasets = 0.0, {}  # opening a dataset by path costs ~0.25 ms: once each
+    flushed = 0.0
     for unit, job, (h, c) in items:
         for name, a in job.result().items():
-            if name not in datasets:
-                datasets[name] = (f[name], _direct_ok(f[name]))
-            _write_rows(*datasets[name], a, unit, text)
+            f.write(name, a, text.rows(unit))
         if time.monotonic() - flushed >= FLUSH_SECONDS:
-            progress, lanes = f["progress"], len(unit.lanes)
-            progress["h"][:, :lanes] = h.numpy()
-            progress["c"][:, :lanes] = c.numpy()
-            progress["units_done"][()] = unit.index + 1
-            f.flush()  # the progress on disk never runs ahead of the data
+            f.save_progress(unit.index + 1, h.numpy(), c.numpy())
             flushed = time.monotonic()
         bar.update(sum(n for _, _, n in text.rows(unit)))
-
-
-def _write_rows(ds: h5py.Dataset, direct: bool, a: np.ndarray, unit: Unit, text: _Text) -> None:
-    """Rows of ``a`` (B, T, ...) to their places on the char axis. h5py's low-level write:
-    ``ds[i:j] = x`` costs ~70 us more per call, more than the data when many files run
-    side by side (one union-of-slabs write is slower still). With ``direct``
-    (:func:`_direct_ok`), whole chunks go in directly (:func:`_direct_chunks`)."""
-    file, a = ds.id.get_space(), np.ascontiguousarray(a, dtype=ds.dtype)
-    for row, first, n in text.rows(unit):
-        part = a[row, :n]
-        if direct:
-            # Rows up to the first chunk boundary, whole chunks, then the rest.
-            lo = min(n, -first % CHUNK_ROWS)
-            whole = (n - lo) // CHUNK_ROWS * CHUNK_ROWS
-            if whole:
-                _slab(ds, file, part[:lo], first)
-                _direct_chunks(ds, part[lo:lo + whole], first + lo)
-                _slab(ds, file, part[lo + whole:], first + lo + whole)
-                continue
-        _slab(ds, file, part, first)
-
-
-def _slab(ds: h5py.Dataset, file: h5py.h5s.SpaceID, part: np.ndarray, first: int) -> None:
-    """``part`` to rows ``first`` on, through ``file`` (the dataset's space, reselected)."""
-    if len(part):
-        file.select_hyperslab((first,) + (0,) * (part.ndim - 1), part.shape)
-        ds.id.write(h5py.h5s.create_simple(part.shape), file, part)
-
-
-def _direct_ok(ds: h5py.Dataset) -> bool:
-    """Uncompressed (N, width) states in chunks of CHUNK_ROWS x CHUNK_UNITS that tile the width."""
-    return (ds.ndim == 2 and ds.chunks == (CHUNK_ROWS, CHUNK_UNITS) and ds.compression is None
-            and ds.shape[1] % CHUNK_UNITS == 0)
-
-
-def _direct_chunks(ds: h5py.Dataset, rows: np.ndarray, first: int) -> None:
-    """Whole chunks (``first`` on a chunk boundary, a multiple of CHUNK_ROWS rows) written
-    as they are stored, past HDF5's chunk cache and hyperslab copying, which cost more
-    than the arithmetic when every array is recorded. Nothing else ever writes these
-    chunks (the rows at either end go through :func:`_slab`), so the cache holds no
-    stale copy of them."""
-    width = rows.shape[1]
-    # (chunks along the char axis, chunks along the units, CHUNK_ROWS, CHUNK_UNITS)
-    tiles = rows.reshape(-1, CHUNK_ROWS, width // CHUNK_UNITS, CHUNK_UNITS).transpose(0, 2, 1, 3)
-    tiles = np.ascontiguousarray(tiles)
-    for i in range(tiles.shape[0]):
-        for j in range(tiles.shape[1]):
-            ds.id.write_direct_chunk((first + i * CHUNK_ROWS, j * CHUNK_UNITS), tiles[i, j])

@@ -8,6 +8,7 @@ written ``layer0.c[17]``. In the HDF5 dump a point lives at ``/states/layer0/c``
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from .errors import RnnvizError
 
@@ -82,3 +83,18 @@ def expand_selection(spec: str | None, num_layers: int, layers: list[int] | None
                 raise RnnvizError(f"{item}: the model has layers 0..{num_layers - 1}")
             out.append(item)
     return sorted(set(out), key=lambda p: (parse_point(p)[0], KINDS.index(parse_point(p)[1])))
+
+
+class PointArrays(Mapping):
+    """A mapping from point names to arrays whose last axis is the unit: what ``rnnviz.open``
+    (lazy HDF5 datasets) and ``rnnviz.record`` (tensors) both return."""
+
+    def unit(self, name: str):
+        """One unit's values, e.g. ``"layer1.c[42]"``: the last axis of its point's array."""
+        point, index = parse_unit(name)
+        if point not in self:
+            raise RnnvizError(f"{name}: recorded points are {', '.join(self) or 'none'}, not {point}")
+        a = self[point]
+        if index >= a.shape[-1]:
+            raise RnnvizError(f"{name}: index out of range, {point} has {a.shape[-1]} units")
+        return a[..., index]

@@ -31,7 +31,7 @@ from torch import nn
 
 from .errors import RnnvizError
 from .kernel import kernel_for
-from .names import KINDS, all_points, parse_point, point_name
+from .names import KINDS, PointArrays, all_points, parse_point, point_name
 
 ANCHOR = 128  # steps between exact restarts of the c scan (also the fused call length)
 # With fewer lanes than this the kernel's per-step product is bound by reading the
@@ -328,15 +328,22 @@ class Recorder:
         return out
 
 
-@dataclass
-class Recording:
-    """Recorded points (name -> tensor laid out like the LSTM's output), output and final state."""
+@dataclass(eq=False)
+class Recording(PointArrays):
+    """Recorded points (name -> tensor laid out like the LSTM's output), output and final state.
+    A mapping like the dump ``rnnviz.open`` returns: ``rec["layer1.c"]``, ``rec.unit("layer1.c[42]")``."""
     points: dict[str, torch.Tensor]
     output: torch.Tensor
     state: tuple[torch.Tensor, torch.Tensor]
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.points[name]
+
+    def __iter__(self):
+        return iter(self.points)
+
+    def __len__(self) -> int:
+        return len(self.points)
 
 
 def record(lstm: nn.LSTM, inputs: torch.Tensor, state=None, points: list[str] | None = None,

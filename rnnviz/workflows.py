@@ -172,12 +172,11 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
 
 def _analyzed_unit(path: Path, log) -> str:
     """The unit with the strongest score for DEMO_FEATURE, analysing the dump first if needed."""
-    import h5py
     from .analyze import DEFAULT_MAX_CHARS, analyze_dump
-    from .h5util import read_table
-    with h5py.File(path, "r") as f:
-        ranking = read_table(f["analysis/ranking"]) if "analysis/ranking" in f else None
-        n = len(f["text/codes"])
+    from .dumpfile import open_dump
+    with open_dump(path) as d:
+        ranking = None if d.analysis is None else d.analysis.table("ranking")
+        n = d.n_chars
     if ranking is None or DEMO_FEATURE not in set(ranking["feature"]):
         log(f"rnnviz demo: ranking every unit against the text features (results stored in {path})")
         # Every character of the held-out files (86k); a sample of a long text the user gave.
@@ -192,20 +191,17 @@ def _demo_dump_matches(path: Path, model: Path, sources) -> bool:
         return False
     from .checkpoint import file_sha256
     from .dumpfile import open_dump
-    from .h5util import read_table
     try:
-        with open_dump(path) as f:
-            same_model = f.attrs.get("checkpoint_sha256") == file_sha256(model)
-            table = read_table(f["sources"])
-            return same_model and list(table["sha256"]) == [s.sha256 for s in sources]
+        with open_dump(path) as d:
+            same_model = d.attrs.get("checkpoint_sha256") == file_sha256(model)
+            return same_model and list(d.sources["sha256"]) == [s.sha256 for s in sources]
     except (RnnvizError, OSError, KeyError):
         return False
 
 
 def _made_by_demo(path: Path) -> bool:
-    import h5py
+    from .dumpfile import header_attrs
     try:
-        with h5py.File(path, "r") as f:
-            return str(f.attrs.get("command", "")).startswith("rnnviz demo")
-    except OSError:
+        return str(header_attrs(path).get("command", "")).startswith("rnnviz demo")
+    except (RnnvizError, OSError):
         return False

@@ -12,11 +12,13 @@ from click.testing import CliRunner
 from dumpfactory import write_synthetic_dump
 
 import rnnviz.analyze as analyze_mod
+import rnnviz.dumpfile.analysis as analysis_mod
+import rnnviz.dumpfile.tables as tables_mod
 from rnnviz.analyze import analyze_dump
 from rnnviz.cli import cli
 from rnnviz.errors import RnnvizError
+from rnnviz.dumpfile.tables import read_table
 from rnnviz.features import compute_features, custom_feature
-from rnnviz.h5util import read_table
 
 H = 16
 
@@ -234,13 +236,13 @@ def test_a_failure_while_storing_keeps_the_states_and_the_old_analysis(planted, 
     shutil.copy(planted[0], path)
     analyze_dump(path, features=["depth"])
     before = states_digest(path)
-    real = analyze_mod.write_table
+    real = tables_mod.write_table
 
     def failing(group, name, df):
         if name == "contexts":
             raise OSError("disk full")
         return real(group, name, df)
-    monkeypatch.setattr(analyze_mod, "write_table", failing)
+    monkeypatch.setattr(analysis_mod, "write_table", failing)
     with pytest.raises(OSError, match="disk full"):
         analyze_dump(path, features=["in_string"])
     with h5py.File(path, "r") as f:

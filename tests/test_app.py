@@ -16,16 +16,16 @@ from bokeh.document import Document
 from bokeh.document.events import ColumnDataChangedEvent, ModelChangedEvent
 from bokeh.events import ButtonClick
 
+import rnnviz
 from dumpfactory import write_synthetic_dump
-from rnnviz.app import colours
 from rnnviz.app.document import make_doc
-from rnnviz.app.layout import grid
 from rnnviz.app.search import overlap, runs, units_on
 from rnnviz.app.server import make_server
 from rnnviz.app.store import open_view
 from rnnviz.errors import RnnvizError
 from rnnviz.export import export_span, free_name
-from rnnviz.h5util import write_table
+from rnnviz.render import colours
+from rnnviz.render.layout import grid
 
 H = 8
 WORD = "self"          # layer0.h units 2 and 5 fire together on every char of every "self"
@@ -75,13 +75,10 @@ def add_analysis(path, states, features):
                 sat.append(dict(point=point, layer=layer, gate=kind, index=i,
                                 frac_left=float((values[:, i] < 0.1).mean()),
                                 frac_right=float((values[:, i] > 0.9).mean())))
-    with h5py.File(path, "a") as f:
-        g = f.require_group("analysis")
-        for name, feat in features.items():
-            g.create_dataset(f"features/{name}", data=feat).attrs["kind"] = "continuous"
-        write_table(g, "ranking", pd.DataFrame(rows))
-        write_table(g, "saturation", pd.DataFrame(sat))
-        write_table(g, "contexts", pd.DataFrame(ctx))
+    with rnnviz.open(path, "r+") as d:
+        d.write_analysis(features=[(name, feat, "continuous", "") for name, feat in features.items()],
+                         tables={"ranking": pd.DataFrame(rows), "saturation": pd.DataFrame(sat),
+                                 "contexts": pd.DataFrame(ctx)}, options={})
 
 
 @pytest.fixture

@@ -17,10 +17,12 @@ from rnnviz.checkpoint import save_checkpoint
 from rnnviz.cli import cli
 from rnnviz.dump import DumpOptions, describe_dump, dump, open_dump, plan
 from rnnviz.errors import RnnvizError
-from rnnviz.h5util import json_attr, read_table
+from rnnviz.dumpfile.tables import json_attr, read_table
 from rnnviz.model import CharLSTM, CharLSTMConfig, Vocab
 from rnnviz.names import all_points, h5_path
 from rnnviz.record import record_naive
+
+from dumpfactory import write_synthetic_dump
 
 SOURCE = Path(textwrap.__file__).read_text()
 
@@ -58,7 +60,7 @@ def test_dump_follows_the_documented_layout(ckpt, texts, tmp_path):
     assert result.exit_code == 0, result.output
     assert "2 characters not in the model's vocabulary" in result.stderr
     full = "".join(p.read_text() for p in texts)
-    with open_dump(out) as f:
+    with h5py.File(out, "r") as f:
         a = f.attrs
         assert (a["format"], a["schema_version"], a["complete"]) == ("rnnviz-dump", 1, 1)
         assert (a["n_chars"], a["num_layers"], a["hidden_size"], a["topk"]) == (len(full), 2, 16, 5)
@@ -97,7 +99,7 @@ def each_source_with_reference(ckpt, out):
     model = torch.load(ckpt, weights_only=True)
     net = CharLSTM(CharLSTMConfig(**model["config"]))
     net.load_state_dict(model["state_dict"])
-    with open_dump(out) as f, torch.no_grad():
+    with h5py.File(out, "r") as f, torch.no_grad():
         for row in read_table(f["sources"]).itertuples():
             ids = torch.from_numpy(f["text/ids"][row.start:row.start + row.length].astype(np.int64))
             yield row, f, record_naive(net.lstm, net.embed(ids[None])), ids, net
@@ -148,7 +150,7 @@ def test_record_layers_dtype_and_max_chars(ckpt, texts, tmp_path):
     result = run_cli(ckpt, *texts, "-o", out, "--record", "c,gate_f", "--layers", "1",
                      "--max-chars", "900", "--topk", "3", "--compression", "lzf")
     assert result.exit_code == 0, result.output
-    with open_dump(out) as f:
+    with h5py.File(out, "r") as f:
         assert json_attr(f, "recorded") == ["layer1.c", "layer1.gate_f"]
         assert sorted(f["states"]) == ["layer1"] and sorted(f["states/layer1"]) == ["c", "gate_f"]
         assert f["states/layer1/c"].compression == "lzf"
@@ -208,7 +210,7 @@ def test_existing_target_is_kept_without_force(ckpt, texts, tmp_path):
     _one_line_error(run_cli(ckpt, texts[0], "-o", out), "exists; pass --force")
     assert out.read_bytes() == b"precious"
     assert run_cli(ckpt, texts[0], "-o", out, "--force").exit_code == 0
-    with open_dump(out) as f:
+    with h5py.File(out, "r") as f:
         assert f.attrs["n_chars"] == 700
 
 
@@ -253,7 +255,7 @@ def test_killed_dump_leaves_no_complete_file_and_resume_finishes_it(ckpt, tmp_pa
     assert not partial.exists()
     whole = tmp_path / "whole.h5"
     dump(ckpt, [text], whole, DumpOptions(chunk_chars=chunk, progress=False))
-    with open_dump(out) as a, open_dump(whole) as b:
+    with h5py.File(out, "r") as a, h5py.File(whole, "r") as b:
         names = []
         a.visit(names.append)
         for name in names:
@@ -275,14 +277,14 @@ def test_plan_groups_similar_lengths_and_covers_every_character():
 
 
 def _fake_dump(path, **attrs):
-    with h5py.File(path, "w") as f:
-        f.attrs.update({"format": "rnnviz-dump", "schema_version": 1, "complete": 1, **attrs})
+    write_synthetic_dump(path, "abc\n", {"layer0.c": np.zeros((4, 2), np.float32)}, attrs=attrs,
+                         complete=attrs.pop("complete", 1) == 1)
     return path
 
 
 def test_open_dump_accepts_a_finished_dump(tmp_path):
-    with open_dump(_fake_dump(tmp_path / "ok.h5")) as f:
-        assert f.attrs["format"] == "rnnviz-dump"
+    with open_dump(_fake_dump(tmp_path / "ok.h5")) as d:
+        assert d.attrs["format"] == "rnnviz-dump" and d.text == "abc\n"
 
 
 @pytest.mark.parametrize("attrs, message", [

@@ -7,7 +7,7 @@ from bokeh.layouts import column, row
 from bokeh.models import (Button, CheckboxGroup, Div, NumericInput, Select, Slider, Spinner, TextInput)
 
 from ..names import KINDS, parse_point
-from .colours import SCALES
+from ..render.colours import SCALES
 
 WINDOWS = ("1000", "2000", "5000", "10000")
 DEFAULT_WINDOW = "2000"

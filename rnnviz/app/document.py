@@ -22,7 +22,7 @@ from bokeh.models import Button, CustomJS, DataTable, Div, TabPanel, Tabs
 
 from ..errors import RnnvizError
 from ..names import parse_point, unit_name
-from . import colours
+from ..render import colours
 from .controls import Controls
 from .navigation import Navigator
 from .panels import SIDE_W, ContextsPanel, DiscoverPanel, ExportPanel, RankingPanel, SaturationPanel

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RnnvizError
-from .layout import WRAP, line_start, trim_to_line_end
+from ..render.layout import WRAP, line_start, trim_to_line_end
 from .search import compile_query, find_all
 from .textview import window_data
 

@@ -14,7 +14,7 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from ..names import parse_point
-from .layout import snippet
+from ..render.layout import snippet
 
 SIDE_W = 440
 MAX_RANKED = 500

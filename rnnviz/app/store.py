@@ -13,18 +13,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from ..dumpfile import open_dump
+from ..dumpfile import Dump, open_dump
+from ..dumpfile.reader import check_unit
 from ..errors import RnnvizError
-from ..h5util import json_attr, read_table
-from ..names import h5_path, parse_point, parse_unit
+from ..names import parse_point, parse_unit
 
 # Windows of state blocks kept per process; a 10k-char window of 256 float16 units is 5 MB.
 BLOCK_CACHE_BYTES = 64 << 20
-_REQUIRED = ("text/codes", "predictions/loss", "predictions/topk_ids", "predictions/topk_probs")
 _ANALYSIS_TABLES = ("ranking", "saturation", "contexts")
 
 _VIEWS: dict[str, "DumpView"] = {}
@@ -66,42 +64,29 @@ class DumpView:
 
     # ----- opening and checking
     def _open(self) -> None:
-        f = open_dump(self.path)
+        d = open_dump(self.path)
         try:
-            self._read_header(f)
-        except (KeyError, ValueError, TypeError) as e:
-            f.close()
-            raise RnnvizError(f"{self.path}: damaged dump ({e}); record it again with rnnviz dump") from None
-        except RnnvizError:
-            f.close()
+            self._read_header(d)
+        except BaseException:
+            d.close()
             raise
-        self._file = f
+        self._file = d
 
-    def _read_header(self, f: h5py.File) -> None:
-        for key in _REQUIRED + ("sources",):
-            if key not in f:
-                raise RnnvizError(f"{self.path}: missing /{key}, which every dump has "
-                                  f"(docs/dump-format.md); record it again with rnnviz dump")
-        self.n_chars = int(f["text/codes"].shape[0])
-        self.num_layers = int(f.attrs["num_layers"])
-        self.hidden_size = int(f.attrs["hidden_size"])
-        self.topk = int(f["predictions/topk_ids"].shape[1])
-        self.vocab: list[str] = json_attr(f, "vocab", [])
-        recorded = json_attr(f, "recorded", [])
-        self.points = [p for p in recorded if h5_path(p) in f]
+    def _read_header(self, d: Dump) -> None:
+        self.n_chars, self.num_layers, self.hidden_size = d.n_chars, d.num_layers, d.hidden_size
+        self.topk, self.vocab, self.points, self.dtype = d.topk, d.vocab, d.points, d.dtype
         for point in self.points:
-            shape = f[h5_path(point)].shape
+            shape = d[point].shape
             if shape[0] != self.n_chars or len(shape) != 2:
-                raise RnnvizError(f"{self.path}: {h5_path(point)} has shape {shape}, expected "
+                raise RnnvizError(f"{self.path}: {point} has shape {shape}, expected "
                                   f"({self.n_chars}, {self.hidden_size})")
         if not self.points:
-            raise RnnvizError(f"{self.path}: none of the recorded state arrays {recorded} is in the "
+            raise RnnvizError(f"{self.path}: none of the recorded state arrays {d.recorded} is in the "
                               f"file; record it again with rnnviz dump")
-        if f["predictions/loss"].shape[0] != self.n_chars:
-            raise RnnvizError(f"{self.path}: /predictions/loss has {f['predictions/loss'].shape[0]} "
+        if d.loss.shape[0] != self.n_chars:
+            raise RnnvizError(f"{self.path}: /predictions/loss has {d.loss.shape[0]} "
                               f"rows, expected {self.n_chars}")
-        self.sources = read_table(f["sources"])
-        self.dtype = str(f.attrs.get("dtype", "float32"))
+        self.sources = d.sources
 
     @contextmanager
     def _h5(self):
@@ -117,12 +102,7 @@ class DumpView:
     # ----- units
     def check_unit(self, unit: str) -> tuple[str, int]:
         """'layer1.c[42]' -> ('layer1.c', 42), refusing units this dump does not hold."""
-        point, index = parse_unit(unit)
-        if point not in self.points:
-            raise RnnvizError(f"{unit}: this dump recorded {', '.join(self.points)}, not {point}")
-        if index >= self.hidden_size:
-            raise RnnvizError(f"{unit}: index out of range, the layers have {self.hidden_size} units")
-        return point, index
+        return check_unit(unit, self.points, self.hidden_size)
 
     def check_position(self, pos: int) -> int:
         if not 0 <= pos < self.n_chars:
@@ -140,17 +120,16 @@ class DumpView:
         start, end = max(0, start), min(self.n_chars, end)
         if end <= start:
             return ""
-        with self._h5() as f:
-            codes = f["text/codes"][start:end].astype("<u4")
-        return codes.tobytes().decode("utf-32-le", errors="replace")
+        with self._h5() as d:
+            return d.text_slice(start, end)
 
     def codes(self, start: int, end: int) -> np.ndarray:
-        with self._h5() as f:
-            return f["text/codes"][max(0, start):min(self.n_chars, end)]
+        with self._h5() as d:
+            return d.codes(start, end)
 
     def block(self, point: str, start: int, end: int) -> np.ndarray:
         """(T, H) states of ``point`` for chars [start, end), as stored (float16/32); cached."""
-        return self._cached((point, start, end), lambda f: f[h5_path(point)][start:end])
+        return self._cached((point, start, end), lambda d: d[point][start:end])
 
     def values(self, point: str, index: int, start: int, end: int) -> np.ndarray:
         """(T,) float32 values of one unit over chars [start, end).
@@ -163,11 +142,11 @@ class DumpView:
             whole = self._blocks.get(key)
             if whole is not None:
                 return whole[:, index].astype(np.float32)
-            with self._h5() as f:
-                ds = f[h5_path(point)]
+            with self._h5() as d:
+                ds = d[point]
                 width = ds.chunks[1] if ds.chunks else ds.shape[1]
             lo = index // width * width
-            slab = self._cached((point, start, end, lo), lambda f: f[h5_path(point)][start:end, lo:lo + width])
+            slab = self._cached((point, start, end, lo), lambda d: d[point][start:end, lo:lo + width])
             return slab[:, index - lo].astype(np.float32)
 
     def _cached(self, key, read) -> np.ndarray:
@@ -177,8 +156,8 @@ class DumpView:
             if hit is not None:
                 self._blocks.move_to_end(key)
                 return hit
-            with self._h5() as f:
-                arr = read(f)
+            with self._h5() as d:
+                arr = read(d)
             self._blocks[key] = arr
             while sum(a.nbytes for a in self._blocks.values()) > BLOCK_CACHE_BYTES and len(self._blocks) > 1:
                 self._blocks.popitem(last=False)
@@ -186,9 +165,8 @@ class DumpView:
 
     def predictions(self, start: int, end: int):
         """loss (T,), top-k ids (T, K) and probabilities (T, K) for chars [start, end)."""
-        with self._h5() as f:
-            return (f["predictions/loss"][start:end], f["predictions/topk_ids"][start:end],
-                    f["predictions/topk_probs"][start:end])
+        with self._h5() as d:
+            return d.loss[start:end], d.topk_ids[start:end], d.topk_probs[start:end]
 
     def iter_text(self, chunk: int = 1 << 20, overlap: int = 0):
         """Yield (start, text) pieces covering the text; consecutive pieces share ``overlap`` chars."""
@@ -201,8 +179,8 @@ class DumpView:
     def iter_point(self, point: str, chunk: int = 1 << 16):
         """Yield (start, (T, H) block) over the whole dump, without caching the blocks."""
         for pos in range(0, self.n_chars, chunk):
-            with self._h5() as f:
-                block = f[h5_path(point)][pos:pos + chunk]
+            with self._h5() as d:
+                block = d[point][pos:pos + chunk]
             yield pos, block
 
     # ----- analysis
@@ -211,16 +189,16 @@ class DumpView:
         """The /analysis group's tables (read once per process), or None before ``rnnviz analyze``."""
         with self._lock:
             if self._analysis is False:
-                with self._h5() as f:
-                    self._analysis = _read_analysis(f)
+                with self._h5() as d:
+                    self._analysis = _read_analysis(d)
             return self._analysis
 
     def feature(self, name: str, start: int, end: int) -> np.ndarray:
-        with self._h5() as f:
-            key = f"analysis/features/{name}"
-            if key not in f:
+        with self._h5() as d:
+            ds = None if d.analysis is None else d.analysis.feature(name)
+            if ds is None:
                 raise RnnvizError(f"{self.name}: no feature {name!r} in the analysis")
-            return f[key][start:end].astype(np.float32)
+            return ds[start:end].astype(np.float32)
 
     def unit_rows(self, table: str, unit: str) -> pd.DataFrame:
         """The rows of analysis table ``table`` (ranking, contexts) about ``unit``, in table order."""
@@ -265,18 +243,12 @@ class DumpView:
                 self._open()
 
 
-def _read_analysis(f: h5py.File) -> Analysis | None:
-    if "analysis" not in f:
+def _read_analysis(d: Dump) -> Analysis | None:
+    g = d.analysis
+    if g is None:
         return None
-    g = f["analysis"]
-    tables = {name: read_table(g[name]) for name in _ANALYSIS_TABLES
-              if name in g and "columns" in g[name].attrs}
-    features = {}
-    if "features" in g:
-        for name, ds in g["features"].items():
-            kind = ds.attrs.get("kind", "continuous")
-            features[name] = kind.decode() if isinstance(kind, bytes) else str(kind)
-    analysis = Analysis(features=features, **tables)
+    tables = {name: g.table(name) for name in _ANALYSIS_TABLES}
+    analysis = Analysis(features=g.feature_kinds, **tables)
     if analysis.ranking is not None:
         analysis.ranking = _with_unit_columns(analysis.ranking)
     return analysis

@@ -14,8 +14,8 @@ from bokeh.core.properties import value
 from bokeh.plotting import figure
 from bokeh.transform import dodge
 
-from . import colours
-from .layout import WRAP, described, grid, is_whitespace_mark, predictions_text, shown
+from ..render import colours
+from ..render.layout import WRAP, described, grid, is_whitespace_mark, predictions_text, shown
 
 CELL_W, CELL_H = 9, 18        # pixels per character cell
 ROWS_VISIBLE = 32             # rows shown at once; the wheel scrolls through the rest of the window

@@ -1,4 +1,4 @@
-"""Small HDF5 helpers shared by the dump writer, the analyzer and the app.
+"""Tables and JSON attributes in a dump (part of rnnviz.dumpfile; nothing else touches HDF5).
 
 A *table* is a group of equal-length 1-D column datasets with attribute
 ``rnnviz_table = 1`` and ``columns`` (their order); strings are UTF-8. Anyone can
