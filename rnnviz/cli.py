@@ -278,3 +278,39 @@ def demo(texts, output, port, host, no_browser, encoding, errors):
     from .workflows import demo as run_demo
     run_demo(list(texts) or None, output, port=port, host=host, open_browser=not no_browser,
              log=lambda m: click.echo(m, err=True), encoding=encoding, errors=errors)
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@click.argument("train_texts", type=click.Path(path_type=str))
+@click.argument("held_out", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="An error is a character the model gives a probability below this.")
+@click.option("--order", type=int, default=9, show_default=True, help="Highest n-gram order tried (1..N).")
+@click.option("--memory-context", type=int, default=4, show_default=True,
+              help="Characters of context a repeated substring needs to count as dynamic memory.")
+@click.option("--rare-count", type=int, default=5, show_default=True,
+              help="A word seen fewer times than this in TRAIN_TEXTS is rare.")
+@click.option("-o", "--csv", "csv_path", help="Write the breakdown table as CSV.")
+@click.option("--long-range", "long_range_csv", help="Write one row per closing bracket/quote as CSV.")
+@click.option("--plot", help="Write the long-range plot as a standalone (offline) HTML file.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto is CUDA when torch sees a GPU.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@_ENCODING
+@_ERRORS
+@user_errors
+def errors(checkpoint, train_texts, held_out, threshold, order, memory_context, rare_count, csv_path,
+           long_range_csv, plot, device, force, encoding, errors):
+    """Why the model errs on HELD_OUT (Karpathy et al. 2015): n-gram, dynamic memory, rare
+    word, word-initial, punctuation or other; and the long-range test for closing brackets
+    and quotes, model against an n-gram fitted on TRAIN_TEXTS.
+
+    TRAIN_TEXTS is a file or folder (held-out files inside it are left out), or @checkpoint:
+    the files the checkpoint was trained on, re-read and checked against their hashes.
+    """
+    from .errors_breakdown import ErrorOptions, errors_command
+    errors_command(checkpoint, [train_texts], list(held_out),
+                   ErrorOptions(threshold, order, memory_context, rare_count), csv=csv_path,
+                   long_range_csv=long_range_csv, plot=plot, force=force, device=device,
+                   encoding=encoding, errors=errors, echo=click.echo)
