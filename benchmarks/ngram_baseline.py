@@ -1,5 +1,6 @@
-"""A character n-gram baseline (interpolated Witten-Bell) on the stdlib preset's split,
-beside the shipped model's validation loss on the same held-out files.
+"""A character n-gram baseline (interpolated Witten-Bell, rnnviz.ngram) on the stdlib
+preset's split, beside the shipped model's validation loss on the same held-out files;
+with the n-gram's fit time, table size and this process's peak memory.
 
     python benchmarks/ngram_baseline.py [--order 5] [--quick]
 
@@ -10,47 +11,14 @@ import json
 import math
 import sys
 import time
-from collections import Counter, defaultdict
 
 import torch
 
+from common import peak_rss_bytes
+from rnnviz.ngram import NGramModel
 from rnnviz.presets import stdlib_files
 from rnnviz.shipped import shipped_model_path
 from rnnviz.text import read_sources
-
-
-class WittenBell:
-    """P(c | h) = (C(hc) + T(h) P(c | h')) / (C(h) + T(h)), T(h) = distinct followers of h."""
-
-    def __init__(self, text: str, order: int, alphabet: int):
-        self.order, self.alphabet = order, alphabet
-        self.grams = [Counter() for _ in range(order)]  # grams[k]: a k-char context followed by one char
-        self.ctx_total = [defaultdict(int) for _ in range(order + 1)]
-        self.ctx_types = [defaultdict(int) for _ in range(order + 1)]
-        for k in range(order):                                # context length k = 0 .. order-1
-            grams = Counter(text[i - k:i + 1] for i in range(k, len(text)))
-            self.grams[k] = grams
-            for g, n in grams.items():
-                self.ctx_total[k][g[:-1]] += n
-                self.ctx_types[k][g[:-1]] += 1
-
-    def prob(self, history: str, c: str) -> float:
-        p = 1.0 / self.alphabet
-        for k in range(self.order):
-            if k > len(history):
-                break
-            h = history[len(history) - k:] if k else ""
-            total = self.ctx_total[k].get(h, 0)
-            if total == 0:
-                continue
-            types = self.ctx_types[k][h]
-            p = (self.grams[k].get(h + c, 0) + types * p) / (total + types)
-        return p
-
-    def bits_per_char(self, text: str) -> float:
-        span = self.order - 1
-        return -sum(math.log2(self.prob(text[max(0, i - span):i], text[i]))
-                    for i in range(len(text))) / len(text)
 
 
 def model_bits_per_char(path, text: str) -> float:
@@ -74,21 +42,24 @@ def main():
     train_text = "".join(s.text for s in read_sources([str(f) for f in train_files]))
     test_sources = read_sources([str(f) for f in heldout])
     t0 = time.perf_counter()
-    alphabet = len(set(train_text)) + 1
-    lm = WittenBell(train_text, args.order, alphabet)
+    lm = NGramModel.fit(train_text, args.order)
+    fit_seconds = time.perf_counter() - t0
     # Each held-out file is scored on its own, as the model sees it from a fresh state.
-    total_bits = sum(lm.bits_per_char(s.text) * len(s.text) for s in test_sources)
     n = sum(len(s.text) for s in test_sources)
-    ngram_bpc = total_bits / n
+    ngram_bpc = lm.bits_per_char([s.text for s in test_sources])
     model_bits = sum(model_bits_per_char(shipped_model_path(), s.text) * (len(s.text) - 1)
                      for s in test_sources) / sum(len(s.text) - 1 for s in test_sources)
     figures = {"order": args.order, "train_chars": len(train_text), "heldout_chars": n,
                "heldout_files": [f.name for f in heldout],
                "ngram_bits_per_char": round(ngram_bpc, 4), "model_bits_per_char": round(model_bits, 4),
                "model_over_ngram": round(model_bits / ngram_bpc, 3),
+               "fit_seconds": round(fit_seconds, 1), "table_mb": round(lm.nbytes() / 1e6, 1),
+               "peak_rss_gb": round(peak_rss_bytes() / 1e9, 2),
                "seconds": round(time.perf_counter() - t0, 1)}
-    print(f"{args.order}-gram Witten-Bell : {ngram_bpc:.3f} bits/char on {n:,} held-out chars", file=sys.stderr)
+    print(f"{args.order}-gram Witten-Bell: {ngram_bpc:.3f} bits/char on {n:,} held-out chars", file=sys.stderr)
     print(f"shipped LSTM        : {model_bits:.3f} bits/char", file=sys.stderr)
+    print(f"n-gram fit {fit_seconds:.1f} s, tables {lm.nbytes() / 1e6:.0f} MB, "
+          f"peak memory {peak_rss_bytes() / 1e9:.2f} GB", file=sys.stderr)
     print(json.dumps(figures))
 
 

@@ -215,19 +215,22 @@ def error_breakdown(model, vocab, train_texts: list[str], sources: list[tuple[st
     return Breakdown(summarize(codes_all), codes_all, pm_all, pn_all, long_range(pairs, pm_all, pn_all))
 
 
-def long_range_figure(summary: pd.DataFrame, title: str = "Closing characters: P(truth) against distance"):
+def long_range_figure(summary: pd.DataFrame, min_count: int = 5):
     """A Bokeh layout, one panel per kind: mean P(truth) of the model and the n-gram per
-    distance bin (x = the bin's lower edge, log scale)."""
+    distance bin (x = the bin's lower edge, log scale); bins of fewer than ``min_count``
+    closings are left out."""
     from bokeh.layouts import gridplot
     from bokeh.models import ColumnDataSource
     from bokeh.plotting import figure
     panels = []
+    summary = summary[summary["n"] >= min_count]
     for kind in [k for k in (")", "]", "}", "quote") if k in set(summary["kind"])]:
         rows = summary[summary["kind"] == kind].copy()
         rows["x"] = [int(label.split("-")[0].rstrip("+")) for label in rows["distance_bin"]]
         src = ColumnDataSource(rows)
-        fig = figure(title=f"{kind!s}" if kind == "quote" else f"'{kind}'", x_axis_type="log",
-                     width=360, height=260, y_range=(0, 1), x_axis_label="distance to the opening char",
+        title = "closing quote" if kind == "quote" else f"'{kind}'"
+        fig = figure(title=f"{title} (bins of >= {min_count})", x_axis_type="log",
+                     width=360, height=260, x_range=(0.8, 400), y_range=(0, 1), x_axis_label="distance to the opening char",
                      y_axis_label="mean P(truth)", tools="hover,save",
                      tooltips=[("distance", "@distance_bin"), ("closings", "@n"),
                                ("model", "@model_p{0.000}"), ("n-gram", "@ngram_p{0.000}")])
@@ -236,7 +239,7 @@ def long_range_figure(summary: pd.DataFrame, title: str = "Closing characters: P
         fig.line("x", "ngram_p", source=src, color="#D55E00", line_width=2, line_dash="dashed",
                  legend_label="n-gram")
         fig.scatter("x", "ngram_p", source=src, color="#D55E00", size=6, marker="square")
-        fig.legend.location = "bottom_left"
+        fig.legend.location = "top_right"
         panels.append(fig)
     return gridplot(panels, ncols=2, toolbar_location="right")
 
