@@ -230,7 +230,8 @@ def long_range_figure(summary: pd.DataFrame, min_count: int = 5):
         src = ColumnDataSource(rows)
         title = "closing quote" if kind == "quote" else f"'{kind}'"
         fig = figure(title=f"{title} (bins of >= {min_count})", x_axis_type="log",
-                     width=360, height=260, x_range=(0.8, 400), y_range=(0, 1), x_axis_label="distance to the opening char",
+                     width=360, height=260, x_range=(0.8, 400), y_range=(0, 1),
+                     x_axis_label="distance to the opening char",
                      y_axis_label="mean P(truth)", tools="hover,save",
                      tooltips=[("distance", "@distance_bin"), ("closings", "@n"),
                                ("model", "@model_p{0.000}"), ("n-gram", "@ngram_p{0.000}")])
