@@ -10,13 +10,17 @@ in one run, best of a few interleaved repeats (the machine is shared):
   (b) a naive per-step Python loop recording everything (record.record_naive + head),
       timed on a prefix of the text;
   (c) rnnviz.dump.dump end to end (checkpoint load, text read, every array, float16,
-      file written), as `rnnviz dump` runs it on a machine where the compiled recording
-      kernel is built (this script builds it first and reports how long that took);
-      the full run also times (c) without the kernel (--kernel off), for comparison.
+      file written), as `rnnviz dump` runs it by default (--kernel auto) on a machine
+      where the compiled recorder was built on request (this script builds it first,
+      as `rnnviz kernel --build` does, and reports how long that took and the speed-up
+      it measured); the backend that ran is named with each figure. The full run also
+      times (c) with pure PyTorch (--kernel off), for comparison.
       Each timed dump starts after the previous one's file is deleted and written back
       to disk (os.sync, untimed), as a user's single dump would find the machine.
 
-Prints chars/s, the ratios c/a and c/b and the file's bytes per character. ``--memory``
+Prints the CPU and its vector flags, chars/s, the ratios c/a and c/b and the file's
+bytes per character. RNNVIZ_KERNEL_FLAGS builds the kernel with other compiler flags
+(e.g. "-O3 -ffast-math -mavx2 -mfma -mf16c": the code a CPU without AVX-512 runs). ``--memory``
 also dumps 100k and 1M characters (2x256, every array) in subprocesses and reports
 each one's peak RSS (VmHWM: a forked child's ru_maxrss would include its parent's).
 The last line is one JSON object with every figure.
@@ -40,9 +44,9 @@ import torch
 from common import peak_rss_bytes
 from rnnviz.checkpoint import save_checkpoint
 from rnnviz.dump import DumpOptions, _Text, dump, plan
-from rnnviz.kernel import is_built, load_kernel
+from rnnviz.kernel import build_kernel, build_record, cpu, vector_flags
 from rnnviz.model import CharLSTM, CharLSTMConfig, Vocab
-from rnnviz.record import record_naive
+from rnnviz.recording import record_naive
 from rnnviz.text import read_sources, stdlib_dir
 
 
@@ -140,6 +144,7 @@ def measure(layers: int, hidden: int, files: list[Path], work: Path, repeats: in
             settle(out)
             result = dump(ckpt, files, out, DumpOptions(force=True, progress=False, threads=t))
             best[f"c_{t}"] = min(best.get(f"c_{t}", 1e9), result.seconds)
+            backend = result.backend
     if compare_pytorch:
         settle(out)
         result = dump(ckpt, files, out, DumpOptions(force=True, progress=False, kernel="off"))
@@ -150,7 +155,8 @@ def measure(layers: int, hidden: int, files: list[Path], work: Path, repeats: in
     b = b_chars / b_seconds
     fig = {"chars": n, "files": len(files), "a_chars_per_s": a, "a_1thread": n / best["a_1"],
            "a_2threads": n / best["a_2"], "b_chars_per_s": b, "c_chars_per_s": c,
-           "c_over_a": c / a, "c_over_b": c / b, "bytes_per_char": out.stat().st_size / n}
+           "c_over_a": c / a, "c_over_b": c / b, "bytes_per_char": out.stat().st_size / n,
+           "c_backend": backend}
     for t in threads:
         fig[f"c_{t}thread{'s' if t > 1 else ''}"] = n / best[f"c_{t}"]
     if compare_pytorch:
@@ -186,12 +192,21 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default; "
           f"chars/s, best of {repeats}", flush=True)
     figures: dict = {}
-    already, start = is_built(), time.perf_counter()
-    if load_kernel(build=True) is None:
-        print("the recording kernel could not be built: (c) is the pure-PyTorch path", flush=True)
-    figures["kernel_build_seconds"] = 0.0 if already else time.perf_counter() - start
-    print(f"recording kernel: {'already built' if already else 'built in %.1f s' % figures['kernel_build_seconds']}",
-          flush=True)
+    print(f"CPU: {cpu().partition(' | ')[0]}, {os.cpu_count()} cores; vector flags: {vector_flags()}", flush=True)
+    figures["cpu"], figures["vector_flags"] = cpu().partition(" | ")[0], vector_flags()
+    already, start = build_record(), time.perf_counter()
+    if already is None or already["status"] != "built":
+        build_kernel(retry=True)
+    record = build_record()
+    if record["status"] != "built":
+        print(f"the recording kernel could not be built ({record['error']}): (c) is pure PyTorch", flush=True)
+    else:
+        figures["kernel_build_seconds"] = record["build_seconds"]
+        figures["kernel_flags"] = " ".join(record["flags"])
+        figures["kernel_speedup_at_build"] = record["speedup"]
+        print(f"recording kernel: {'already built' if already and already['status'] == 'built' else 'built'} in {record['build_seconds']:.0f} s "
+              f"with {' '.join(record['flags'])}; measured {record['speedup']:.2f}x pure PyTorch "
+              f"({record['timings']})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for layers, hidden in models:
@@ -205,7 +220,8 @@ def main() -> None:
                       f"(a) plain {fig['a_chars_per_s']:>8,.0f} (1 thr {fig['a_1thread']:,.0f}, "
                       f"2 thr {fig['a_2threads']:,.0f})  (b) naive {fig['b_chars_per_s']:>7,.0f}  "
                       f"(c) dump {fig['c_chars_per_s']:>8,.0f}  c/a {fig['c_over_a']:.2f}  "
-                      f"c/b {fig['c_over_b']:.1f}  {fig['bytes_per_char']:,.0f} bytes/char"
+                      f"c/b {fig['c_over_b']:.1f}  {fig['bytes_per_char']:,.0f} bytes/char  "
+                      f"backend {fig['c_backend']}"
                       + (f"  (without the kernel {fig['c_without_kernel']:,.0f})" if "c_without_kernel" in fig else ""),
                       flush=True)
         if args.memory:
@@ -215,7 +231,8 @@ def main() -> None:
                 figures[f"peak_rss_bytes_{n}"] = int(proc.stdout.split()[-1])
                 print(f"peak RSS dumping {n:>9,} chars (2x256, every array): "
                       f"{figures[f'peak_rss_bytes_{n}'] / 2**20:,.0f} MiB", flush=True)
-    print(json.dumps({k: ({kk: round(vv, 3) for kk, vv in v.items()} if isinstance(v, dict) else v)
+    print(json.dumps({k: ({kk: round(vv, 3) if isinstance(vv, float) else vv for kk, vv in v.items()}
+                          if isinstance(v, dict) else v)
                       for k, v in figures.items()}))
 
 

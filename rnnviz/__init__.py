@@ -15,6 +15,6 @@ def open(path, mode: str = "r"):
 def __getattr__(name):
     # rnnviz.record(lstm, inputs): imported on first use so that `import rnnviz` stays light.
     if name == "record":
-        import importlib
-        return importlib.import_module(".record", __name__)
+        from .recording import record
+        return record
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,7 @@ failures into a one-line error and a non-zero exit."""
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 
 import click
@@ -46,7 +47,19 @@ def cli():
     """
 
 
+class _NoteFormatter(logging.Formatter):
+    """The library's log records as the CLI shows them: ``note: ...`` / ``warning: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "note" if record.levelno < logging.WARNING else record.levelname.lower()
+        return f"{prefix}: {record.getMessage()}"
+
+
 def main():
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_NoteFormatter())
+    logging.getLogger("rnnviz").addHandler(handler)
+    logging.getLogger("rnnviz").setLevel(logging.INFO)
     cli(prog_name="rnnviz")
 
 
@@ -142,8 +155,8 @@ def sample(checkpoint, length, temperature, prime, seed, argmax):
               help="Characters per recorded chunk (bounds memory).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per pipeline stage.")
 @click.option("--kernel", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="The compiled recording kernel (about 2x faster; built once per machine in about "
-                   "30 s): auto builds it for 1M+ chars and uses it once built; on builds it now; off: pure PyTorch.")
+              help="The compiled recorder (see `rnnviz kernel`): auto uses it where it is built and measured at "
+                   "least 1.15x pure PyTorch here; on builds it if need be and uses it; off: pure PyTorch.")
 @click.option("--force", is_flag=True, help="Overwrite an existing dump (or discard an unfinished one).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted dump OUTPUT.partial.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -167,12 +180,26 @@ def dump(checkpoint, texts, output, record_spec, layers, dtype, compression, max
                           errors=errors, batch_size=batch_size, chunk_chars=chunk_chars, threads=threads,
                           kernel=kernel, progress=not quiet, command=_given_command("dump", checkpoint, *texts))
     result = run_dump(checkpoint, list(texts), output, options)
+    from .kernel import why
     click.echo(f"wrote {result.path}: {result.n_chars:,} chars, {result.size_bytes / result.n_chars:,.0f} "
-               f"bytes/char, {result.n_chars / result.seconds:,.0f} chars/s", err=True)
-    from .kernel import disabled
-    if not result.kernel and kernel == "auto" and result.n_chars >= 100_000 and not disabled():
-        click.echo("note: recorded with pure PyTorch; `--kernel on` builds the recording kernel "
-                   "(once, about 30 s), which records about twice as fast", err=True)
+               f"bytes/char, {result.n_chars / result.seconds:,.0f} chars/s with "
+               f"{why(kernel, result.backend == 'kernel')}", err=True)
+
+
+@cli.command()
+@click.option("--build", is_flag=True, help="Compile it now (again, if it failed before) and time it.")
+@user_errors
+def kernel(build):
+    """The compiled recorder: whether it is built here, and how fast it is.
+
+    It is built only on request, here or by `rnnviz dump --kernel on` (a C++ compiler and
+    ninja; 30 s to a few minutes), then timed against pure PyTorch on this machine;
+    `--kernel auto` uses it where it measured at least 1.15x.
+    """
+    from .kernel import build_kernel, describe
+    if build:
+        build_kernel(retry=True)
+    click.echo(describe())
 
 
 def _given_command(*arguments: str) -> str:

@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .backends import make_backend
+from .backends.pytorch import ANCHOR
 from .checkpoint import load_checkpoint, versions
 from .dumpfile import DumpWriter, describe_dump, open_dump
 from .errors import RnnvizError
 from .names import expand_selection, parse_point, point_name
-from .record import ANCHOR, Pass, Recorder
 from .text import read_sources
 
 PLAN_VERSION = 2  # in the resume key: a .partial made under another plan is not resumed
@@ -52,7 +53,7 @@ class DumpOptions:
     chunk_chars: int = 4096           # characters per chunk: bounds memory, unit of resume
     threads: int = 1                  # torch threads per pipeline thread (2 thrash a busy machine)
     workers: int = 2                  # threads expanding chunks (gates, c) while the next one runs
-    kernel: str = "auto"              # the compiled recording kernel: auto, on or off (rnnviz.kernel)
+    kernel: str = "auto"              # the compiled recorder: auto (if built and it pays), on, off (rnnviz.kernel)
     progress: bool = True             # tqdm bar (chars/s) on stderr
     command: str = ""                 # the command line, stored in the file
 
@@ -81,7 +82,7 @@ class DumpResult:
     unknown_chars: int
     seconds: float
     size_bytes: int
-    kernel: bool = False  # recorded with the compiled kernel (else pure PyTorch)
+    backend: str = "pytorch"  # the recorder that ran: "kernel" (compiled) or "pytorch" (rnnviz.backends)
 
 
 def plan(lengths: list[int], batch_size: int, chunk_chars: int, anchor: int = ANCHOR) -> list[Unit]:
@@ -143,7 +144,7 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     torch.set_num_threads(max(1, opt.threads))
     try:
         with torch.inference_mode():
-            used_kernel = _record(f, units, done, state, text, ckpt.model, points, opt)
+            backend = _record(f, units, done, state, text, ckpt.model, points, opt)
         f.finish(target)
     except BaseException:
         f.close()
@@ -152,7 +153,7 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     finally:
         torch.set_num_threads(threads)
     return DumpResult(target, text.n, text.unknown, time.perf_counter() - started,
-                      target.stat().st_size, used_kernel)
+                      target.stat().st_size, backend)
 
 
 def _target(texts: list, out, opt: DumpOptions) -> Path:
@@ -233,22 +234,24 @@ def _create(path: Path, key: str, points: list[str], text: _Text, ckpt, checkpoi
 
 
 def _record(f: DumpWriter, units: list[Unit], done: int, state, text: _Text, model,
-            points: list[str], opt: DumpOptions) -> bool:
+            points: list[str], opt: DumpOptions) -> str:
     """A pipeline of threads joined by queues of 2, which bound the memory: this thread
     runs layer 0 over chunk after chunk; one thread per further layer runs its layer on
     each chunk the layer below has finished (a wavefront: on a busy layer-0 thread the
-    other layers cost no time); a pool of ``opt.workers`` threads expands each chunk
-    (gates, c, predictions, storage dtype); a writer thread writes them in order."""
+    other layers cost no time); a pool of ``opt.workers`` threads gets each chunk's
+    arrays (the time-parallel part of the pure-PyTorch backend) and predictions; a writer
+    thread writes them in order. Returns the backend's name."""
     from tqdm import tqdm
-    rec = Recorder(model.lstm, reuse_buffers=True, kernel=opt.kernel, job_steps=text.n,
-                   dtype=getattr(torch, opt.dtype))
+    backend = make_backend(model.lstm, kernel=opt.kernel, embedding=model.embed.weight,
+                           dtype=getattr(torch, opt.dtype), reuse_buffers=True)
+    layers = backend.num_layers
     wanted: dict[int, list[str]] = {}
     for point in points:
         layer, kind = parse_point(point)
         wanted.setdefault(layer, []).append(kind)
     failure: list[BaseException] = []
     stop = threading.Event()
-    inbox = [queue.Queue(maxsize=2) for _ in range(rec.num_layers)]  # chunks for layer l (l >= 1)
+    inbox = [queue.Queue(maxsize=2) for _ in range(layers)]  # chunks for layer l (l >= 1)
     todo = queue.Queue(maxsize=2)  # for the writer
     pool = ThreadPoolExecutor(max_workers=max(1, opt.workers), thread_name_prefix="rnnviz-expand")
     chars_done = sum(n for u in units[:done] for _, _, n in text.rows(u))
@@ -256,43 +259,32 @@ def _record(f: DumpWriter, units: list[Unit], done: int, state, text: _Text, mod
                disable=not opt.progress, desc="dump", smoothing=0.1)
 
     def stage(layer: int, chunks) -> None:
-        """Run ``layer`` on each (unit, pass) in order, carrying this layer's state."""
+        """Run ``layer`` on each (unit, runs so far) in order, carrying this layer's state."""
         carried = None if state is None else (state[0][layer], state[1][layer])
         before = units[done - 1] if done else None
-        for unit, p in chunks:
-            rec.run_layer(p, layer, unit.carry(carried, before))
-            carried, before = (p.hn[layer], p.cn[layer]), unit
-            if rec.wants_projection(p, layer + 1):
-                # Here, not in the next layer's thread, which has the longer step.
-                p.xw[layer + 1] = rec.project(p.h[layer], layer + 1)
-            if layer + 1 < rec.num_layers:
-                sent = _put(inbox[layer + 1], (unit, p), stop)
+        for unit, runs in chunks:
+            below = runs[-1] if runs else torch.from_numpy(text.batch(unit)[0])
+            runs.append(backend.layer(layer, below, unit.carry(carried, before)))
+            carried, before = runs[-1].state, unit
+            if layer + 1 < layers:
+                sent = _put(inbox[layer + 1], (unit, runs), stop)
             else:
-                job = pool.submit(_expand, rec, model, text, unit, p, wanted, opt)
-                sent = _put(todo, (unit, job, p.state), stop)
+                job = pool.submit(_expand, model, text, unit, runs, wanted, opt)
+                state_after = tuple(torch.stack([r.state[k] for r in runs]) for k in (0, 1))
+                sent = _put(todo, (unit, job, state_after), stop)
             if not sent:
                 return
-        _put(inbox[layer + 1] if layer + 1 < rec.num_layers else todo, None, stop)
-
-    rec.set_embedding(model.embed.weight)  # the kernel looks up layer 0's input term by id
-
-    def chunks():
-        for unit in units[done:]:
-            ids = torch.from_numpy(text.batch(unit)[0])
-            if rec.table is not None:
-                yield unit, Pass(x=None, ids=ids)
-            else:
-                yield unit, Pass(x=rec.check_input(model.embed(ids)))
+        _put(inbox[layer + 1] if layer + 1 < layers else todo, None, stop)
 
     threads = [threading.Thread(target=_guarded, daemon=True, args=(stage, failure, stop, layer,
                                                                     _drain(inbox[layer], stop)))
-               for layer in range(1, rec.num_layers)]
+               for layer in range(1, layers)]
     threads.append(threading.Thread(target=_guarded, daemon=True,
                                     args=(_writer, failure, stop, f, _drain(todo, stop), text, bar)))
     for thread in threads:
         thread.start()
     try:
-        stage(0, chunks())
+        stage(0, ((unit, []) for unit in units[done:]))
         threads[-1].join()
     finally:
         stop.set()
@@ -303,7 +295,7 @@ def _record(f: DumpWriter, units: list[Unit], done: int, state, text: _Text, mod
         bar.close()
     if failure:
         raise failure[0]
-    return rec.kernel is not None
+    return backend.name
 
 
 def _guarded(fn, failure: list, stop: threading.Event, *args) -> None:
@@ -339,17 +331,14 @@ def _drain(box: queue.Queue, stop: threading.Event):
         yield item
 
 
-def _expand(rec: Recorder, model, text: _Text, unit: Unit, p: Pass, wanted: dict,
-            opt: DumpOptions) -> dict:
+def _expand(model, text: _Text, unit: Unit, runs: list, wanted: dict, opt: DumpOptions) -> dict:
     """One chunk's arrays as stored, by the writer's names: recorded points and predictions."""
-    dtype = getattr(torch, opt.dtype)
     out = {}
     with torch.inference_mode():  # grad mode is per thread
         for layer, kinds in wanted.items():
-            for kind, a in rec.expand(p, layer, kinds).items():
-                # Without the kernel, a copy: the recorder reuses its buffers for the next chunk.
-                out[point_name(layer, kind)] = a.to(dtype, copy=rec.kernel is None).numpy()
-        logp = torch.log_softmax(model.head(p.h[-1]), dim=-1)  # (B, T, V)
+            for kind, a in runs[layer].points(kinds).items():
+                out[point_name(layer, kind)] = a.numpy()
+        logp = torch.log_softmax(model.head(runs[-1].h), dim=-1)  # (B, T, V)
         nxt = torch.from_numpy(text.batch(unit)[1])
         loss = -logp.gather(-1, nxt.clamp(min=0)[..., None])[..., 0]
         loss[nxt < 0] = float("nan")

@@ -8,10 +8,11 @@ sys.path.insert(0, str(Path(__file__).parent))  # for tests/dumpfactory.py
 
 @pytest.fixture(scope="session", autouse=True)
 def recording_kernel():
-    """Built once up front, so that every test records as a user's machine does once it
-    has the kernel ("auto" uses a built one); tests of the fallback turn it off."""
-    from rnnviz.kernel import load_kernel
-    return load_kernel(build=True)
+    """The compiled recorder, built once up front (the first run on a machine: 30-300 s)
+    as `--kernel on` builds it; None where it cannot be built. Tests of both backends
+    choose theirs explicitly."""
+    from rnnviz.kernel import kernel_for
+    return kernel_for("on")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from rnnviz.errors import RnnvizError
 from rnnviz.dumpfile.tables import json_attr, read_table
 from rnnviz.model import CharLSTM, CharLSTMConfig, Vocab
 from rnnviz.names import all_points, h5_path
-from rnnviz.record import record_naive
+from rnnviz.recording import record_naive
 
 from dumpfactory import write_synthetic_dump
 
@@ -59,6 +59,7 @@ def test_dump_follows_the_documented_layout(ckpt, texts, tmp_path):
     result = run_cli(ckpt, *texts, "-o", out)
     assert result.exit_code == 0, result.output
     assert "2 characters not in the model's vocabulary" in result.stderr
+    assert "chars/s with the compiled kernel (" in result.stderr or "chars/s with pure PyTorch" in result.stderr
     full = "".join(p.read_text() for p in texts)
     with h5py.File(out, "r") as f:
         a = f.attrs
@@ -105,16 +106,21 @@ def each_source_with_reference(ckpt, out):
             yield row, f, record_naive(net.lstm, net.embed(ids[None])), ids, net
 
 
-# Hidden 32 takes the kernel's own AVX-512 product, 16 its ATen fallback; "pytorch" is
-# the recorder without the kernel.
+# Hidden 32 takes the kernel's own AVX-512 product where it was built for AVX-512, 16
+# its oneDNN or ATen one (tests/test_recording.py checks which); "pytorch" is the
+# pure-PyTorch backend.
 @pytest.mark.parametrize("hidden, path", [(16, "kernel"), (32, "kernel"), (32, "pytorch")])
-def test_dump_values_equal_the_step_by_step_reference(texts, tmp_path, monkeypatch, hidden, path):
+def test_dump_values_equal_the_step_by_step_reference(texts, tmp_path, monkeypatch, hidden, path,
+                                                       recording_kernel):
     """float32 dump, several files batched in small chunks: every array <= 1e-5 from the reference."""
-    if path == "pytorch":
-        monkeypatch.setattr("rnnviz.record.kernel_for", lambda mode, steps: None)
+    if path == "kernel" and recording_kernel is None:
+        pytest.skip("the recording kernel could not be built here")
+    lib = recording_kernel if path == "kernel" else None
+    monkeypatch.setattr("rnnviz.kernel.kernel_for", lambda mode: lib)
     ckpt = make_ckpt(tmp_path, hidden)
     out = tmp_path / "d.h5"
-    dump(ckpt, texts, out, DumpOptions(dtype="float32", batch_size=2, chunk_chars=256, progress=False))
+    result = dump(ckpt, texts, out, DumpOptions(dtype="float32", batch_size=2, chunk_chars=256, progress=False))
+    assert result.backend == path
     for row, f, ref, ids, net in each_source_with_reference(ckpt, out):
         for point in all_points(2):
             got = f[h5_path(point)][row.start:row.start + row.length]
@@ -128,13 +134,14 @@ def test_dump_values_equal_the_step_by_step_reference(texts, tmp_path, monkeypat
         assert np.abs(top - logp.exp().topk(5, dim=-1).values.numpy()).max() <= 1e-5
 
 
-def test_float16_dump_in_whole_chunks_equals_the_reference(texts, tmp_path):
+def test_float16_dump_in_whole_chunks_equals_the_reference(texts, tmp_path, recording_kernel):
     """The default: float16 converted inside the kernel, and whole HDF5 chunks written
     directly (hidden 64 tiles the 64-unit chunks; a.py's 700 chars hold two whole ones):
     every value is the reference's, rounded to float16."""
     ckpt = make_ckpt(tmp_path, 64)
     out = tmp_path / "d.h5"
-    dump(ckpt, texts, out, DumpOptions(progress=False))
+    result = dump(ckpt, texts, out, DumpOptions(progress=False, kernel="on"))
+    assert result.backend == ("pytorch" if recording_kernel is None else "kernel")
     for row, f, ref, _, _ in each_source_with_reference(ckpt, out):
         for point in all_points(2):
             got = f[h5_path(point)][row.start:row.start + row.length]

@@ -9,11 +9,13 @@
 // output in rnnviz's kind order c, h, i, f, g, o.
 //
 // The products use our own AVX-512 loop where the CPU has it (rnnviz.kernel compiles
-// with -march=native) and 4H is a multiple of 128; otherwise the input projection of
-// the whole chunk is one ATen matrix product and the per-step product is oneDNN's
-// packed-weight kernel (when given) or ATen's mm. Compiled with -ffast-math so that the
-// exp calls vectorise; the divisions are done in double, which keeps the gates
-// unbiased (integrating cells add up a biased forget gate over thousands of steps).
+// with -march=native where the compiler takes it) and 4H is a multiple of 128;
+// otherwise the input projection of the whole chunk is one ATen matrix product and the
+// per-step product is oneDNN's packed-weight kernel (when given) or ATen's mm, on this
+// thread only (OneThread). Compiled with -ffast-math (MSVC: /fp:fast) so that the exp
+// calls vectorise; the divisions are done in double, which keeps the gates unbiased
+// (integrating cells add up a biased forget gate over thousands of steps). Builds with
+// GCC, Clang and MSVC.
 #include <torch/extension.h>
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -25,28 +27,73 @@
 #if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
+#if __has_include(<c10/util/ParallelGuard.h>)
+#include <c10/util/ParallelGuard.h>
+#define RNNVIZ_HAS_PARALLEL_GUARD 1
+#endif
+
+#if defined(_MSC_VER)
+#define RNNVIZ_RESTRICT __restrict
+#else
+#define RNNVIZ_RESTRICT __restrict__
+#endif
+
+// MKL (inside PyTorch's x86 builds) threads its products across the cores set by
+// torch.set_num_threads. A step's product is too small for that: with 2 threads it ran
+// 5x slower than with 1. MKL's thread-local setting, where the library has it (a weak
+// symbol: null without MKL; not on MSVC). MKL's C name for it (mkl_service.h's macro
+// mkl_set_num_threads_local expands to it; the lower-case symbol is the Fortran one,
+// which takes a pointer).
+#if defined(__GNUC__) && !defined(_WIN32)
+extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+#define RNNVIZ_MKL_LOCAL 1
+#endif
 
 namespace {
+
+// While alive, ATen's parallel_for and MKL run on the calling thread only (neither
+// touches the other threads' settings, so several layers can step at once).
+class OneThread {
+ public:
+  OneThread() {
+#ifdef RNNVIZ_MKL_LOCAL
+    if (MKL_Set_Num_Threads_Local) previous_ = MKL_Set_Num_Threads_Local(1);
+#endif
+  }
+  ~OneThread() {
+#ifdef RNNVIZ_MKL_LOCAL
+    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous_);  // 0: back to the global setting
+#endif
+  }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+#ifdef RNNVIZ_HAS_PARALLEL_GUARD
+  c10::ParallelGuard guard_{true};
+#endif
+  int previous_ = 0;
+};
 
 // exp's argument is kept within +-30: -ffast-math assumes finite values, so exp may not
 // overflow. sigmoid(+-30) and tanh(+-15) are already 0 or 1 (to 1e-13) in float32.
 inline float clamp30(float x) { return std::fmin(std::fmax(x, -30.f), 30.f); }
 
-inline void sigmoid_into(const float* __restrict__ a, float* __restrict__ out, int64_t n) {
+inline void sigmoid_into(const float* RNNVIZ_RESTRICT a, float* RNNVIZ_RESTRICT out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(1.0 / (1.0 + expf(-clamp30(a[j]))));
 }
 
 // tanh(x) = 2 sigmoid(2x) - 1: one exp, so it vectorises like the sigmoid.
-inline void tanh_into(const float* __restrict__ a, float* __restrict__ out, int64_t n) {
+inline void tanh_into(const float* RNNVIZ_RESTRICT a, float* RNNVIZ_RESTRICT out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(2.0 / (1.0 + expf(clamp30(-2.f * a[j]))) - 1.0);
 }
 
 // c is carried in float64 between steps: integrating cells (f near 1) reach |c| in the
 // hundreds, where float32 rounding of c itself would add up over thousands of steps.
-inline void cell_update(const float* __restrict__ i, const float* __restrict__ f,
-                        const float* __restrict__ g, const float* __restrict__ o,
-                        double* __restrict__ c, float* __restrict__ h,
-                        float* __restrict__ out_c, float* __restrict__ out_h, int64_t n) {
+inline void cell_update(const float* RNNVIZ_RESTRICT i, const float* RNNVIZ_RESTRICT f,
+                        const float* RNNVIZ_RESTRICT g, const float* RNNVIZ_RESTRICT o,
+                        double* RNNVIZ_RESTRICT c, float* RNNVIZ_RESTRICT h,
+                        float* RNNVIZ_RESTRICT out_c, float* RNNVIZ_RESTRICT out_h, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const double cd = static_cast<double>(f[j]) * c[j] + static_cast<double>(i[j]) * g[j];
     const float cn = static_cast<float>(cd);
@@ -59,7 +106,7 @@ inline void cell_update(const float* __restrict__ i, const float* __restrict__ f
 }
 
 // n float32 values to float16, rounding to nearest even like PyTorch's .to(float16).
-inline void store_half(const float* __restrict__ src, at::Half* __restrict__ dst, int64_t n) {
+inline void store_half(const float* RNNVIZ_RESTRICT src, at::Half* RNNVIZ_RESTRICT dst, int64_t n) {
   int64_t j = 0;
 #ifdef __F16C__
   for (; j + 8 <= n; j += 8) {
@@ -83,8 +130,8 @@ struct StepInputs {
 // acc[r, 16 V columns from j0] += rows[r * stride, :K] @ wt[:K, j0 ...] for R rows: each
 // weight vector is loaded once for all R rows.
 template <int R, int V>
-inline void accumulate(__m512* acc, const float* __restrict__ rows, int64_t stride, int64_t K,
-                       const float* __restrict__ wt, int64_t G, int64_t j0) {
+inline void accumulate(__m512* acc, const float* RNNVIZ_RESTRICT rows, int64_t stride, int64_t K,
+                       const float* RNNVIZ_RESTRICT wt, int64_t G, int64_t j0) {
   for (int64_t k = 0; k < K; ++k) {
     const float* w = wt + k * G + j0;
     __m512 wv[V];
@@ -104,7 +151,7 @@ inline void accumulate(__m512* acc, const float* __restrict__ rows, int64_t stri
 template <int R, int V>
 inline void product_block(const float* const* init, const float* x, int64_t x_stride, int64_t In,
                           const float* w_ih_t, const float* h, int64_t H, const float* w_hh_t,
-                          int64_t G, float* __restrict__ out, int64_t j0) {
+                          int64_t G, float* RNNVIZ_RESTRICT out, int64_t j0) {
   __m512 acc[R * V];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -245,6 +292,7 @@ void run_layer(const at::Tensor& x, const at::Tensor& w_ih_t, const at::Tensor& 
   const float* w_ih = has_x ? w_ih_t.data_ptr<float>() : nullptr;
   const float* w_hh = w_hh_t.data_ptr<float>();
   const int64_t plane = B * T * H;
+  const OneThread one_thread;
   StepInputs in{std::vector<const float*>(B), initp, has_x ? T * In : 0};
   for (int64_t t = 0; t < T; ++t) {
     float* pp;
@@ -289,7 +337,15 @@ void run_layer(const at::Tensor& x, const at::Tensor& w_ih_t, const at::Tensor& 
   c.copy_(c64);
 }
 
+// Which product run_layer takes for a layer of hidden size H with B lanes: "avx512"
+// (our own loop), "packed" (oneDNN's, given a packed W_hh) or "mm" (ATen's).
+std::string product_path(int64_t H, int64_t B, bool packed) {
+  if (kOwnProduct && (4 * H) % 128 == 0) return "avx512";
+  return packed && B > 1 ? "packed" : "mm";
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("product_path", &product_path, "The per-step product run_layer takes: avx512, packed or mm");
   m.def("project", &project, "x @ w_t + bias: a chunk's input term at once",
         py::call_guard<py::gil_scoped_release>());
   m.def("run_layer", &run_layer, "One LSTM layer over a chunk, recording c, h and the gates",

@@ -1,0 +1,176 @@
+"""The recorders behind one contract: run a network layer by layer over a chunk of steps
+and hand back every recording point of the cell.
+
+    backend = make_backend(lstm, kernel="auto")
+    run = backend.layer(0, x)                  # x (B, T, In); then layer(1, run), ...
+    run.points(["c", "gate_f"])                # kind -> (B, T, H)
+
+A :class:`Backend` runs one layer of one chunk at a time, from a given state, so that a
+caller can carry the state across chunks, run the layers of successive chunks in a
+wavefront (rnnviz.dump) and, for a cell whose kinds differ (a GRU has no c), use the
+backend's ``kinds``. What :meth:`Backend.layer` returns is a :class:`LayerRun`: the
+layer's output ``h`` (the input of the layer above), its final ``state``, and
+:meth:`LayerRun.points`, which may do the time-parallel part of the work and may be
+called from another thread while the backend runs the next chunk.
+
+Two backends: :class:`~rnnviz.backends.pytorch.PytorchBackend` (any device and dtype)
+and :class:`~rnnviz.backends.compiled.KernelBackend` (the compiled kernel, CPU float32;
+rnnviz.kernel decides when it is used).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import RnnvizError
+from ..names import KINDS
+
+__all__ = ["Backend", "LayerRun", "make_backend", "check_lstm", "layer_weights", "measure_speedup"]
+
+
+def check_lstm(lstm) -> nn.LSTM:
+    """Refuse what the recorders do not model, with a message saying what they expect."""
+    if not isinstance(lstm, nn.LSTM):
+        raise RnnvizError(f"expected a torch.nn.LSTM, found {type(lstm).__name__}")
+    if lstm.bidirectional:
+        raise RnnvizError("bidirectional LSTMs are not supported: record each direction as its own "
+                          "nn.LSTM (the backward one over the reversed input)")
+    if getattr(lstm, "proj_size", 0):
+        raise RnnvizError(f"LSTMs with projections (proj_size={lstm.proj_size}) are not supported: "
+                          f"expected proj_size=0")
+    return lstm
+
+
+@dataclass
+class LayerWeights:
+    w_ih: torch.Tensor  # (4H, In)
+    w_hh: torch.Tensor  # (4H, H)
+    bias: torch.Tensor  # (4H,) b_ih + b_hh (zeros for bias=False)
+
+
+def layer_weights(lstm: nn.LSTM, layer: int) -> LayerWeights:
+    w_ih = getattr(lstm, f"weight_ih_l{layer}").detach()
+    w_hh = getattr(lstm, f"weight_hh_l{layer}").detach()
+    if lstm.bias:
+        bias = (getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")).detach()
+    else:
+        bias = torch.zeros(w_ih.shape[0], dtype=w_ih.dtype, device=w_ih.device)
+    return LayerWeights(w_ih, w_hh, bias)
+
+
+class LayerRun:
+    """One layer over one chunk. ``h`` (B, T, H) float32 and ``state`` ((B, H) h_n and c_n)
+    are there at once; :meth:`points` gives the recorded arrays."""
+    h: torch.Tensor
+    state: tuple[torch.Tensor, torch.Tensor]
+
+    def points(self, kinds=KINDS) -> dict[str, torch.Tensor]:
+        """kind -> (B, T, H) in the backend's ``dtype``, for ``kinds``; the caller may keep them."""
+        raise NotImplementedError
+
+
+class Backend:
+    """Runs an nn.LSTM one layer and one chunk at a time. Inputs are batch-first."""
+    name: str                 # "pytorch" or "kernel": which recorder ran, for reports and tests
+    kinds: tuple[str, ...] = KINDS  # the cell's recording points, per layer
+
+    def __init__(self, lstm: nn.LSTM, embedding: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.float32):
+        check_lstm(lstm)
+        if dtype not in (torch.float32, torch.float16):
+            raise RnnvizError(f"expected float32 or float16 recordings, found {dtype}")
+        self.num_layers, self.hidden_size, self.input_size = lstm.num_layers, lstm.hidden_size, lstm.input_size
+        self.weights = [layer_weights(lstm, layer) for layer in range(self.num_layers)]
+        self.embedding = None if embedding is None else embedding.detach()  # (V, In): layer 0 takes ids
+        self.dtype = dtype
+
+    def layer(self, layer: int, inputs, state=None) -> LayerRun:
+        """Layer ``layer`` over a chunk from ``state`` ((B, H) h and c; default zeros).
+        ``inputs``: the LayerRun of the layer below, or for layer 0 a float (B, T, In)
+        tensor, or (B, T) int64 ids where the backend was given an ``embedding``."""
+        raise NotImplementedError
+
+    def run(self, inputs, state=None) -> list[LayerRun]:
+        """Every layer over a chunk from ``state`` ((L, B, H) h and c; default zeros)."""
+        runs: list[LayerRun] = []
+        for layer in range(self.num_layers):
+            below = inputs if layer == 0 else runs[-1]
+            runs.append(self.layer(layer, below, None if state is None else (state[0][layer], state[1][layer])))
+        return runs
+
+    def layer_input(self, layer: int, inputs) -> torch.Tensor:
+        """``inputs`` as a float (B, T, In) tensor, checked."""
+        if isinstance(inputs, LayerRun):
+            return inputs.h
+        if layer == 0 and self.embedding is not None and not inputs.is_floating_point():
+            if inputs.dim() != 2:
+                raise RnnvizError(f"expected ids of shape (batch, time), found {tuple(inputs.shape)}")
+            return nn.functional.embedding(inputs, self.embedding)
+        n_in = self.input_size if layer == 0 else self.hidden_size
+        if inputs.dim() != 3 or inputs.shape[-1] != n_in:
+            raise RnnvizError(f"expected inputs of shape (batch, time, {n_in}), found {tuple(inputs.shape)}")
+        return inputs
+
+    def zeros(self, lanes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.weights[0].w_hh
+        z = torch.zeros(lanes, self.hidden_size, dtype=w.dtype, device=w.device)
+        return z, z
+
+
+def make_backend(lstm: nn.LSTM, kernel: str = "auto", embedding: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.float32, reuse_buffers: bool = False) -> Backend:
+    """The backend for ``lstm`` under the kernel mode (rnnviz.kernel.kernel_for): the
+    compiled kernel for a CPU float32 LSTM where the mode picks it, else pure PyTorch.
+    ``reuse_buffers``: the pure-PyTorch backend keeps its scratch arrays between chunks."""
+    from ..kernel import kernel_for
+    from .compiled import KernelBackend
+    from .pytorch import PytorchBackend
+    w = check_lstm(lstm).weight_hh_l0
+    lib = kernel_for(kernel) if w.device.type == "cpu" and w.dtype == torch.float32 else None
+    if lib is not None:
+        return KernelBackend(lstm, lib, embedding=embedding, dtype=dtype)
+    return PytorchBackend(lstm, embedding=embedding, dtype=dtype, reuse_buffers=reuse_buffers)
+
+
+# Two jobs a dump meets: one long text (one lane) and files recorded side by side.
+SPEEDUP_JOBS = {"one_text": (1, 2048), "16_files": (16, 256)}
+
+
+@torch.inference_mode()
+def measure_speedup(lib, repeats: int = 3, hidden: int = 256, layers: int = 2) -> dict:
+    """The kernel's speed against pure PyTorch on this machine, recording every point of a
+    ``layers`` x ``hidden`` LSTM in float16 (as rnnviz dump does) on one thread, best of
+    ``repeats`` interleaved: lane-steps/s for each of SPEEDUP_JOBS and ``speedup``, the
+    smaller of the two ratios."""
+    from .compiled import KernelBackend
+    from .pytorch import PytorchBackend
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        lstm = nn.LSTM(64, hidden, layers, batch_first=True)
+        backends = {"kernel": KernelBackend(lstm, lib, dtype=torch.float16),
+                    "pytorch": PytorchBackend(lstm, dtype=torch.float16, reuse_buffers=True)}
+        best: dict[tuple[str, str], float] = {}
+        for _ in range(repeats):
+            for job, (lanes, steps) in SPEEDUP_JOBS.items():
+                x = torch.randn(lanes, steps, 64)
+                for name, backend in backends.items():
+                    start = time.perf_counter()
+                    for run in backend.run(x):
+                        run.points()
+                    seconds = time.perf_counter() - start
+                    best[name, job] = min(best.get((name, job), seconds), seconds)
+    finally:
+        torch.set_num_threads(threads)
+    out: dict = {}
+    for job, (lanes, steps) in SPEEDUP_JOBS.items():
+        for name in backends:
+            out[f"{name}_{job}"] = round(lanes * steps / best[name, job])
+        out[f"speedup_{job}"] = round(best["pytorch", job] / best["kernel", job], 3)
+    out["speedup"] = min(out[f"speedup_{job}"] for job in SPEEDUP_JOBS)
+    out["model"] = f"{layers}x{hidden}"
+    return out
