@@ -4,7 +4,6 @@ No I/O and no argument parsing here; checkpoints live in ``checkpoint.py``.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -64,9 +63,6 @@ class Vocab:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
-
-    def counts(self, text: str) -> Counter:
-        return Counter(text)
 
 
 class CharLSTM(nn.Module):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -95,122 +96,163 @@ def evaluate(model: CharLSTM, ids: torch.Tensor, seq_length: int, batch_size: in
 
 def train(sources: list[Source], cfg: TrainConfig, out: str | Path,
           model_cfg: CharLSTMConfig | None = None, resume: Checkpoint | None = None,
-          val_sources: list[Source] | None = None, extra_meta: dict | None = None, progress: bool = True, log=print) -> TrainResult:
-    out = Path(out)
+          val_sources: list[Source] | None = None, extra_meta: dict | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train on ``sources`` (validating on ``val_sources``, else on the tail of the text)
+    and keep the best-validation model at ``out``; continue ``resume`` if given."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    if val_sources:
-        train_text, val_text = "".join(s.text for s in sources), "".join(s.text for s in val_sources)
-    else:
-        train_text, val_text = split_text(sources, cfg.val_fraction)
-    if resume is not None:
-        vocab, model = resume.vocab, resume.model
-        state = resume.meta.get("train_state", {})
-        # The checkpoint holds the best step; what came after it is trained again.
-        resumed_at = int(state.get("step", 0))
-        history = [h for h in resume.meta.get("history", []) if h["step"] <= resumed_at]
-        samples = [s for s in resume.meta.get("samples", []) if s["step"] <= resumed_at]
-    else:
-        vocab = Vocab.from_text(train_text + val_text)
-        model_cfg = replace(model_cfg or CharLSTMConfig(), vocab_size=len(vocab))
-        model = CharLSTM(model_cfg)
-        state, history, samples = {}, [], []
-    model.train()
-    train_ids = torch.as_tensor(vocab.encode(train_text)[0])
-    val_ids = torch.as_tensor(vocab.encode(val_text[:cfg.max_val_chars])[0])
-    streams = _streams(train_ids, cfg.batch_size, cfg.seq_length)
-    if len(val_ids) < cfg.seq_length + 2:
-        raise RnnvizError(f"validation text too short ({len(val_ids)} chars): add text or raise --val-fraction")
-    steps_per_epoch = (streams.shape[1] - 1) // cfg.seq_length
-
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    if "optimizer" in state:
-        opt.load_state_dict(state["optimizer"])
-    step = int(state.get("step", 0))
-    best = float(state.get("best_val_loss", math.inf))
-    sample_gen = torch.Generator().manual_seed(cfg.seed)
-    meta_base = {
-        "train_options": asdict(cfg),
-        "corpus": [s.describe() for s in sources],
-        "corpus_chars": len(train_text) + len(val_text),
-        "split": {"train_chars": len(train_text), "val_chars": len(val_text),
-                  "val_chars_used": len(val_ids)},
-        "unigram_bits_per_char": unigram_entropy_bits(train_text + val_text),
-        **(extra_meta or {}),
-    }
-
-    def save(val_loss: float):
-        meta = {**meta_base, "history": history, "samples": samples,
-                "best_val_loss": val_loss, "best_val_bpc": val_loss / LN2,
-                "train_state": {"step": step, "best_val_loss": val_loss,
-                                **({"optimizer": opt.state_dict()} if cfg.keep_optimizer else {})}}
-        save_checkpoint(out, model, vocab, meta)
-
-    hidden = None
-    t0 = time.perf_counter()
-    chars_done = 0
-    side_seconds = 0.0  # validation, samples and checkpoint writes
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    bar = tqdm(total=total_steps, initial=min(step, total_steps), disable=not progress,
+    run = _Run(sources, cfg, Path(out), model_cfg, resume, val_sources, extra_meta or {})
+    bar = tqdm(total=run.total_steps, initial=min(run.step, run.total_steps), disable=not progress,
                unit="step", dynamic_ncols=True)
-    train_loss = math.nan
-    val_loss = math.nan
-    stop = False
     try:
-        while step < total_steps and not stop:
-            epoch, pos = divmod(step, steps_per_epoch)
-            if pos == 0:
-                hidden = None  # each epoch starts the streams afresh
-            lr = cfg.lr * cfg.lr_decay ** max(0, epoch + 1 - cfg.decay_after)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = streams[:, pos * cfg.seq_length: (pos + 1) * cfg.seq_length]
-            y = streams[:, pos * cfg.seq_length + 1: (pos + 1) * cfg.seq_length + 1]
-            logits, hidden = model(x, hidden)
-            hidden = tuple(h.detach() for h in hidden)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            chars_done += x.numel()
-            loss_value = loss.item()
-            train_loss = loss_value if math.isnan(train_loss) else 0.95 * train_loss + 0.05 * loss_value
-            elapsed = time.perf_counter() - t0
+        while run.step < run.total_steps:
+            lr = run.train_step()
+            elapsed = run.clock.elapsed()
             out_of_time = cfg.max_time is not None and elapsed >= cfg.max_time
-            at_epoch_end = step % steps_per_epoch == 0
-            side_start = time.perf_counter()
-            if step % cfg.eval_every == 0 or at_epoch_end or out_of_time or step >= total_steps:
-                val_loss = evaluate(model, val_ids, cfg.seq_length, cfg.batch_size)
-                history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": train_loss,
-                                "val_loss": val_loss, "lr": lr, "seconds": elapsed})
-                if val_loss < best:
-                    best = val_loss
-                    save(best)
-            if cfg.sample_every and step % cfg.sample_every == 0:
-                text = model.sample(vocab, cfg.sample_length, temperature=0.8, generator=sample_gen)
-                samples.append({"step": step, "train_loss": train_loss, "text": text})
-                bar.write(f"--- sample at step {step} (loss {train_loss:.3f}) ---\n{text}\n")
-            side_seconds += time.perf_counter() - side_start
-            bar.set_postfix(refresh=False, loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}",
-                            bpc=f"{val_loss / LN2:.3f}",
-                            cps=f"{chars_done / max(elapsed - side_seconds, 1e-9):,.0f}")
+            with run.clock.aside():
+                if (run.step % cfg.eval_every == 0 or run.step % run.steps_per_epoch == 0 or out_of_time
+                        or run.step >= run.total_steps):
+                    run.validate(lr, elapsed)
+                if cfg.sample_every and run.step % cfg.sample_every == 0:
+                    bar.write(run.keep_sample())
+            bar.set_postfix(refresh=False, loss=f"{run.train_loss:.3f}", val=f"{run.val_loss:.3f}",
+                            bpc=f"{run.val_loss / LN2:.3f}", cps=f"{run.clock.chars_per_second():,.0f}")
             bar.update(1)
-            stop = out_of_time
+            if out_of_time:
+                break
     finally:
         bar.close()
-    if not out.exists():
-        save(best)
-    elif samples or history:
-        # Keep the best weights but record the full history and samples up to the stop.
-        ckpt = load_checkpoint(out)
-        meta = {**ckpt.meta, "history": history, "samples": samples}
-        save_checkpoint(out, ckpt.model, ckpt.vocab, meta)
-    elapsed = time.perf_counter() - t0
-    return TrainResult(best_val_loss=best, steps=step, epochs_done=step / steps_per_epoch,
-                       chars_per_second=chars_done / max(elapsed - side_seconds, 1e-9),
-                       wall_seconds=elapsed, history=history)
+    run.finish()
+    return TrainResult(best_val_loss=run.best, steps=run.step, epochs_done=run.step / run.steps_per_epoch,
+                       chars_per_second=run.clock.chars_per_second(), wall_seconds=run.clock.elapsed(),
+                       history=run.history)
+
+
+class _Clock:
+    """Wall time since the start, and the part of it spent training (validation, samples
+    and checkpoint writes are ``aside``)."""
+
+    def __init__(self):
+        self.start, self.side, self.chars = time.perf_counter(), 0.0, 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextmanager
+    def aside(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.side += time.perf_counter() - start
+
+    def chars_per_second(self) -> float:
+        return self.chars / max(self.elapsed() - self.side, 1e-9)
+
+
+class _Run:
+    """One training run: the text as streams, the model, Adam, the history; one step at a time."""
+
+    def __init__(self, sources, cfg: TrainConfig, out: Path, model_cfg, resume, val_sources, extra_meta):
+        self.cfg, self.out = cfg, out
+        if val_sources:
+            train_text, val_text = "".join(s.text for s in sources), "".join(s.text for s in val_sources)
+        else:
+            train_text, val_text = split_text(sources, cfg.val_fraction)
+        if resume is not None:
+            self.vocab, self.model = resume.vocab, resume.model
+            state = resume.meta.get("train_state", {})
+            # The checkpoint holds the best step; what came after it is trained again.
+            resumed_at = int(state.get("step", 0))
+            self.history = [h for h in resume.meta.get("history", []) if h["step"] <= resumed_at]
+            self.samples = [s for s in resume.meta.get("samples", []) if s["step"] <= resumed_at]
+        else:
+            self.vocab = Vocab.from_text(train_text + val_text)
+            self.model = CharLSTM(replace(model_cfg or CharLSTMConfig(), vocab_size=len(self.vocab)))
+            state, self.history, self.samples = {}, [], []
+        self.model.train()
+        train_ids = torch.as_tensor(self.vocab.encode(train_text)[0])
+        self.val_ids = torch.as_tensor(self.vocab.encode(val_text[:cfg.max_val_chars])[0])
+        self.streams = _streams(train_ids, cfg.batch_size, cfg.seq_length)
+        if len(self.val_ids) < cfg.seq_length + 2:
+            raise RnnvizError(f"validation text too short ({len(self.val_ids)} chars): add text or "
+                              f"raise --val-fraction")
+        self.steps_per_epoch = (self.streams.shape[1] - 1) // cfg.seq_length
+        self.total_steps = min(cfg.epochs * self.steps_per_epoch, cfg.max_steps or math.inf)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        if "optimizer" in state:
+            self.opt.load_state_dict(state["optimizer"])
+        self.step = int(state.get("step", 0))
+        self.best = float(state.get("best_val_loss", math.inf))
+        self.sample_gen = torch.Generator().manual_seed(cfg.seed)
+        self.meta = {
+            "train_options": asdict(cfg),
+            "corpus": [s.describe() for s in sources],
+            "corpus_chars": len(train_text) + len(val_text),
+            "split": {"train_chars": len(train_text), "val_chars": len(val_text),
+                      "val_chars_used": len(self.val_ids)},
+            "unigram_bits_per_char": unigram_entropy_bits(train_text + val_text),
+            **extra_meta,
+        }
+        self.hidden = None  # carried across batches within an epoch
+        self.train_loss = self.val_loss = math.nan
+        self.clock = _Clock()
+
+    def train_step(self) -> float:
+        """One batch of truncated backprop; returns the learning rate it used."""
+        cfg = self.cfg
+        epoch, pos = divmod(self.step, self.steps_per_epoch)
+        if pos == 0:
+            self.hidden = None  # each epoch starts the streams afresh
+        lr = cfg.lr * cfg.lr_decay ** max(0, epoch + 1 - cfg.decay_after)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x = self.streams[:, pos * cfg.seq_length: (pos + 1) * cfg.seq_length]
+        y = self.streams[:, pos * cfg.seq_length + 1: (pos + 1) * cfg.seq_length + 1]
+        logits, hidden = self.model(x, self.hidden)
+        self.hidden = tuple(h.detach() for h in hidden)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        self.clock.chars += x.numel()
+        value = loss.item()
+        self.train_loss = value if math.isnan(self.train_loss) else 0.95 * self.train_loss + 0.05 * value
+        return lr
+
+    def validate(self, lr: float, elapsed: float) -> None:
+        """Validation loss into the history; the checkpoint saved when it is the best yet."""
+        cfg = self.cfg
+        self.val_loss = evaluate(self.model, self.val_ids, cfg.seq_length, cfg.batch_size)
+        self.history.append({"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                             "train_loss": self.train_loss, "val_loss": self.val_loss, "lr": lr,
+                             "seconds": elapsed})
+        if self.val_loss < self.best:
+            self.best = self.val_loss
+            self.save(self.best)
+
+    def keep_sample(self) -> str:
+        """A sample kept in the history; the text to show."""
+        text = self.model.sample(self.vocab, self.cfg.sample_length, temperature=0.8, generator=self.sample_gen)
+        self.samples.append({"step": self.step, "train_loss": self.train_loss, "text": text})
+        return f"--- sample at step {self.step} (loss {self.train_loss:.3f}) ---\n{text}\n"
+
+    def save(self, val_loss: float) -> None:
+        meta = {**self.meta, "history": self.history, "samples": self.samples,
+                "best_val_loss": val_loss, "best_val_bpc": val_loss / LN2,
+                "train_state": {"step": self.step, "best_val_loss": val_loss,
+                                **({"optimizer": self.opt.state_dict()} if self.cfg.keep_optimizer else {})}}
+        save_checkpoint(self.out, self.model, self.vocab, meta)
+
+    def finish(self) -> None:
+        """The best weights stay at ``out``, with the full history and samples up to the stop."""
+        if not self.out.exists():
+            self.save(self.best)
+        elif self.samples or self.history:
+            ckpt = load_checkpoint(self.out)
+            save_checkpoint(self.out, ckpt.model, ckpt.vocab, {**ckpt.meta, "history": self.history,
+                                                                "samples": self.samples})
