@@ -19,7 +19,6 @@ from bokeh.events import ButtonClick
 import rnnviz
 from dumpfactory import write_synthetic_dump
 from rnnviz.app.document import make_doc
-from rnnviz.app.search import overlap, runs, units_on
 from rnnviz.app.server import make_server
 from rnnviz.app.store import open_view
 from rnnviz.errors import RnnvizError
@@ -227,16 +226,18 @@ def test_select_and_match_find_the_planted_units(dump):
     path, text, _ = dump
     _, app = new_app(path, unit="layer0.h[0]")
     at = text.index(WORD)
-    app.discover.start.value, app.discover.end.value = at, at + len(WORD)
-    app.discover.find_units._trigger_event(ButtonClick(app.discover.find_units))
+    app.set_span((at, at + len(WORD)))                 # the shown unit's layer and kind by default
     assert sorted(app.discover.units.data["unit"]) == [f"layer0.h[{u}]" for u in PLANTED]
-    app.discover.find_matches._trigger_event(ButtonClick(app.discover.find_matches))
-    found = list(app.discover.matches.data["position"])
+    app.discover.find._trigger_event(ButtonClick(app.discover.find))
+    found = list(app.discover.matches.data["start"])
     others = [m.start() for m in re.finditer(WORD, text)][1:]
     assert found and set(found) <= set(others) and len(found) == min(50, len(others))
-    # A box selection over the characters fills in the span.
-    app.text.source.selected.indices = [10, 11, 12]
-    assert (app.discover.start.value, app.discover.end.value) == (app.start + 10, app.start + 13)
+    assert set(app.discover.matches.data["length"]) == {len(WORD)}
+    # A box selection spans its first to its last character, and exactly those are outlined.
+    app.text.source.selected.indices = [12, 10, 11]
+    assert app.discover.span() == (app.start + 10, app.start + 13)
+    assert app.text.source.selected.indices == [] and app.text.span.data["w"] == [3.0]
+    assert not len(app.discover.matches.data["start"])       # the old matches went with the old span
 
 
 def test_without_analysis_the_app_says_so_and_runs_it(plain_dump, monkeypatch):
@@ -265,8 +266,8 @@ def test_tabs_share_one_open_file_and_nothing_is_written(dump):
     assert a.view is b.view is open_view(path)
     a.select_unit_name("layer1.gate_o[7]")
     b.controls.search.value = "import"
-    a.discover.start.value, a.discover.end.value = 100, 104
-    a.discover.find_units._trigger_event(ButtonClick(a.discover.find_units))
+    a.set_span((100, 104))
+    a.discover.find._trigger_event(ButtonClick(a.discover.find))
     assert b.unit != a.unit
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
@@ -353,13 +354,3 @@ def test_grid_keeps_lines_tabs_and_sources_apart():
     assert g.col[4] == 4                                            # after the tab stop
     assert g.row[6] == 2 and g.col[6] == 0                          # a source starts a new row
     assert g.rows == 4                                              # the long line wrapped at 8
-
-
-def test_select_and_match_rules():
-    inside = np.array([[0.5, 0.5, 0.1], [0.6, 0.4, 0.9]])
-    around = np.array([[0.1, 0.5, 0.0]])
-    assert list(units_on(inside, around, 0.3)) == [0]              # unit 1 is on around, unit 2 dips
-    block = np.array([[0.9, 0.9, 0.0], [0.9, 0.0, 0.0], [0.9, 0.9, 0.9]])
-    np.testing.assert_allclose(overlap(block, np.array([0, 1]), 0.5), [1.0, 0.5, 2 / 3])
-    starts, ends = runs(np.array([False, True, True, False, True]))
-    assert list(starts) == [1, 4] and list(ends) == [3, 5]

@@ -18,15 +18,18 @@ from pathlib import Path
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
+from bokeh.events import Tap
 from bokeh.models import Button, CustomJS, DataTable, Div, TabPanel, Tabs
 
 from ..errors import RnnvizError
 from ..names import parse_point, unit_name
 from ..render import colours
+from . import urlstate
 from .controls import Controls
+from .discover import DiscoverPanel, SelectMatch
 from .navigation import Navigator
-from .panels import SIDE_W, ContextsPanel, DiscoverPanel, ExportPanel, RankingPanel, SaturationPanel
-from .search import find_matches, select_units
+from .spans import NO_SPAN_HINT, Spans
+from .panels import SIDE_W, ContextsPanel, ExportPanel, RankingPanel, SaturationPanel
 from .store import open_view
 from .textview import TextView
 
@@ -40,15 +43,18 @@ def make_doc(doc: Document, paths, initial_unit: str | None = None, dump_index: 
              initial_feature: str | None = None) -> "Explorer":
     """Fill ``doc`` with the app for ``paths`` (first shown: ``paths[dump_index]``).
 
-    The address may choose what is shown first: ``?unit=layer1.c[3]&feature=in_string&pos=1200``.
+    The address may choose the view (unit, position, span, threshold, sign: see urlstate.py),
+    e.g. ``?unit=layer1.c[3]&feature=in_string&pos=1200&span=1180-1199&thr=0.3&sign=neg``.
     """
-    args = _url_args(doc)
-    unit = args.get("unit", initial_unit)
-    feature = args.get("feature", initial_feature)
-    position = int(args["pos"]) if args.get("pos", "").isdigit() else None
-    explorer = Explorer(doc, list(paths), dump_index, unit, position, feature)
+    state, bad = urlstate.parse(_url_args(doc))
+    state.setdefault("unit", initial_unit)
+    state.setdefault("feature", initial_feature)
+    explorer = Explorer(doc, list(paths), dump_index, state, bad)
     doc.title = f"rnnviz — {explorer.view.name}"
     doc.add_root(explorer.layout)
+    # The address a view was opened with may lack parts (defaults): show the whole view there at once.
+    doc.js_on_event("document_ready", CustomJS(args={"url": explorer.url}, code="""
+        window.history.replaceState(null, '', window.location.pathname + (url.text ? '?' + url.text : ''));"""))
     return explorer
 
 
@@ -59,14 +65,16 @@ def _url_args(doc: Document) -> dict[str, str]:
     return {k: (v[0].decode() if isinstance(v[0], bytes) else str(v[0])) for k, v in raw.items() if v}
 
 
-class Explorer(Navigator):
-    def __init__(self, doc: Document, paths: list[str], dump_index: int = 0, unit: str | None = None,
-                 position: int | None = None, feature: str | None = None):
+class Explorer(Navigator, Spans):
+    def __init__(self, doc: Document, paths: list[str], dump_index: int = 0, state: dict | None = None,
+                 bad_address: list[str] = ()):
         self.doc, self.paths, self.dump_index = doc, paths, dump_index
         self.view = open_view(paths[dump_index])
+        state = state or {}
+        feature, position = state.get("feature"), state.get("pos")
+        unit_error = "; ".join(bad_address) or None
         try:
-            self.point, self.index = self._first_unit(unit)
-            unit_error = None
+            self.point, self.index = self._first_unit(state.get("unit"))
         except RnnvizError as e:        # a bad ?unit= in the address: show the default unit and say why
             self.point, self.index = self._first_unit(None)
             unit_error = str(e)
@@ -74,14 +82,23 @@ class Explorer(Navigator):
         self.feature: str | None = None
         self.match_starts = self.match_lengths = np.zeros(0, np.int64)
         self.match_i = -1
-        self.found_units = np.zeros(0, np.int64)
         self._quiet_depth = 0
+        self._restoring = True          # no address updates until the address's view is restored
         self.text = TextView()
         self.controls = Controls(self.view, paths, dump_index)
         self.ranking = RankingPanel(self._guard(self.select_unit_name), self._guard(self.set_feature))
         self.contexts = ContextsPanel(self._guard(self.jump))
         self.saturation = SaturationPanel(self._guard(self.select_unit_name))
-        self.discover = DiscoverPanel(self._guard(self.select_unit_name), self._guard(self.jump))
+        self.discover = DiscoverPanel(sorted({parse_point(p)[0] for p in self.view.points}),
+                                      self._guard(self.select_unit_name), self._guard(self.jump_to_match))
+        self.selectmatch = SelectMatch(self.view, self.discover)
+        self.span_hint = Div(text=NO_SPAN_HINT, name="span_hint", width=980,
+                             styles={"color": "#555", "height": "20px", "overflow": "hidden"})
+        # The address bar follows the view (history.replaceState), so that a view can be shared.
+        self.url = Div(text="", visible=False, name="url_state")
+        self.url.js_on_change("text", CustomJS(code="""
+            const q = cb_obj.text;
+            window.history.replaceState(null, '', window.location.pathname + (q ? '?' + q : ''));"""))
         self.export = ExportPanel()
         self.banner = Div(text="", width=SIDE_W, name="analysis_banner")
         self.run_analysis = Button(label="Run the analysis now", button_type="warning", width=200,
@@ -96,8 +113,11 @@ class Explorer(Navigator):
             self.ranking.feature.value = feature         # its callback shows the track and filters the table
         elif feature:
             unit_error = unit_error or f"no feature {feature!r} in this dump's analysis"
+        self._restore_selection(state)
         if position is not None:
-            self._guard(self.jump)(position)
+            self._guard(self.jump)(position, mark=False)
+        self._restoring = False
+        self._sync_url()
         if unit_error:
             self.error(unit_error)
 
@@ -170,9 +190,16 @@ class Explorer(Navigator):
         c.prev_match.on_click(g(lambda: self.step_match(-1)))
         c.dump.on_change("value", g(lambda a, o, n: self.switch_dump(int(n))))
         self.text.source.selected.on_change("indices", g(self._span_from_selection))
-        self.text.figure.y_range.on_change("end", g(lambda a, o, n: self.text.update_visible_box()))
-        self.discover.find_units.on_click(g(self.find_units))
-        self.discover.find_matches.on_click(g(self.find_matches))
+        self.text.figure.on_event(Tap, g(self._tap))
+        self.text.figure.y_range.on_change("end", g(lambda a, o, n: self._scrolled()))
+        d = self.discover
+        for w in (d.start, d.end):
+            w.on_change("value", g(lambda a, o, n: self._span_typed()))
+        for w in (d.threshold, d.before, d.after):
+            w.on_change("value", g(lambda a, o, n: self.refresh_selection()))
+        for w in (d.sign, d.layers, d.kinds):
+            w.on_change("active", g(lambda a, o, n: self.refresh_selection()))
+        d.find.on_click(g(self.find_matches))
         self.export.button.on_click(g(self.export_visible))
         self.run_analysis.on_click(g(self.start_analysis))
 
@@ -189,7 +216,8 @@ class Explorer(Navigator):
         tabs.js_on_change("active", CustomJS(args={"tables": list(tabs.select({"type": DataTable}))},
                                              code="for (const t of tables) { t.change.emit() }"))
         # Nested columns: a plain column would align the two frames and squeeze out the colour bar.
-        main = column(self.controls.unit_line, column(self.text.figure), column(self.text.plot))
+        main = column(self.controls.unit_line, self.span_hint, column(self.text.figure), column(self.text.plot),
+                      self.url)
         side = column(self.banner, self.run_analysis, tabs)
         return column(self.controls.layout(), row(main, side))
 
@@ -230,6 +258,7 @@ class Explorer(Navigator):
         self._show_contexts()
         self.saturation.mark(self.unit)
         self.controls.status.text = ""
+        self._sync_url()
 
     def _show_contexts(self) -> None:
         """Fill the contexts table, only while its tab is open (it reads ~20 snippets of text)."""
@@ -260,50 +289,12 @@ class Explorer(Navigator):
         self.ranking.refresh()
         values = self.view.feature(name, self.start, self.end) if name else None
         self.text.show_feature(values, name or "")
+        self._sync_url()
 
     def switch_dump(self, index: int) -> None:
         doc = self.doc
         doc.clear()
         make_doc(doc, self.paths, None, index)
-
-    # ----- select & match (LSTMVis)
-    def _span_from_selection(self, attr, old, new) -> None:
-        if not new:
-            return
-        pos = np.asarray(self.text.source.data["pos"])[new]
-        with self._quiet():
-            self.discover.start.value, self.discover.end.value = int(pos.min()), int(pos.max()) + 1
-
-    def find_units(self) -> None:
-        d = self.discover
-        start, end = d.span()
-        found = select_units(self.view, self.point, start, end, float(d.threshold.value),
-                             int(d.before.value), int(d.after.value))
-        self.found_units = found["index"].to_numpy()
-        self.found_span = (start, end)
-        d.units.data = {"unit": found["unit"].tolist(), "mean_inside": found["mean_inside"].to_numpy(),
-                        "mean_around": found["mean_around"].to_numpy()}
-        d.note.text = (f"{len(found)} unit(s) of {self.point} are ≥ {d.threshold.value} on all of chars "
-                       f"{start:,}–{end:,} and below it {d.before.value} char(s) before, {d.after.value} after."
-                       + ("" if len(found) else " Try a lower threshold or fewer chars around."))
-
-    def find_matches(self) -> None:
-        d = self.discover
-        if not len(self.found_units):
-            raise RnnvizError("no units selected: first press 'Units on in span'")
-        point, units, span = self.point, self.found_units, self.found_span
-        thr, min_overlap = float(d.threshold.value), float(d.min_overlap.value)
-
-        def work(progress):
-            return find_matches(self.view, point, units, thr, span, min_overlap, progress=progress)
-
-        def done(found):
-            texts = [self.view.text(p, p + min(n, 60)).replace("\n", "↵") for p, n in
-                     zip(found["position"], found["length"])]
-            d.matches.data = {"position": found["position"].to_numpy(), "length": found["length"].to_numpy(),
-                              "overlap": found["overlap"].to_numpy(), "text": texts}
-            self.info(f"{len(found)} place(s) where those {len(units)} units fire together; click one to jump")
-        self._background("Matching", work, done)
 
     # ----- analysis and export
     def _show_analysis(self) -> None:

@@ -1,4 +1,4 @@
-"""The side panels: unit ranking, top contexts, gate saturation, LSTMVis discovery, export.
+"""The side panels: unit ranking, top contexts, gate saturation, export (select & match: discover.py).
 
 Each panel owns its widgets and a ``show_*`` method; clicks call back into the
 explorer (``on_unit(name)`` / ``on_jump(position)``), which owns the state.
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from bokeh.layouts import column, row
 from bokeh.models import (Button, ColumnDataSource, CustomJS, DataTable, Div, InlineStyleSheet, NumberFormatter,
-                          NumericInput, Range1d, Select, Spinner, StringFormatter, TableColumn, TapTool)
+                          Range1d, Select, StringFormatter, TableColumn, TapTool)
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -174,44 +174,6 @@ class SaturationPanel:
             hit = [i for i, u in enumerate(units) if u == unit]
             x, y = np.asarray(src.data["x"]), np.asarray(src.data["y"])
             self.current[gate].data = {"x": x[hit], "y": y[hit]}
-
-
-class DiscoverPanel:
-    """LSTMVis' select and match tools."""
-
-    def __init__(self, on_unit, on_jump):
-        self.start = NumericInput(title="Span start", value=None, width=110, name="span_start")
-        self.end = NumericInput(title="Span end (excl.)", value=None, width=110, name="span_end")
-        self.threshold = Spinner(title="Threshold", value=0.3, step=0.05, width=90, name="threshold")
-        self.before = Spinner(title="Off before", value=1, low=0, step=1, width=80, name="before")
-        self.after = Spinner(title="Off after", value=0, low=0, step=1, width=80, name="after")
-        self.find_units = Button(label="Units on in span", button_type="primary", width=150, name="find_units")
-        self.min_overlap = Spinner(title="Min overlap", value=0.5, low=0.05, high=1, step=0.05, width=90)
-        self.find_matches = Button(label="Find where they fire together", width=220, name="find_matches")
-        self.units = ColumnDataSource({"unit": [], "mean_inside": [], "mean_around": []}, name="discover_units")
-        self.matches = ColumnDataSource({"position": [], "length": [], "overlap": [], "text": []},
-                                        name="discover_matches")
-        self.note = Div(text="Drag over the text (box select) or type a span, then find the units "
-                        "that are on inside it and off around it.", width=SIDE_W, styles={"color": "#555"})
-        fmt = NumberFormatter(format="0.000")
-        units_table = _table(self.units, [
-            TableColumn(field="unit", title="unit"), TableColumn(field="mean_inside", title="mean inside", formatter=fmt),
-            TableColumn(field="mean_around", title="mean around", formatter=fmt)], "units_table", height=150)
-        matches_table = _table(self.matches, [
-            TableColumn(field="position", title="position", width=70), TableColumn(field="length", title="len", width=40),
-            TableColumn(field="overlap", title="overlap", formatter=fmt, width=60),
-            TableColumn(field="text", title="text", width=300)], "matches_table", height=200)
-        _on_pick(self.units, on_unit, "unit")
-        _on_pick(self.matches, on_jump, "position")
-        self.layout = column(row(self.start, self.end, self.threshold, self.before, self.after),
-                             self.find_units, self.note, units_table,
-                             row(self.min_overlap, self.find_matches), matches_table)
-
-    def span(self) -> tuple[int, int]:
-        from ..errors import RnnvizError
-        if self.start.value is None or self.end.value is None:
-            raise RnnvizError("select a span first: drag over the text or fill in start and end")
-        return int(self.start.value), int(self.end.value)
 
 
 class ExportPanel:

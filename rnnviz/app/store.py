@@ -176,12 +176,15 @@ class DumpView:
             yield pos, self.text(pos, end)
             pos += chunk
 
-    def iter_point(self, point: str, chunk: int = 1 << 16):
-        """Yield (start, (T, H) block) over the whole dump, without caching the blocks."""
+    def read(self, point: str, start: int, end: int, cols: slice = slice(None)) -> np.ndarray:
+        """(T, C) states of ``point`` for chars [start, end) and units ``cols``, as stored; not cached."""
+        with self._h5() as d:
+            return d[point][start:end, cols]
+
+    def iter_point(self, point: str, chunk: int = 1 << 16, cols: slice = slice(None)):
+        """Yield (start, (T, C) block) of units ``cols`` over the whole dump, without caching the blocks."""
         for pos in range(0, self.n_chars, chunk):
-            with self._h5() as d:
-                block = d[point][pos:pos + chunk]
-            yield pos, block
+            yield pos, self.read(point, pos, pos + chunk, cols)
 
     # ----- analysis
     @property

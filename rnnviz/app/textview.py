@@ -57,7 +57,9 @@ class TextView:
         self.mapper = LinearColorMapper(palette=colours.DIVERGING, low=-1, high=1, nan_color=colours.NAN_COLOR)
         self.feature_mapper = LinearColorMapper(palette=colours.FEATURE, low=0, high=1,
                                                 nan_color="rgba(0,0,0,0)")
-        self.marks = ColumnDataSource({"x": [], "y": [], "w": []})
+        self.marks = ColumnDataSource({"x": [], "y": [], "w": []}, name="marks")         # a jump's target
+        self.span = ColumnDataSource({"x": [], "y": [], "w": []}, name="span_marks")     # the selected span
+        self.span_range: tuple[int, int] | None = None
         self.seps = ColumnDataSource({"x": [], "y": [], "name": []})
         self.rows = 0
         self.figure = self._text_figure()
@@ -82,6 +84,9 @@ class TextView:
                  fill_color={"field": "f", "transform": self.feature_mapper})
         fig.text(x="x", y="y", text="ch", source=self.source, text_color="tc", text_font=value(FONT),
                  text_font_size="13px", text_align="center", text_baseline="middle")
+        # Marks are one outline per row of a run (a span, a match), not one box per character.
+        fig.rect(x="x", y="y", width="w", height=1, source=self.span, fill_color="#ff7f0e", fill_alpha=0.18,
+                 line_color="#e6550d", line_width=2.5, name="span_outline")
         fig.rect(x="x", y="y", width="w", height=1, source=self.marks, fill_color=None,
                  line_color="#111111", line_width=2)
         fig.hspan(y="y", source=self.seps, line_color="#888888", line_dash="dashed")
@@ -90,6 +95,10 @@ class TextView:
         self.colorbar = ColorBar(color_mapper=self.mapper, width=14, title="", padding=6,
                                  title_text_font_size="11px", major_label_text_font_size="11px")
         fig.add_layout(self.colorbar, "right")
+        # A drag selects the span from its first to its last character in reading order; that span is
+        # drawn by `span_outline`, so the selection itself must not fade the other characters.
+        cells.nonselection_glyph = cells.glyph.clone()
+        cells.selection_glyph = cells.glyph.clone()
         self.hover = hover = HoverTool(renderers=[cells], tooltips=self._tooltips(None))
         select = BoxSelectTool(renderers=[cells], description="Select a span of text")
         wheel = WheelPanTool(dimension="height", description="Scroll through the window")
@@ -128,6 +137,7 @@ class TextView:
         self.source.data = data
         self.seps.data = seps
         self.marks.data = {"x": [], "y": [], "w": []}
+        self._draw_span()
         bottom = min(-ROWS_VISIBLE, -rows) + 0.5
         yr = self.figure.y_range
         yr.update(bounds=(bottom, 0.5), start=-ROWS_VISIBLE + 0.5, end=0.5)
@@ -165,18 +175,57 @@ class TextView:
             self.plot.extra_y_ranges["feature"].update(start=lo - 0.05 * (hi - lo), end=hi + 0.05 * (hi - lo))
             self.feature_axis.axis_label = name
 
+    def _row_boxes(self, start: int, end: int) -> dict:
+        """One box per text row covering chars [start, end) of the window (x, y, w in cells)."""
+        d = self.source.data
+        pos = d["pos"]
+        if not len(pos) or end <= start:
+            return {"x": [], "y": [], "w": []}
+        i0, i1 = max(0, int(start - pos[0])), min(len(pos), int(end - pos[0]))
+        if i1 <= i0:
+            return {"x": [], "y": [], "w": []}
+        x, y, w = (np.asarray(d[k])[i0:i1] for k in ("x", "y", "w"))
+        left, right = x - w / 2, x + w / 2
+        cut = np.flatnonzero(np.diff(y) != 0) + 1
+        firsts, lasts = np.concatenate([[0], cut]), np.concatenate([cut - 1, [len(y) - 1]])
+        return {"x": ((left[firsts] + right[lasts]) / 2).tolist(), "y": y[firsts].tolist(),
+                "w": (right[lasts] - left[firsts]).tolist()}
+
     def mark(self, start: int, length: int) -> None:
         """Outline chars [start, start+length) and scroll them into view."""
         pos = self.source.data["pos"]
         if not len(pos):
             return
-        i0 = int(start - pos[0])
-        idx = np.arange(max(0, i0), min(len(pos), i0 + max(1, length)))
+        boxes = self._row_boxes(start, start + max(1, length))
+        self.marks.data = boxes
+        if boxes["y"]:
+            self.scroll_to_row(-int(boxes["y"][0]))
+
+    def set_span(self, span: tuple[int, int] | None) -> None:
+        """Outline the selected span (None: no span)."""
+        self.span_range = span
+        self._draw_span()
+
+    def _draw_span(self) -> None:
+        self.span.data = self._row_boxes(*self.span_range) if self.span_range else {"x": [], "y": [], "w": []}
+
+    def char_at(self, x: float, y: float) -> int | None:
+        """The position of the character drawn at data point (x, y), or None."""
         d = self.source.data
-        self.marks.data = {"x": np.asarray(d["x"])[idx], "y": np.asarray(d["y"])[idx],
-                           "w": np.asarray(d["w"])[idx]}
-        if len(idx):
-            self.scroll_to_row(-int(np.asarray(d["y"])[idx[0]]))
+        xs, ys, ws = (np.asarray(d[k]) for k in ("x", "y", "w"))
+        hit = np.flatnonzero((np.abs(ys - y) <= 0.5) & (np.abs(xs - x) <= ws / 2))
+        return int(d["pos"][hit[0]]) if len(hit) else None
+
+    def anchor(self) -> int:
+        """The first character of the row a third of the way down the visible rows: where a jump
+        to it would scroll back to this view (``scroll_to_row``)."""
+        pos, y = np.asarray(self.source.data["pos"]), np.asarray(self.source.data["y"])
+        if not len(pos):
+            return 0
+        top = int(round(0.5 - self.figure.y_range.end))
+        row = min(top + ROWS_VISIBLE // 3, self.rows - 1)
+        i = int(np.searchsorted(-y, row))            # rows grow downwards: -y is sorted
+        return int(pos[min(i, len(pos) - 1)])
 
     def scroll_to_row(self, row: int) -> None:
         """Put ``row`` about a third of the way down the visible rows."""
