@@ -127,8 +127,9 @@ def _copy_of_rnnviz(folder: Path) -> Path:
 
 
 def _run(copy: Path, env: dict, code: str) -> subprocess.CompletedProcess:
-    env = dict(env, PYTHONPATH=str(copy))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    # In the copy's folder: `python -c` puts the working directory first on sys.path.
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(env, PYTHONPATH=str(copy)), cwd=copy,
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     return proc
 
