@@ -321,6 +321,7 @@ def demo(texts, output, port, host, no_browser, encoding, errors):
 @click.option("-o", "--csv", "csv_path", help="Write the breakdown table as CSV.")
 @click.option("--long-range", "long_range_csv", help="Write one row per closing bracket/quote as CSV.")
 @click.option("--plot", help="Write the long-range plot as a standalone (offline) HTML file.")
+@click.option("--into", "into", help="Store the per-character categories in this dump of HELD_OUT (its /errors group).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto is CUDA when torch sees a GPU.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
@@ -328,7 +329,7 @@ def demo(texts, output, port, host, no_browser, encoding, errors):
 @_ERRORS
 @user_errors
 def errors(checkpoint, train_texts, held_out, threshold, order, memory_context, rare_count, csv_path,
-           long_range_csv, plot, device, force, encoding, errors):
+           long_range_csv, plot, into, device, force, encoding, errors):
     """Why the model errs on HELD_OUT (Karpathy et al. 2015): n-gram, dynamic memory, rare
     word, word-initial, punctuation or other; and the long-range test for closing brackets
     and quotes, model against an n-gram fitted on TRAIN_TEXTS.
@@ -339,5 +340,5 @@ def errors(checkpoint, train_texts, held_out, threshold, order, memory_context, 
     from .errors_breakdown import ErrorOptions, errors_command
     errors_command(checkpoint, [train_texts], list(held_out),
                    ErrorOptions(threshold, order, memory_context, rare_count), csv=csv_path,
-                   long_range_csv=long_range_csv, plot=plot, force=force, device=device,
+                   long_range_csv=long_range_csv, plot=plot, into=into, force=force, device=device,
                    encoding=encoding, errors=errors, echo=click.echo)

@@ -290,8 +290,8 @@ def recorded_corpus(ckpt, encoding="utf-8", errors="strict") -> list[str]:
 
 
 def errors_command(checkpoint, train_paths, held_out_paths, opts: ErrorOptions, *, csv=None,
-                   long_range_csv=None, plot=None, force=False, device="auto", encoding="utf-8",
-                   errors="strict", echo=print) -> Breakdown:
+                   long_range_csv=None, plot=None, into=None, force=False, device="auto",
+                   encoding="utf-8", errors="strict", echo=print) -> Breakdown:
     """``rnnviz errors``: read, fit the n-grams, run the model, print and write the results.
     A held-out file that also lies below TRAIN_TEXTS is left out of the n-gram's training;
     TRAIN_TEXTS ``@checkpoint`` means the files the checkpoint records it was trained on."""
@@ -313,6 +313,8 @@ def errors_command(checkpoint, train_paths, held_out_paths, opts: ErrorOptions, 
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, device=dev)
     held_out = read_sources(held_out_paths, encoding, errors)
+    if into is not None:
+        check_dump_matches(into, ckpt, "".join(s.text for s in held_out))
     if list(train_paths) == [FROM_CHECKPOINT]:
         train = recorded_corpus(ckpt, encoding, errors)
     else:
@@ -341,4 +343,37 @@ def errors_command(checkpoint, train_paths, held_out_paths, opts: ErrorOptions, 
     if plot is not None:
         save_figure_html(long_range_figure(summary), plot, "rnnviz long-range test", force)
         echo(f"wrote {plot}")
+    if into is not None:
+        store_breakdown(into, result, opts)
+        echo(f"stored /{GROUP} in {into}")
     return result
+
+
+GROUP = "errors"   # the dump's result group (docs/dump-format.md)
+
+
+def check_dump_matches(path, ckpt, text: str) -> None:
+    """``--into``: the dump must be of this checkpoint and of exactly these held-out texts."""
+    from .dumpfile import open_dump
+    from .errors import RnnvizError
+    with open_dump(path) as d:
+        if d.attrs.get("checkpoint_sha256") != ckpt.sha256:
+            raise RnnvizError(f"{path}: recorded from another checkpoint (sha256 "
+                              f"{str(d.attrs.get('checkpoint_sha256'))[:12]}, not {ckpt.sha256[:12]})")
+        if d.n_chars != len(text) or d.text != text:
+            raise RnnvizError(f"{path}: holds another text than HELD_OUT ({d.n_chars:,} chars, "
+                              f"HELD_OUT has {len(text):,}); dump HELD_OUT itself")
+
+
+def store_breakdown(path, result: Breakdown, opts: ErrorOptions) -> None:
+    """Replace the dump's /errors group: per-character category codes and probabilities,
+    the breakdown and the long-range rows."""
+    from dataclasses import asdict
+
+    from .dumpfile import open_dump
+    with open_dump(path, "r+") as d:
+        d.write_group(GROUP, tables={"breakdown": result.table, "long_range": result.long_range},
+                      arrays={"category": result.codes, "p_model": result.p_model.astype(np.float32),
+                              "p_ngram": result.p_ngram.astype(np.float32)},
+                      options={**asdict(opts), "categories": {"not_predicted": NOT_PREDICTED,
+                                                              "correct": CORRECT, **CATEGORY_CODES}})

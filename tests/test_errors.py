@@ -194,3 +194,39 @@ def test_long_range_on_the_shipped_model_beats_the_ngram_far_from_the_opening():
     assert far["model_p"].mean() > far["ngram_p"].mean() + 0.1
     assert set(long_range_summary(result.long_range)["kind"]) >= {")", "quote"}
     assert math.isclose(result.table["share_of_errors"].iloc[:-1].sum(), 1.0)
+
+
+def test_into_stores_categories_in_the_matching_dump_only(tiny_ckpt, tmp_path):
+    import h5py
+    f = tiny_ckpt
+    dump = tmp_path / "held.h5"
+    assert rnnviz("dump", f / "m.pt", f / "held.py", "-o", dump, "--quiet").returncode == 0
+    before = h5py.File(dump, "r")["states/layer0/c"][()]
+    r = rnnviz("errors", f / "m.pt", f / "train", f / "held.py", "--into", dump, "--order", "5",
+               "-o", tmp_path / "t.csv")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(dump, "r") as h:
+        g = h["errors"]
+        codes, p_model = g["category"][()], g["p_model"][()]
+        assert codes.shape == p_model.shape == (len((f / "held.py").read_text()),)
+        assert codes[0] == NOT_PREDICTED and np.isnan(p_model[0])
+        errors = (p_model < 0.5)
+        assert np.array_equal(codes[1:] > CORRECT, errors[1:])         # every error has a category
+        counts = pd.read_csv(tmp_path / "t.csv").set_index("category")["errors"]
+        for name, code in CATEGORY_CODES.items():
+            assert np.count_nonzero(codes == code) == counts[name]
+        assert np.array_equal(h["states/layer0/c"][()], before)        # the recording is untouched
+        # the model's probability of each character agrees with what dump recorded as its loss
+        loss = h["predictions/loss"][()]
+        assert np.allclose(-np.log(p_model[1:]), loss[:-1], atol=1e-3)
+    other = tmp_path / "other.py"
+    other.write_text(SOURCE[100:900])
+    wrong_text = rnnviz("errors", f / "m.pt", f / "train", other, "--into", dump, "--order", "3")
+    assert wrong_text.returncode == 1 and "holds another text than HELD_OUT" in wrong_text.stderr
+    vocab = Vocab.from_text(SOURCE)
+    torch.manual_seed(1)
+    other_model = CharLSTM(CharLSTMConfig(vocab_size=len(vocab), num_layers=1, hidden_size=16, embedding_size=8))
+    save_checkpoint(tmp_path / "other.pt", other_model, vocab, meta={})
+    wrong_ckpt = rnnviz("errors", tmp_path / "other.pt", f / "train", f / "held.py", "--into", dump, "--order", "3")
+    assert wrong_ckpt.returncode == 1 and "recorded from another checkpoint" in wrong_ckpt.stderr
+    assert len(wrong_ckpt.stderr.strip().splitlines()) == 1

@@ -18,6 +18,7 @@ import pandas as pd
 from ..errors import RnnvizError
 from ..names import PointArrays, parse_point, parse_unit
 from .analysis import GROUP, AnalysisGroup, write_analysis
+from .groups import replace_group
 from .schema import CODES, IDS, SOURCES, DumpLocked, dataset_path, open_checked
 from .tables import json_attr, read_table
 
@@ -191,6 +192,21 @@ class Dump(PointArrays):
         if self.mode != "r+":
             raise RnnvizError(f"{self.path}: opened read-only; open it with mode='r+' to write the analysis")
         write_analysis(self._f, n_chars=self.n_chars, **parts)
+
+    def group(self, name: str) -> AnalysisGroup | None:
+        """A result group other commands add, such as /errors (docs/dump-format.md): its
+        tables and arrays are read when asked for. None when absent."""
+        g = self._f.get(name)
+        return AnalysisGroup(g) if isinstance(g, h5py.Group) else None
+
+    def write_group(self, name: str, **parts) -> None:
+        """Replace the result group ``name`` (``mode="r+"`` only); see
+        :func:`rnnviz.dumpfile.groups.replace_group`."""
+        if self.mode != "r+":
+            raise RnnvizError(f"{self.path}: opened read-only; open it with mode='r+' to write /{name}")
+        if name in ("text", "states", "predictions", "sources", GROUP):
+            raise RnnvizError(f"/{name} is not a result group")
+        replace_group(self._f, name, **parts)
 
     # ----- pictures
     def show(self, unit: str, start: int = 0, stop: int = 2000, scale: str = "auto"):
