@@ -30,7 +30,7 @@ from .contexts import (CONTEXT_COLUMNS, QUANTILES, SATURATING, context_rows, ext
 from .dumpfile import Dump, DumpLocked, open_dump
 from .errors import RnnvizError
 from .features import BUILTIN, Feature, TextIndex, feature_values, select_features
-from .names import expand_selection, h5_path, parse_point
+from .names import h5_path, parse_point
 from .probe import PER_FEATURE, PROBE_COLUMNS, probe_table
 from .rank import Ranker, one_thread, prepare_features, z_bound
 
@@ -172,15 +172,7 @@ def _available_memory() -> int | None:
 
 
 def _points(d: Dump, path, spec: str | None) -> list[str]:
-    recorded = d.recorded
-    if spec:
-        wanted = expand_selection(spec, d.num_layers)
-        missing = [p for p in wanted if p not in recorded]
-        if missing:
-            raise RnnvizError(f"{path}: {', '.join(missing)} not recorded in this dump; it has "
-                              f"{', '.join(recorded) or 'no states'}")
-    else:
-        wanted = recorded
+    wanted = d.select(spec)
     if not wanted:
         raise RnnvizError(f"{path}: the dump holds no recorded states to analyse")
     for p in wanted:

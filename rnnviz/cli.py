@@ -280,6 +280,26 @@ def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_char
 
 
 @cli.command()
+@click.argument("dump_file", metavar="DUMP", type=click.Path(path_type=str))
+@click.option("--lstmvis", "lstmvis_dir", metavar="DIR", required=True,
+              help="Write DIR for the LSTMVis server: lstm.yml, a char dict and a side HDF5 (the dump is "
+                   "read where it is, never changed).")
+@click.option("--points", help="Recording points to export, e.g. c,h or layer1.c [default: all recorded].")
+@click.option("--negate", metavar="UNITS", help="Add negated copies of these units (LSTMVis matches values above "
+              "a positive threshold), e.g. layer2.c[76],layer0.c[169].")
+@click.option("--negate-signed", is_flag=True, help="Add negated copies of every exported c, h and gate_g unit.")
+@click.option("--force", is_flag=True, help="Replace the files rnnviz writes in an existing DIR.")
+@user_errors
+def export(dump_file, lstmvis_dir, points, negate, negate_signed, force):
+    """Export DUMP for another tool: --lstmvis DIR writes a folder LSTMVis loads as it is."""
+    from .lstmvis import export_lstmvis, parse_units
+    out = export_lstmvis(dump_file, lstmvis_dir, points=points, negate=parse_units(negate),
+                         negate_signed=negate_signed, force=force)
+    click.echo(f"Wrote {out}/lstm.yml; start LSTMVis on the folder above it: "
+               f"python lstm_server.py -dir {out.resolve().parent} --nodebug 1")
+
+
+@cli.command()
 @click.argument("dumps", nargs=-1, required=True, type=click.Path(path_type=str))
 @_server_options
 @click.option("--unit", default=None, help="Unit to show first, e.g. layer1.c[42].")

@@ -11,8 +11,8 @@ from .analysis import AnalysisGroup, write_analysis
 from .reader import Dump, describe_dump, open_dump
 from .schema import (CHUNK_ROWS, CHUNK_UNITS, FORMAT, SCHEMA_VERSION, DumpLocked, h5open, header_attrs,
                      open_checked)
-from .writer import DumpWriter, write_dump
+from .writer import DumpWriter, SideFile, write_dump
 
 __all__ = ["AnalysisGroup", "CHUNK_ROWS", "CHUNK_UNITS", "Dump", "DumpLocked", "DumpWriter", "FORMAT",
-           "SCHEMA_VERSION", "describe_dump", "h5open", "header_attrs", "open_checked", "open_dump", "write_analysis",
+           "SCHEMA_VERSION", "SideFile", "describe_dump", "h5open", "header_attrs", "open_checked", "open_dump", "write_analysis",
            "write_dump"]

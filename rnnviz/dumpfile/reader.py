@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RnnvizError
-from ..names import PointArrays, parse_point, parse_unit
+from ..names import PointArrays, expand_selection, parse_point, parse_unit
 from .analysis import GROUP, AnalysisGroup, write_analysis
 from .groups import replace_group
 from .schema import CODES, IDS, SOURCES, DumpLocked, dataset_path, open_checked
@@ -100,6 +100,18 @@ class Dump(PointArrays):
     def check_unit(self, name: str) -> tuple[str, int]:
         """'layer1.c[42]' -> ('layer1.c', 42), refusing units this dump does not hold."""
         return check_unit(name, self.points, self.hidden_size)
+
+    def select(self, spec: str | None) -> list[str]:
+        """Recorded points named by ``spec`` (``"c,h"``, ``"layer1.c,gates"``; None: all of them),
+        refusing any this dump did not record."""
+        if not spec:
+            return list(self.recorded)
+        wanted = expand_selection(spec, self.num_layers)
+        missing = [p for p in wanted if p not in self.recorded]
+        if missing:
+            raise RnnvizError(f"{self.path}: {', '.join(missing)} not recorded in this dump; it has "
+                              f"{', '.join(self.recorded) or 'no states'}")
+        return wanted
 
     def rows(self, point: str, blocks) -> np.ndarray:
         """(n, H) rows of ``point`` in the given (start, length) blocks, in the stored dtype."""

@@ -192,6 +192,38 @@ def write_dump(path, text: str, states: dict[str, np.ndarray], *, vocab: list[st
     return Path(path)
 
 
+class SideFile:
+    """A plain HDF5 file of named arrays for another tool (never the dump itself), written
+    in row blocks; chunks never written cost no disk and read as zeros.
+
+        with SideFile("out/side.h5") as s: s.create("source", (n,), np.int32); s.put("source", a)
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.f = h5open(self.path, "w")
+
+    def create(self, name: str, shape: tuple, dtype, attrs: dict | None = None) -> None:
+        chunks = (min(shape[0], 16 * CHUNK_ROWS),) if len(shape) == 1 else \
+            (min(shape[0], CHUNK_ROWS), min(shape[1], CHUNK_UNITS))
+        ds = self.f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks if shape[0] else None)
+        ds.attrs.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in (attrs or {}).items()})
+
+    def put(self, name: str, a: np.ndarray, first: int = 0, columns: slice = slice(None)) -> None:
+        """``a`` to rows ``first`` on (and ``columns`` of a 2-D array)."""
+        ds = self.f[name]
+        if ds.ndim == 1:
+            ds[first:first + len(a)] = a
+        else:
+            ds[first:first + len(a), columns] = a
+
+    def __enter__(self) -> SideFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
 def _slab(ds: h5py.Dataset, file: h5py.h5s.SpaceID, part: np.ndarray, first: int) -> None:
     """``part`` to rows ``first`` on, through ``file`` (the dataset's space, reselected)."""
     if len(part):
