@@ -55,6 +55,12 @@ def free_name(dump_path: Path, unit: str, start: int, end: int, fmt: str) -> Pat
     raise RnnvizError(f"too many exports named {stem}.* beside {dump_path}")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_new(out: Path, data: bytes, force: bool) -> None:
     """Write through a temporary file, so a failure never leaves a truncated export."""
     try:
@@ -62,6 +68,7 @@ def _write_new(out: Path, data: bytes, force: bool) -> None:
     except OSError as e:
         raise RnnvizError(f"cannot write beside {out}: {e.strerror}") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())      # mkstemp makes 0600; an export is for sharing
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         if force:

@@ -1,6 +1,7 @@
 """rnnviz serve, without a browser: build the app's document on a small dump, drive the
 widgets as a user would, and check what the models would show."""
 import hashlib
+import os
 import re
 import socket
 import subprocess
@@ -354,3 +355,36 @@ def test_grid_keeps_lines_tabs_and_sources_apart():
     assert g.col[4] == 4                                            # after the tab stop
     assert g.row[6] == 2 and g.col[6] == 0                          # a source starts a new row
     assert g.rows == 4                                              # the long line wrapped at 8
+
+
+def test_ranking_shows_auc_or_rho_z_p_and_beats_null(tmp_path, stdlib_text_file):
+    path = tmp_path / "ranked.h5"
+    write_app_dump(path, stdlib_text_file, analysis=False)
+    from rnnviz.analyze import analyze_dump
+    analyze_dump(path, max_chars=None, features=["in_string", "line_pos"], shifts=20)
+    _, app = new_app(path)
+    d = app.ranking.source.data
+    assert {"stat", "z", "p", "beats"} <= set(d)
+    rows = list(zip(d["feature"], d["stat"], d["z"], d["p"], d["beats"]))
+    binary = [r for r in rows if r[0] == "in_string"]
+    counted = [r for r in rows if r[0] == "line_pos"]
+    assert re.fullmatch(r"0\.\d{3} \([+−]\)", binary[0][1]) and counted[0][1].startswith("ρ ")
+    assert np.isfinite(rows[0][2]) and 0 < rows[0][3] <= 1
+    assert "AUC" in app.ranking.note.text and "z</b>" in app.ranking.note.text
+
+
+def test_small_things_a_user_notices(dump, tmp_path):
+    path, text, _ = dump
+    _, app = new_app(path)
+    app.controls.layer.value, app.controls.kind.value = "0", "h"
+    app.controls.index.value = 300                        # past the last unit: the last one, said so
+    assert app.unit == f"layer0.h[{H - 1}]" and app.controls.index.value == H - 1
+    before = dict(app.controls.status.styles)
+    app.error("a long message " * 20)
+    assert app.controls.status.styles["height"] == before["height"] == "20px"   # the page does not move
+    app.controls.position.value = 3100                     # in second.py, in a window that starts in first.py
+    assert app.controls.source.value == "1"
+    out = export_span(path, "layer0.h[2]", 0, 300, tmp_path / "shared.svg")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -396,3 +396,26 @@ def test_the_address_round_trips_a_view_and_the_csv_downloads(chrome, demo):
             chrome.execute_script(VALUE, "threshold", "value"), chrome.execute_script(VALUE, "select_sign", "active")) \
         == (40032, 40040, 0.2, 2)
     assert chrome.execute_script(TOP_CHAR) == top_char          # the same rows are on screen
+
+
+RANKING_ROWS = """
+function roots(root, out) { out.push(root); for (const el of root.querySelectorAll('*')) if (el.shadowRoot) roots(el.shadowRoot, out); return out; }
+for (const r of roots(document, [])) {
+  const heads = Array.from(r.querySelectorAll('.slick-header-column')).map(h => h.textContent.trim());
+  if (!heads.includes('AUC / ρ')) continue;
+  const rows = Array.from(r.querySelectorAll('.slick-row')).sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top));
+  return [heads, rows.slice(0, 3).map(row => Array.from(row.querySelectorAll('.slick-cell')).map(c => c.textContent))];
+}
+return null;
+"""
+
+
+@pytest.mark.browser
+def test_a_ranking_row_shows_auc_and_z(chrome, demo):
+    url, _ = demo
+    _open(chrome, f"{url}?feature=in_string")
+    heads, rows = _wait(lambda: chrome.execute_script(RANKING_ROWS), what="the ranking table")
+    assert heads[:5] == ["unit", "feature", "AUC / ρ", "z", "p"]
+    unit, feature, auc, z, p, beats = rows[0]
+    assert feature == "in_string" and re.fullmatch(r"0\.9\d\d \([+−]\)", auc), rows[0]
+    assert abs(float(z)) > 3 and beats == "yes"

@@ -12,6 +12,8 @@ from ..render.colours import SCALES
 WINDOWS = ("1000", "2000", "5000", "10000")
 DEFAULT_WINDOW = "2000"
 _MUTED = {"color": "#555555"}
+# A status line of fixed height: a message appearing or going never moves the page.
+STATUS_STYLE = {"height": "20px", "overflow": "hidden", "white-space": "nowrap", "text-overflow": "ellipsis"}
 
 
 class Controls:
@@ -50,7 +52,7 @@ class Controls:
         self.slider = Slider(title="Position in the whole text", start=0, end=max(1, n - 1), value=0, step=1,
                              width=980, name="position_slider", format="0,0")
         self.where = Div(text="", styles=_MUTED, name="where")
-        self.status = Div(text="", width=1400, name="status")
+        self.status = Div(text="", width=1400, name="status", styles=dict(STATUS_STYLE))
         self.unit_line = Div(text="", width=980, name="unit_line")
 
     def layout(self):

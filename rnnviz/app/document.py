@@ -25,7 +25,7 @@ from ..errors import RnnvizError
 from ..names import parse_point, unit_name
 from ..render import colours
 from . import urlstate
-from .controls import Controls
+from .controls import STATUS_STYLE, Controls
 from .discover import DiscoverPanel, SelectMatch
 from .navigation import Navigator
 from .spans import NO_SPAN_HINT, Spans
@@ -147,10 +147,11 @@ class Explorer(Navigator, Spans):
             self._quiet_depth -= 1
 
     def info(self, message: str) -> None:
-        self.controls.status.update(text=html.escape(message), styles={"color": "#1d5e1d"})
+        self.controls.status.update(text=html.escape(message), styles={**STATUS_STYLE, "color": "#1d5e1d"})
 
     def error(self, message: str) -> None:
-        self.controls.status.update(text="⚠ " + html.escape(message), styles={"color": "#b00020", "font-weight": "bold"})
+        self.controls.status.update(text="⚠ " + html.escape(message),
+                                    styles={**STATUS_STYLE, "color": "#b00020", "font-weight": "bold"})
 
     def _background(self, label: str, work, done) -> None:
         """Run ``work(progress)`` off the server's event loop, then ``done(result)`` on it."""
@@ -243,7 +244,8 @@ class Explorer(Navigator, Spans):
         point = f"layer{c.layer.value}.{c.kind.value}"
         if point not in self.view.points:
             raise RnnvizError(f"{point} was not recorded in this dump; it has {', '.join(self.view.points)}")
-        self.select_unit(point, int(c.index.value))
+        index = min(max(int(c.index.value or 0), 0), self.view.hidden_size - 1)    # a typed 300 shows [255]
+        self.select_unit(point, index)
 
     def select_unit_name(self, unit: str) -> None:
         self.select_unit(*self.view.check_unit(unit))
@@ -306,7 +308,8 @@ class Explorer(Navigator, Spans):
                                 "<code>rnnviz analyze</code>.")
         else:
             self.banner.text = ""
-        self.ranking.set_ranking(None if a is None else a.ranking, [] if a is None else sorted(a.features))
+        self.ranking.set_ranking(None if a is None else a.ranking, [] if a is None else sorted(a.features),
+                                 None if a is None else a.options)
         self.saturation.show(None if a is None else a.saturation)
 
     def start_analysis(self) -> None:

@@ -41,8 +41,9 @@ class Navigator:
         self._show_where()
 
     def _show_where(self) -> None:
+        """The slider, the source (of the rows in view, not of the window's start) and the range."""
         c, firsts = self.controls, self.view.sources["start"].to_numpy()
-        src = int(np.searchsorted(firsts, self.start, side="right") - 1)
+        src = int(np.searchsorted(firsts, self.text.anchor(), side="right") - 1)
         with self._quiet():
             c.slider.value = self.start
             c.source.value = str(max(src, 0))

@@ -43,25 +43,32 @@ def _on_pick(source, callback, key):
     source.selected.on_change("indices", picked)
 
 
+_RANK_COLUMNS = ("unit", "feature", "stat", "z", "p", "beats")
+
+
 class RankingPanel:
     def __init__(self, on_unit, on_feature):
         self.feature = Select(title="Feature", options=[NONE], value=NONE, width=220, name="feature_select")
         self.kind = Select(title="Kind", options=[ALL], value=ALL, width=120, name="rank_kind_select")
-        self.source = ColumnDataSource({"unit": [], "feature": [], "score": []}, name="ranking_source")
+        self.source = ColumnDataSource({k: [] for k in _RANK_COLUMNS}, name="ranking_source")
         self.table = _table(self.source, [
-            TableColumn(field="unit", title="unit", width=130),
-            TableColumn(field="feature", title="feature", width=190),
-            TableColumn(field="score", title="score", formatter=NumberFormatter(format="0.000"), width=80)],
+            TableColumn(field="unit", title="unit", width=118),
+            TableColumn(field="feature", title="feature", width=97),
+            TableColumn(field="stat", title="AUC / ρ", width=80),
+            TableColumn(field="z", title="z", formatter=NumberFormatter(format="0.0", nan_format=""), width=45),
+            TableColumn(field="p", title="p", formatter=NumberFormatter(format="0.000", nan_format=""), width=50),
+            TableColumn(field="beats", title="> null", width=45)],
             "ranking_table", height=420)
-        self.note = Div(text="", width=SIDE_W, styles={"color": "#555"})
+        self.note = Div(text="", width=SIDE_W, styles={"color": "#555"}, name="ranking_note")
         self.ranking: pd.DataFrame | None = None
+        self.options: dict = {}
         _on_pick(self.source, on_unit, "unit")
         self.feature.on_change("value", lambda a, o, n: on_feature(None if n == NONE else n))
         self.kind.on_change("value", lambda a, o, n: self.refresh())
         self.layout = column(row(self.feature, self.kind), self.table, self.note)
 
-    def set_ranking(self, ranking: pd.DataFrame | None, features: list[str]) -> None:
-        self.ranking = ranking
+    def set_ranking(self, ranking: pd.DataFrame | None, features: list[str], options: dict | None = None) -> None:
+        self.ranking, self.options = ranking, options or {}
         self.feature.options = [NONE] + list(features)
         if ranking is not None and "kind" in ranking:
             self.kind.options = [ALL] + sorted(set(ranking["kind"].astype(str)))
@@ -70,7 +77,7 @@ class RankingPanel:
     def refresh(self) -> None:
         r = self.ranking
         if r is None:
-            self.source.data = {"unit": [], "feature": [], "score": []}
+            self.source.data = {k: [] for k in _RANK_COLUMNS}
             self.note.text = "No ranking: this dump has not been analysed yet."
             return
         if self.feature.value != NONE:
@@ -78,10 +85,37 @@ class RankingPanel:
         if self.kind.value != ALL and "kind" in r:
             r = r[r["kind"].astype(str) == self.kind.value]
         top = r.head(MAX_RANKED)
+        n = len(top)
         self.source.data = {"unit": top["unit"].tolist(), "feature": top["feature"].tolist(),
-                            "score": top["score"].to_numpy(np.float64)}
-        self.note.text = (f"{len(top)} of {len(r):,} (unit, feature) pairs, strongest |score| first; "
-                          f"click a row to show the unit.")
+                            "stat": [_stat(row) for row in top.itertuples(index=False)],
+                            "z": _column(top, "null_z", n), "p": _column(top, "null_p", n),
+                            "beats": ["yes" if b else "" for b in (top["beats_null"] if "beats_null" in top
+                                                                   else [False] * n)]}
+        o = self.options
+        sampled = (f" <b>Sampled</b>: analysed on {o['analysed_chars']:,} of {o['n_chars']:,} chars."
+                   if o.get("analysed_chars") and o.get("n_chars") and o["analysed_chars"] < o["n_chars"] else "")
+        bound = f"|z| ≥ {o['z_bound']:.2f}" if o.get("z_bound") else "|z| above a Bonferroni bound"
+        self.note.text = (
+            f"{n} of {len(r):,} (unit, feature) pairs, strongest first; click a row to show the unit.{sampled}<br>"
+            "<b>AUC</b> (on/off features): the chance that a char with the feature has a higher value than one "
+            "without, as max(AUC, 1−AUC), its sign in brackets (−: lower on the feature). <b>ρ</b> (counts): "
+            "Spearman's rank correlation. <b>z</b>: the score against circular shifts of the feature "
+            "(score − their mean) / their s.d.; <b>p</b>: (1 + shifts at least as strong) / (shifts + 1), for "
+            f"each feature's top units. <b>&gt; null</b>: yes when {bound} and stronger than every shift.")
+
+
+def _stat(row) -> str:
+    kind = getattr(row, "feature_kind", "")
+    auc, rho, score = (getattr(row, k, np.nan) for k in ("auc", "rho", "score"))
+    if kind == "binary" and np.isfinite(auc):
+        return f"{auc:.3f} ({'−' if score < 0 else '+'})"
+    if np.isfinite(rho):
+        return f"ρ {rho:+.3f}"
+    return f"{score:+.3f}"
+
+
+def _column(df: pd.DataFrame, name: str, n: int) -> np.ndarray:
+    return df[name].to_numpy(np.float64) if name in df else np.full(n, np.nan)
 
 
 class ContextsPanel:

@@ -95,6 +95,7 @@ class Spans:
 
     def _scrolled(self) -> None:
         self.text.update_visible_box()
+        self._show_where()
         self._sync_url()
 
     def _sync_url(self) -> None:

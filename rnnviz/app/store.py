@@ -47,6 +47,7 @@ class Analysis:
     contexts: pd.DataFrame | None = None
     features: dict[str, str] = field(default_factory=dict)   # name -> kind (binary, continuous, ordinal)
     row_index: dict = field(default_factory=dict)            # table -> {unit: row numbers}, built on first use
+    options: dict = field(default_factory=dict)              # how it was made (analysed_chars, z_bound, ...)
 
 
 class DumpView:
@@ -251,7 +252,7 @@ def _read_analysis(d: Dump) -> Analysis | None:
     if g is None:
         return None
     tables = {name: g.table(name) for name in _ANALYSIS_TABLES}
-    analysis = Analysis(features=g.feature_kinds, **tables)
+    analysis = Analysis(features=g.feature_kinds, options=g.options, **tables)
     if analysis.ranking is not None:
         analysis.ranking = _with_unit_columns(analysis.ranking)
     return analysis
