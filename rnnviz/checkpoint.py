@@ -108,7 +108,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         vocab = Vocab(blob["vocab"])
         model = CharLSTM(config)
         model.load_state_dict(blob["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, RuntimeError, RnnvizError) as e:  # RnnvizError: e.g. an unknown cell
         raise RnnvizError(f"{path}: damaged checkpoint ({str(e).splitlines()[0][:200]})") from None
     model.to(device).eval()
     return Checkpoint(model=model, vocab=vocab, meta=blob.get("meta", {}), path=Path(path),

@@ -37,7 +37,7 @@ def _one_line(e: BaseException) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rnnviz")
 def cli():
-    """Record, rank and explore the units of character-level LSTMs.
+    """Record, rank and explore the units of character-level LSTMs, GRUs and RNNs.
 
     \b
     Typical path:  rnnviz train corpus/ -o model.pt
@@ -68,6 +68,10 @@ _ERRORS = click.option("--errors", type=click.Choice(["strict", "replace", "igno
                        show_default=True, help="What to do with bytes the encoding cannot decode.")
 
 
+_DEVICE = click.option("--device", default="auto", show_default=True,
+                       help="auto (CUDA when torch sees a GPU, else the CPU), cpu or cuda.")
+
+
 def _server_options(fn):
     """--port, --host and --no-browser, for the commands that start the app."""
     fn = click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")(fn)
@@ -81,6 +85,8 @@ def _server_options(fn):
 @click.argument("texts", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--output", default="model.pt", show_default=True, help="Checkpoint to write.")
 @click.option("--preset", type=click.Choice(["stdlib"]), help="A named recipe; 'stdlib' trains the shipped demo model.")
+@click.option("--cell", default="lstm", show_default=True,
+              help="lstm, gru, rnn (tanh; also rnn_tanh) or rnn_relu: PyTorch's LSTM, GRU or RNN.")
 @click.option("--layers", type=int, default=2, show_default=True)
 @click.option("--hidden", type=int, default=128, show_default=True, help="Units per layer.")
 @click.option("--embedding", type=int, default=64, show_default=True)
@@ -99,6 +105,7 @@ def _server_options(fn):
 @click.option("--sample-every", type=int, default=0, help="Print and keep a sample every N steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, help="Torch CPU threads.")
+@_DEVICE
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint at -o.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint at -o.")
 @click.option("--keep-optimizer/--no-keep-optimizer", default=True, show_default=True,
@@ -106,16 +113,17 @@ def _server_options(fn):
 @_ENCODING
 @_ERRORS
 @user_errors
-def train(texts, output, preset, layers, hidden, embedding, dropout, resume, force, encoding, errors,
+def train(texts, output, preset, cell, layers, hidden, embedding, dropout, resume, force, encoding, errors,
           seq_length, batch_size, lr, lr_decay, decay_after, grad_clip, val_fraction, epochs,
-          max_time, max_steps, eval_every, sample_every, seed, threads, keep_optimizer):
-    """Train a character-level LSTM on TEXTS (files or directories)."""
+          max_time, max_steps, eval_every, sample_every, seed, threads, device, keep_optimizer):
+    """Train a character-level LSTM, GRU or RNN on TEXTS (files or directories)."""
     from .workflows import train_command
     opts = dict(seq_length=seq_length, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
                 decay_after=decay_after, grad_clip=grad_clip, val_fraction=val_fraction,
                 epochs=epochs, max_time=max_time, max_steps=max_steps, eval_every=eval_every,
-                sample_every=sample_every, seed=seed, threads=threads, keep_optimizer=keep_optimizer)
-    model = dict(num_layers=layers, hidden_size=hidden, embedding_size=embedding, dropout=dropout)
+                sample_every=sample_every, seed=seed, threads=threads, device=device,
+                keep_optimizer=keep_optimizer)
+    model = dict(num_layers=layers, hidden_size=hidden, embedding_size=embedding, dropout=dropout, cell=cell)
     given = {k for k, v in click.get_current_context().params.items()
              if click.get_current_context().get_parameter_source(k).name != "DEFAULT"}
     train_command(texts, output, opts, model, preset=preset, resume=resume, force=force,
@@ -130,11 +138,12 @@ def train(texts, output, preset, layers, hidden, embedding, dropout, resume, for
 @click.option("--prime", default="", help="Text to read before generating.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
+@_DEVICE
 @user_errors
-def sample(checkpoint, length, temperature, prime, seed, argmax):
+def sample(checkpoint, length, temperature, prime, seed, argmax, device):
     """Generate text from a trained CHECKPOINT (to stdout)."""
     from .workflows import sample_text
-    click.echo(sample_text(checkpoint, length, temperature, prime, seed, argmax))
+    click.echo(sample_text(checkpoint, length, temperature, prime, seed, argmax, device=device))
 
 
 @cli.command()
@@ -142,8 +151,8 @@ def sample(checkpoint, length, temperature, prime, seed, argmax):
 @click.argument("texts", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--output", help="Dump file to write [default: dumps/<stem of first file>.h5].")
 @click.option("--record", "record_spec", default="all", show_default=True,
-              help="Points to record: all, or a comma list of kinds (c,h,gate_i,gate_f,gate_g,gate_o,gates) "
-                   "or points (layer0.c).")
+              help="Points to record: all, or a comma list of kinds (LSTM: c,h,gate_i,gate_f,gate_g,gate_o; "
+                   "GRU: h,gate_r,gate_z,gate_n; RNN: h; gates: all of them) or points (layer0.c).")
 @click.option("--layers", help="Comma list of layers to record, e.g. 0,1 [default: all].")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True,
@@ -157,6 +166,7 @@ def sample(checkpoint, length, temperature, prime, seed, argmax):
 @click.option("--kernel", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="The compiled recorder (see `rnnviz kernel`): auto uses it where it is built and measured at "
                    "least 1.15x pure PyTorch here; on builds it if need be and uses it; off: pure PyTorch.")
+@_DEVICE
 @click.option("--force", is_flag=True, help="Overwrite an existing dump (or discard an unfinished one).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted dump OUTPUT.partial.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -164,7 +174,7 @@ def sample(checkpoint, length, temperature, prime, seed, argmax):
 @_ERRORS
 @user_errors
 def dump(checkpoint, texts, output, record_spec, layers, dtype, compression, max_chars, topk, batch_size,
-         chunk_chars, threads, kernel, force, resume, quiet, encoding, errors):
+         chunk_chars, threads, kernel, device, force, resume, quiet, encoding, errors):
     """Record every cell and gate of CHECKPOINT over TEXTS (files or directories) into HDF5.
 
     Each file is one sequence starting from a zero state. The layout is docs/dump-format.md.
@@ -178,12 +188,13 @@ def dump(checkpoint, texts, output, record_spec, layers, dtype, compression, max
     options = DumpOptions(record=record_spec, layers=layer_list, dtype=dtype, compression=compression,
                           max_chars=max_chars, topk=topk, force=force, resume=resume, encoding=encoding,
                           errors=errors, batch_size=batch_size, chunk_chars=chunk_chars, threads=threads,
-                          kernel=kernel, progress=not quiet, command=_given_command("dump", checkpoint, *texts))
+                          kernel=kernel, device=device, progress=not quiet,
+                          command=_given_command("dump", checkpoint, *texts))
     result = run_dump(checkpoint, list(texts), output, options)
     from .kernel import why
+    recorder = f"pure PyTorch ({result.no_kernel})" if result.no_kernel else why(kernel, result.backend == "kernel")
     click.echo(f"wrote {result.path}: {result.n_chars:,} chars, {result.size_bytes / result.n_chars:,.0f} "
-               f"bytes/char, {result.n_chars / result.seconds:,.0f} chars/s with "
-               f"{why(kernel, result.backend == 'kernel')}", err=True)
+               f"bytes/char, {result.n_chars / result.seconds:,.0f} chars/s with {recorder}", err=True)
 
 
 @cli.command()
@@ -342,8 +353,7 @@ def demo(texts, output, port, host, no_browser, encoding, errors):
 @click.option("--long-range", "long_range_csv", help="Write one row per closing bracket/quote as CSV.")
 @click.option("--plot", help="Write the long-range plot as a standalone (offline) HTML file.")
 @click.option("--into", "into", help="Store the per-character categories in this dump of HELD_OUT (its /errors group).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto is CUDA when torch sees a GPU.")
+@_DEVICE
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @_ENCODING
 @_ERRORS

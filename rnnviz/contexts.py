@@ -12,7 +12,7 @@ import pandas as pd
 
 from .rank import fp16_keys
 
-SATURATING = ("gate_i", "gate_f", "gate_o")   # sigmoid gates; gate_g is a tanh candidate
+SATURATING = ("gate_i", "gate_f", "gate_o", "gate_r", "gate_z")  # sigmoid gates (LSTM, GRU); g, n are tanh
 LEFT, RIGHT = 0.1, 0.9
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 CONTEXT_COLUMNS = ["unit", "which", "rank", "quantile", "position", "value"]

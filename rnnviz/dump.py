@@ -24,6 +24,7 @@ import torch
 from .backends import make_backend
 from .backends.pytorch import ANCHOR
 from .checkpoint import load_checkpoint, versions
+from .device import resolve_device
 from .dumpfile import DumpWriter, describe_dump, open_dump
 from .errors import RnnvizError
 from .names import expand_selection, parse_point, point_name
@@ -54,6 +55,7 @@ class DumpOptions:
     threads: int = 1                  # torch threads per pipeline thread (2 thrash a busy machine)
     workers: int = 2                  # threads expanding chunks (gates, c) while the next one runs
     kernel: str = "auto"              # the compiled recorder: auto (if built and it pays), on, off (rnnviz.kernel)
+    device: str = "auto"              # auto (CUDA when present), cpu or cuda; CUDA records with pure PyTorch
     progress: bool = True             # tqdm bar (chars/s) on stderr
     command: str = ""                 # the command line, stored in the file
 
@@ -67,11 +69,11 @@ class Unit:
     t1: int
 
     def carry(self, state, before: Unit | None):
-        """The LSTM state this unit starts from, given ``state`` after unit ``before``: zeros
-        (None) at the start of its sources, else the rows of the sources still running."""
+        """The recurrent state this unit starts from, given ``state`` after unit ``before``:
+        zeros (None) at the start of its sources, else the rows of the sources still running."""
         if self.t0 == 0:
             return None
-        keep = torch.tensor([before.lanes.index(s) for s in self.lanes])
+        keep = torch.tensor([before.lanes.index(s) for s in self.lanes], device=state[0].device)
         return tuple(s.index_select(-2, keep) for s in state)  # the lane axis
 
 
@@ -83,6 +85,7 @@ class DumpResult:
     seconds: float
     size_bytes: int
     backend: str = "pytorch"  # the recorder that ran: "kernel" (compiled) or "pytorch" (rnnviz.backends)
+    no_kernel: str = ""       # why the compiled kernel could not run here (a GRU, CUDA), if so
 
 
 def plan(lengths: list[int], batch_size: int, chunk_chars: int, anchor: int = ANCHOR) -> list[Unit]:
@@ -111,9 +114,10 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     started = time.perf_counter()
     target = _target(texts, out, opt)
     partial = target.with_name(target.name + ".partial")
-    ckpt = load_checkpoint(checkpoint)
+    device = resolve_device(opt.device)
+    ckpt = load_checkpoint(checkpoint, device)
     cfg = ckpt.config
-    points = expand_selection(opt.record, cfg.num_layers, opt.layers)
+    points = expand_selection(opt.record, cfg.num_layers, opt.layers, cfg.cell)
     if opt.dtype not in ("float16", "float32"):
         raise RnnvizError(f"--dtype: expected float16 or float32, found {opt.dtype!r}")
     if opt.compression not in ("none", "lzf", "gzip"):
@@ -135,7 +139,7 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
                       "plan": [opt.batch_size, opt.chunk_chars, ANCHOR, PLAN_VERSION]})
     if opt.resume:
         f, done, h, c = DumpWriter.resume(partial, key)
-        state = (torch.from_numpy(h), torch.from_numpy(c))
+        state = tuple(torch.from_numpy(a).to(device) for a in ((h, c) if cfg.cell == "lstm" else (h,)))
     else:
         if partial.exists():
             partial.unlink()
@@ -152,8 +156,10 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
         raise
     finally:
         torch.set_num_threads(threads)
+    no_kernel = ("the compiled kernel steps LSTMs only" if cfg.cell != "lstm" else
+                 f"the compiled kernel is CPU-only; this ran on {device}" if device.type != "cpu" else "")
     return DumpResult(target, text.n, text.unknown, time.perf_counter() - started,
-                      target.stat().st_size, backend)
+                      target.stat().st_size, backend, no_kernel)
 
 
 def _target(texts: list, out, opt: DumpOptions) -> Path:
@@ -242,9 +248,9 @@ def _record(f: DumpWriter, units: list[Unit], done: int, state, text: _Text, mod
     arrays (the time-parallel part of the pure-PyTorch backend) and predictions; a writer
     thread writes them in order. Returns the backend's name."""
     from tqdm import tqdm
-    backend = make_backend(model.lstm, kernel=opt.kernel, embedding=model.embed.weight,
+    backend = make_backend(model.rnn, kernel=opt.kernel, embedding=model.embed.weight,
                            dtype=getattr(torch, opt.dtype), reuse_buffers=True)
-    layers = backend.num_layers
+    layers, device = backend.num_layers, model.embed.weight.device
     wanted: dict[int, list[str]] = {}
     for point in points:
         layer, kind = parse_point(point)
@@ -260,17 +266,17 @@ def _record(f: DumpWriter, units: list[Unit], done: int, state, text: _Text, mod
 
     def stage(layer: int, chunks) -> None:
         """Run ``layer`` on each (unit, runs so far) in order, carrying this layer's state."""
-        carried = None if state is None else (state[0][layer], state[1][layer])
+        carried = None if state is None else tuple(s[layer] for s in state)
         before = units[done - 1] if done else None
         for unit, runs in chunks:
-            below = runs[-1] if runs else torch.from_numpy(text.batch(unit)[0])
+            below = runs[-1] if runs else torch.from_numpy(text.batch(unit)[0]).to(device)
             runs.append(backend.layer(layer, below, unit.carry(carried, before)))
             carried, before = runs[-1].state, unit
             if layer + 1 < layers:
                 sent = _put(inbox[layer + 1], (unit, runs), stop)
             else:
                 job = pool.submit(_expand, model, text, unit, runs, wanted, opt)
-                state_after = tuple(torch.stack([r.state[k] for r in runs]) for k in (0, 1))
+                state_after = tuple(torch.stack([r.state[k] for r in runs]).cpu() for k in range(len(runs[0].state)))
                 sent = _put(todo, (unit, job, state_after), stop)
             if not sent:
                 return
@@ -337,8 +343,8 @@ def _expand(model, text: _Text, unit: Unit, runs: list, wanted: dict, opt: DumpO
     with torch.inference_mode():  # grad mode is per thread
         for layer, kinds in wanted.items():
             for kind, a in runs[layer].points(kinds).items():
-                out[point_name(layer, kind)] = a.numpy()
-        logp = torch.log_softmax(model.head(runs[-1].h), dim=-1)  # (B, T, V)
+                out[point_name(layer, kind)] = a.cpu().numpy()
+        logp = torch.log_softmax(model.head(runs[-1].h), dim=-1).cpu()  # (B, T, V)
         nxt = torch.from_numpy(text.batch(unit)[1])
         loss = -logp.gather(-1, nxt.clamp(min=0)[..., None])[..., 0]
         loss[nxt < 0] = float("nan")
@@ -352,10 +358,11 @@ def _expand(model, text: _Text, unit: Unit, runs: list, wanted: dict, opt: DumpO
 def _writer(f: DumpWriter, items, text: _Text, bar) -> None:
     """Write each chunk in order and, every FLUSH_SECONDS, the progress that --resume reads."""
     flushed = 0.0
-    for unit, job, (h, c) in items:
+    for unit, job, state in items:
         for name, a in job.result().items():
             f.write(name, a, text.rows(unit))
         if time.monotonic() - flushed >= FLUSH_SECONDS:
-            f.save_progress(unit.index + 1, h.numpy(), c.numpy())
+            h = state[0].numpy()  # a GRU or RNN has no c: its slot holds zeros
+            f.save_progress(unit.index + 1, h, state[1].numpy() if len(state) > 1 else np.zeros_like(h))
             flushed = time.monotonic()
         bar.update(sum(n for _, _, n in text.rows(unit)))

@@ -1,4 +1,5 @@
-"""The character-level LSTM: embedding -> multi-layer nn.LSTM -> linear over the vocabulary.
+"""The character-level RNN: embedding -> multi-layer nn.LSTM, nn.GRU or nn.RNN -> linear over
+the vocabulary (Karpathy et al. 2015 compare the three cells at 1-3 layers).
 
 No I/O and no argument parsing here; checkpoints live in ``checkpoint.py``.
 """
@@ -13,17 +14,30 @@ from torch import nn
 from .errors import RnnvizError
 
 UNKNOWN = "\ufffd"  # id 0 of every vocabulary: stands for characters never seen in training
+# The cells, named as PyTorch's RNNBase.mode in lower case; "rnn" is short for "rnn_tanh".
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+_CELL_ALIASES = {"rnn": "rnn_tanh"}
+
+
+def cell_name(cell: str) -> str:
+    """The canonical name of ``cell`` (``rnn`` -> ``rnn_tanh``), checked."""
+    name = _CELL_ALIASES.get(cell, cell)
+    if name not in CELLS:
+        raise RnnvizError(f"unknown cell {cell!r}: expected lstm, gru, rnn (= rnn_tanh) or rnn_relu")
+    return name
 
 
 @dataclass
-class CharLSTMConfig:
+class CharRNNConfig:
     vocab_size: int = 0       # set from the training text's vocabulary
     num_layers: int = 2       # char-rnn default
     hidden_size: int = 128    # char-rnn default (units per layer)
     embedding_size: int = 64  # char-rnn feeds one-hot vectors; a learned embedding is cheaper
-    dropout: float = 0.0      # between LSTM layers, training only (char-rnn default 0)
+    dropout: float = 0.0      # between recurrent layers, training only (char-rnn default 0)
+    cell: str = "lstm"        # lstm, gru, rnn_tanh or rnn_relu; checkpoints without it are LSTMs
 
     def __post_init__(self):
+        self.cell = cell_name(self.cell)
         if self.num_layers < 1 or self.hidden_size < 1 or self.embedding_size < 1:
             raise RnnvizError("layers, hidden size and embedding size must be positive")
         if not 0.0 <= self.dropout < 1.0:
@@ -65,29 +79,45 @@ class Vocab:
         return "".join(self.chars[int(i)] for i in ids)
 
 
-class CharLSTM(nn.Module):
-    def __init__(self, config: CharLSTMConfig):
+CharLSTMConfig = CharRNNConfig  # the name before GRU and RNN cells existed
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: CharRNNConfig):
         super().__init__()
         if config.vocab_size < 2:
             raise RnnvizError("the vocabulary needs at least two symbols")
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embedding_size)
-        self.lstm = nn.LSTM(config.embedding_size, config.hidden_size, config.num_layers,
-                            dropout=config.dropout if config.num_layers > 1 else 0.0,
-                            batch_first=True)
+        args = (config.embedding_size, config.hidden_size, config.num_layers)
+        kwargs = dict(dropout=config.dropout if config.num_layers > 1 else 0.0, batch_first=True)
+        if config.cell == "lstm":
+            self.rnn = nn.LSTM(*args, **kwargs)
+        elif config.cell == "gru":
+            self.rnn = nn.GRU(*args, **kwargs)
+        else:
+            self.rnn = nn.RNN(*args, nonlinearity=config.cell[4:], **kwargs)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
-        with torch.no_grad():
-            # Forget-gate bias 1 (torch-rnn, Jozefowicz et al.): remembers by default early on.
-            h = config.hidden_size
-            for layer in range(config.num_layers):
-                getattr(self.lstm, f"bias_ih_l{layer}")[h:2 * h].fill_(1.0)
-                getattr(self.lstm, f"bias_hh_l{layer}")[h:2 * h].fill_(0.0)
+        if config.cell == "lstm":
+            with torch.no_grad():
+                # Forget-gate bias 1 (torch-rnn, Jozefowicz et al.): remembers by default early on.
+                h = config.hidden_size
+                for layer in range(config.num_layers):
+                    getattr(self.rnn, f"bias_ih_l{layer}")[h:2 * h].fill_(1.0)
+                    getattr(self.rnn, f"bias_hh_l{layer}")[h:2 * h].fill_(0.0)
+        self._register_load_state_dict_pre_hook(_rename_lstm_keys)
+
+    @property
+    def lstm(self) -> nn.Module:
+        """The recurrent module under its name from before GRU and RNN cells (any cell)."""
+        return self.rnn
 
     def forward(self, ids: torch.Tensor, state=None):
-        """ids (B, T) -> logits (B, T, V), (h_n, c_n) each (layers, B, H)."""
+        """ids (B, T) -> logits (B, T, V), state: (h_n, c_n) for an LSTM, h_n otherwise,
+        each (layers, B, H)."""
         x = self.embed(ids)
-        out, state = self.lstm(x, state)
+        out, state = self.rnn(x, state)
         return self.head(self.drop(out)), state
 
     @torch.no_grad()
@@ -107,7 +137,8 @@ class CharLSTM(nn.Module):
                 if argmax:
                     nxt = int(last.argmax())
                 else:
-                    probs = torch.softmax(last.double() / temperature, dim=-1)
+                    # On the CPU, where ``generator`` lives: the same text on any device.
+                    probs = torch.softmax(last.double().cpu() / temperature, dim=-1)
                     probs[0] = 0.0  # never emit the unknown symbol
                     nxt = int(torch.multinomial(probs, 1, generator=generator))
                 out.append(nxt)
@@ -116,3 +147,19 @@ class CharLSTM(nn.Module):
             return vocab.decode(out)
         finally:
             self.train(was_training)
+
+
+CharLSTM = CharRNN  # the name before GRU and RNN cells existed
+
+
+def detach_state(state):
+    """A recurrent state ((h, c) of an LSTM, h of a GRU or RNN) cut from the graph."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return tuple(s.detach() for s in state)
+
+
+def _rename_lstm_keys(state_dict, prefix, *_):
+    """Checkpoints written before GRU and RNN cells name the recurrent module ``lstm``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "lstm.")]:
+        state_dict[prefix + "rnn." + key[len(prefix) + 5:]] = state_dict.pop(key)

@@ -1,10 +1,11 @@
-"""Record every cell state, hidden state and gate of any ``torch.nn.LSTM``, exactly and fast.
+"""Record every cell state, hidden state and gate of any ``torch.nn.LSTM``, ``GRU`` or
+``RNN``, exactly and fast.
 
-    rec = rnnviz.record(lstm, inputs); rec["layer0.gate_f"]  # laid out like the LSTM's output
+    rec = rnnviz.record(lstm, inputs); rec["layer0.gate_f"]  # laid out like the module's output
 
-The work is done by a backend (rnnviz.backends): the compiled kernel where it is built
-and pays on this machine, else pure PyTorch; both agree with :func:`record_naive`, the
-LSTM equations written out, to 1e-5.
+The work is done by a backend (rnnviz.backends): for an LSTM the compiled kernel where
+it is built and pays on this machine, else pure PyTorch; for a GRU or RNN pure PyTorch.
+All agree with :func:`record_naive`, the equations written out, to 1e-5.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .backends import check_lstm, layer_weights, make_backend
+from .backends import check_cell, layer_weights, make_backend
 from .errors import RnnvizError
-from .names import KINDS, PointArrays, all_points, parse_point, point_name
+from .names import KINDS, PointArrays, all_points, check_kind, parse_point, point_name
 
 
 @dataclass(eq=False)
@@ -24,7 +25,7 @@ class Recording(PointArrays):
     A mapping like the dump ``rnnviz.open`` returns: ``rec["layer1.c"]``, ``rec.unit("layer1.c[42]")``."""
     points: dict[str, torch.Tensor]
     output: torch.Tensor
-    state: tuple[torch.Tensor, torch.Tensor]
+    state: tuple[torch.Tensor, torch.Tensor] | torch.Tensor  # as the module returns it: (h_n, c_n) or h_n
     backend: str = "naive"  # which recorder ran: "kernel", "pytorch" (rnnviz.backends) or "naive"
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -37,22 +38,27 @@ class Recording(PointArrays):
         return len(self.points)
 
 
-def record(lstm: nn.LSTM, inputs: torch.Tensor, state=None, points: list[str] | None = None,
+def record(lstm: nn.RNNBase, inputs: torch.Tensor, state=None, points: list[str] | None = None,
            chunk: int = 8192, kernel: str = "auto") -> Recording:
-    """Run ``lstm`` over ``inputs`` (its own layout: (T, In), (B, T, In) if batch_first, else
-    (T, B, In)) from ``state`` (default zeros) and return the recorded ``points`` (default
-    all; names as in rnnviz.names, e.g. "layer0.gate_f") laid out like the LSTM's output.
+    """Run ``lstm`` (an nn.LSTM, GRU or RNN) over ``inputs`` (its own layout: (T, In),
+    (B, T, In) if batch_first, else (T, B, In)) from ``state`` (as the module takes it;
+    default zeros) and return the recorded ``points`` (default all of the cell's; names as
+    in rnnviz.names, e.g. "layer0.gate_f", "layer0.gate_r") laid out like its output.
     ``kernel``: "auto" (the compiled kernel where it is built and pays here), "on" (built
-    now if need be), "off" (pure PyTorch); rnnviz.kernel."""
+    now if need be), "off" (pure PyTorch); rnnviz.kernel. It steps LSTMs only."""
+    cell = check_cell(lstm)
     backend = make_backend(lstm, kernel=kernel)
-    points = all_points(backend.num_layers) if points is None else list(points)
+    points = all_points(backend.num_layers, cell) if points is None else list(points)
     wanted: dict[int, list[str]] = {}
     for q in points:
         layer, kind = parse_point(q)
+        check_kind(kind, cell, q)
         if layer >= backend.num_layers:
-            raise RnnvizError(f"{q}: the LSTM has layers 0..{backend.num_layers - 1}")
+            raise RnnvizError(f"{q}: the {type(lstm).__name__} has layers 0..{backend.num_layers - 1}")
         wanted.setdefault(layer, []).append(kind)
     x, unbatched = _batch_first(lstm, inputs)
+    if isinstance(state, torch.Tensor):
+        state = (state,)
     if state is not None and unbatched:
         state = tuple(s[:, None] for s in state)
     got: dict[str, list[torch.Tensor]] = {q: [] for q in points}
@@ -60,7 +66,7 @@ def record(lstm: nn.LSTM, inputs: torch.Tensor, state=None, points: list[str] | 
     with torch.no_grad():
         for t in range(0, x.shape[1], chunk):
             runs = backend.run(x[:, t:t + chunk], state)
-            state = torch.stack([r.state[0] for r in runs]), torch.stack([r.state[1] for r in runs])
+            state = tuple(torch.stack([r.state[k] for r in runs]) for k in range(len(runs[0].state)))
             outs.append(runs[-1].h)
             for layer, kinds in wanted.items():
                 for kind, a in runs[layer].points(kinds).items():
@@ -70,24 +76,28 @@ def record(lstm: nn.LSTM, inputs: torch.Tensor, state=None, points: list[str] | 
 
     def layout(parts):
         return _restore(lstm, torch.cat(parts, dim=1), unbatched)
-    h_n, c_n = state
     if unbatched:
-        h_n, c_n = h_n[:, 0], c_n[:, 0]
-    return Recording({q: layout(a) for q, a in got.items()}, layout(outs), (h_n, c_n), backend.name)
+        state = tuple(s[:, 0] for s in state)
+    final = state if cell == "lstm" else state[0]
+    return Recording({q: layout(a) for q, a in got.items()}, layout(outs), final, backend.name)
 
 
 @torch.no_grad()
-def record_naive(lstm: nn.LSTM, inputs: torch.Tensor, state=None) -> Recording:
-    """The LSTM equations written out, one step and one layer at a time: slow and plain.
-
-    The reference the fast paths are tested against and the baseline the benchmark times.
-    """
-    check_lstm(lstm)
+def record_naive(lstm: nn.RNNBase, inputs: torch.Tensor, state=None) -> Recording:
+    """PyTorch's equations written out (docs/dump-format.md), one step and one layer at a
+    time: slow and plain. The reference the fast paths are tested against and the
+    baseline the benchmark times."""
+    cell = check_cell(lstm)
     x, unbatched = _batch_first(lstm, inputs)
     L, H = lstm.num_layers, lstm.hidden_size
-    weights = [layer_weights(lstm, layer) for layer in range(L)]
     B, T, _ = x.shape
-    h = [x.new_zeros(B, H) for _ in range(L)] if state is None else list(state[0].unbind(0))
+    zeros = [x.new_zeros(B, H) for _ in range(L)]
+    if cell != "lstm":
+        if state is not None:
+            zeros = list((state[:, None] if unbatched else state).unbind(0))
+        return _naive_gru_rnn(lstm, cell, x, unbatched, zeros)
+    weights = [layer_weights(lstm, layer) for layer in range(L)]
+    h = zeros if state is None else list(state[0].unbind(0))
     c = [x.new_zeros(B, H) for _ in range(L)] if state is None else list(state[1].unbind(0))
     got = {q: x.new_empty(B, T, H) for q in all_points(L)}
     for t in range(T):
@@ -103,6 +113,34 @@ def record_naive(lstm: nn.LSTM, inputs: torch.Tensor, state=None) -> Recording:
             inp = h[layer]
     points = {q: _restore(lstm, a, unbatched) for q, a in got.items()}
     return Recording(points, points[point_name(L - 1, "h")], (torch.stack(h), torch.stack(c)))
+
+
+def _naive_gru_rnn(module: nn.RNNBase, cell: str, x: torch.Tensor, unbatched: bool, h: list) -> Recording:
+    """record_naive for a GRU or vanilla RNN; ``x`` batch-first, ``h`` the initial h per layer."""
+    L = module.num_layers
+    B, T, _ = x.shape
+    got = {q: x.new_empty(B, T, module.hidden_size) for q in all_points(L, cell)}
+    for t in range(T):
+        inp = x[:, t]
+        for layer in range(L):
+            w_ih, w_hh = (getattr(module, f"weight_{k}_l{layer}") for k in ("ih", "hh"))
+            gi, gh = inp @ w_ih.T, h[layer] @ w_hh.T
+            if module.bias:
+                gi, gh = gi + getattr(module, f"bias_ih_l{layer}"), gh + getattr(module, f"bias_hh_l{layer}")
+            if cell == "gru":
+                (i_r, i_z, i_n), (h_r, h_z, h_n) = gi.chunk(3, dim=1), gh.chunk(3, dim=1)
+                r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+                n = torch.tanh(i_n + r * h_n)
+                h[layer] = (1 - z) * n + z * h[layer]
+                for kind, value in (("gate_r", r), ("gate_z", z), ("gate_n", n)):
+                    got[point_name(layer, kind)][:, t] = value
+            else:
+                h[layer] = torch.tanh(gi + gh) if cell == "rnn_tanh" else torch.relu(gi + gh)
+            got[point_name(layer, "h")][:, t] = h[layer]
+            inp = h[layer]
+    points = {q: _restore(module, a, unbatched) for q, a in got.items()}
+    h_n = torch.stack(h)
+    return Recording(points, points[point_name(L - 1, "h")], h_n[:, 0] if unbatched else h_n)
 
 
 def _batch_first(lstm: nn.LSTM, inputs: torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -1,5 +1,5 @@
-"""Training a CharLSTM char-rnn style: contiguous streams, truncated backprop with the
-state carried across batches, Adam, learning-rate decay, gradient clipping, keeping the
+"""Training a CharRNN (LSTM, GRU or RNN cells) char-rnn style: contiguous streams,
+truncated backprop with the state carried across batches, Adam, learning-rate decay, gradient clipping, keeping the
 best-validation checkpoint.
 
     result = train(read_sources(["corpus/"]), TrainConfig(max_time=60), "model.pt")
@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import RnnvizError
-from .model import CharLSTM, CharLSTMConfig, Vocab
+from .device import resolve_device
+from .model import CharLSTM, CharLSTMConfig, Vocab, detach_state
 from .text import Source
 
 LN2 = math.log(2)
@@ -43,6 +44,7 @@ class TrainConfig:
     sample_length: int = 200
     seed: int = 0
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    device: str = "auto"        # auto (CUDA when torch sees a GPU), cpu or cuda
     keep_optimizer: bool = True  # store Adam's state so --resume continues exactly
 
 
@@ -130,6 +132,17 @@ def train(sources: list[Source], cfg: TrainConfig, out: str | Path,
                        history=run.history)
 
 
+def _on_cpu(tree):
+    """``tree`` with every tensor moved to the CPU: checkpoints are saved device-free."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {k: _on_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_on_cpu(v) for v in tree)
+    return tree
+
+
 class _Clock:
     """Wall time since the start, and the part of it spent training (validation, samples
     and checkpoint writes are ``aside``)."""
@@ -172,10 +185,11 @@ class _Run:
             self.vocab = Vocab.from_text(train_text + val_text)
             self.model = CharLSTM(replace(model_cfg or CharLSTMConfig(), vocab_size=len(self.vocab)))
             state, self.history, self.samples = {}, [], []
-        self.model.train()
+        device = resolve_device(cfg.device)
+        self.model.to(device).train()
         train_ids = torch.as_tensor(self.vocab.encode(train_text)[0])
-        self.val_ids = torch.as_tensor(self.vocab.encode(val_text[:cfg.max_val_chars])[0])
-        self.streams = _streams(train_ids, cfg.batch_size, cfg.seq_length)
+        self.val_ids = torch.as_tensor(self.vocab.encode(val_text[:cfg.max_val_chars])[0]).to(device)
+        self.streams = _streams(train_ids, cfg.batch_size, cfg.seq_length).to(device)
         if len(self.val_ids) < cfg.seq_length + 2:
             raise RnnvizError(f"validation text too short ({len(self.val_ids)} chars): add text or "
                               f"raise --val-fraction")
@@ -212,7 +226,7 @@ class _Run:
         x = self.streams[:, pos * cfg.seq_length: (pos + 1) * cfg.seq_length]
         y = self.streams[:, pos * cfg.seq_length + 1: (pos + 1) * cfg.seq_length + 1]
         logits, hidden = self.model(x, self.hidden)
-        self.hidden = tuple(h.detach() for h in hidden)
+        self.hidden = detach_state(hidden)
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -245,7 +259,7 @@ class _Run:
         meta = {**self.meta, "history": self.history, "samples": self.samples,
                 "best_val_loss": val_loss, "best_val_bpc": val_loss / LN2,
                 "train_state": {"step": self.step, "best_val_loss": val_loss,
-                                **({"optimizer": self.opt.state_dict()} if self.cfg.keep_optimizer else {})}}
+                                **({"optimizer": _on_cpu(self.opt.state_dict())} if self.cfg.keep_optimizer else {})}}
         save_checkpoint(self.out, self.model, self.vocab, meta)
 
     def finish(self) -> None:

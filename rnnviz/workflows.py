@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
+from .device import resolve_device
 from .errors import RnnvizError
 from .model import CharLSTMConfig
 from .presets import PRESETS, stdlib_files
@@ -19,6 +20,7 @@ from .train import LN2, TrainConfig, train
 def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume=False, force=False,
                   encoding="utf-8", errors="strict", given=frozenset()):
     out = Path(output)
+    resolve_device(opts.get("device", "auto"))  # a missing GPU fails before the text is read
     if resume and force:
         raise RnnvizError("--resume and --force contradict each other: pick one")
     if not out.parent.exists():
@@ -59,12 +61,13 @@ def _flag_for(model_key: str) -> str:
     return {"num_layers": "layers", "hidden_size": "hidden", "embedding_size": "embedding"}.get(model_key, model_key)
 
 
-def sample_text(checkpoint, length=500, temperature=1.0, prime="", seed=0, argmax=False) -> str:
+def sample_text(checkpoint, length=500, temperature=1.0, prime="", seed=0, argmax=False,
+                device: str = "auto") -> str:
     if not temperature > 0:
         raise RnnvizError(f"--temperature must be > 0, got {temperature}")
     if length < 0:
         raise RnnvizError(f"--length must be >= 0, got {length}")
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint, resolve_device(device))
     _, unknown = ckpt.vocab.encode(prime)
     if unknown:
         print(f"warning: {unknown} character(s) of --prime are not in the model's vocabulary",
@@ -90,8 +93,8 @@ def describe_checkpoint(path) -> str:
     m, c = ckpt.meta, ckpt.config
     lines = [f"rnnviz checkpoint {path}",
              f"  sha256        {ckpt.sha256}",
-             f"  model         {c.num_layers} layers x {c.hidden_size} units, embedding {c.embedding_size}, "
-             f"dropout {c.dropout}, vocabulary {c.vocab_size}",
+             f"  model         {c.cell.upper()}, {c.num_layers} layers x {c.hidden_size} units, "
+             f"embedding {c.embedding_size}, dropout {c.dropout}, vocabulary {c.vocab_size}",
              f"  parameters    {sum(p.numel() for p in ckpt.model.parameters()):,}"]
     if "best_val_loss" in m:
         lines.append(f"  validation    {m['best_val_loss']:.4f} nats/char = {m['best_val_bpc']:.3f} bits/char"

@@ -125,7 +125,8 @@ def test_only_the_chosen_points_are_returned():
 @pytest.mark.parametrize("lstm, message", [
     (nn.LSTM(3, 8, 1, bidirectional=True), "bidirectional"),
     (nn.LSTM(3, 8, 1, proj_size=4), "proj_size=4"),
-    (nn.GRU(3, 8, 1), "expected a torch.nn.LSTM, found GRU"),
+    (nn.GRU(3, 8, 1, bidirectional=True), "bidirectional GRUs"),
+    (nn.Linear(3, 8), "expected a torch.nn.LSTM, GRU or RNN, found Linear"),
 ])
 def test_unsupported_networks_are_refused_clearly(lstm, message):
     with pytest.raises(RnnvizError, match=message):

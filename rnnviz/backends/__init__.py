@@ -13,9 +13,11 @@ layer's output ``h`` (the input of the layer above), its final ``state``, and
 :meth:`LayerRun.points`, which may do the time-parallel part of the work and may be
 called from another thread while the backend runs the next chunk.
 
-Two backends: :class:`~rnnviz.backends.pytorch.PytorchBackend` (any device and dtype)
-and :class:`~rnnviz.backends.compiled.KernelBackend` (the compiled kernel, CPU float32;
-rnnviz.kernel decides when it is used).
+Two backends for LSTMs: :class:`~rnnviz.backends.pytorch.PytorchBackend` (any device
+and dtype) and :class:`~rnnviz.backends.compiled.KernelBackend` (the compiled kernel,
+CPU float32; rnnviz.kernel decides when it is used); one for GRUs and vanilla RNNs,
+:class:`~rnnviz.backends.cells.CellBackend` (pure PyTorch, any device; its state is
+``(h,)``).
 """
 from __future__ import annotations
 
@@ -28,20 +30,39 @@ from torch import nn
 from ..errors import RnnvizError
 from ..names import KINDS
 
-__all__ = ["Backend", "LayerRun", "make_backend", "check_lstm", "layer_weights", "measure_speedup"]
+__all__ = ["Backend", "LayerRun", "make_backend", "check_cell", "check_lstm", "layer_weights", "measure_speedup"]
+
+
+def check_cell(module) -> str:
+    """"lstm", "gru", "rnn_tanh" or "rnn_relu" for a module the recorders model; refuses
+    the rest with a message saying what they expect."""
+    if not isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)):
+        raise RnnvizError(f"expected a torch.nn.LSTM, GRU or RNN, found {type(module).__name__}")
+    if module.bidirectional:
+        raise RnnvizError(f"bidirectional {type(module).__name__}s are not supported: record each "
+                          f"direction as its own module (the backward one over the reversed input)")
+    if getattr(module, "proj_size", 0):
+        raise RnnvizError(f"LSTMs with projections (proj_size={module.proj_size}) are not supported: "
+                          f"expected proj_size=0")
+    return module.mode.lower()
 
 
 def check_lstm(lstm) -> nn.LSTM:
-    """Refuse what the recorders do not model, with a message saying what they expect."""
-    if not isinstance(lstm, nn.LSTM):
+    if check_cell(lstm) != "lstm":
         raise RnnvizError(f"expected a torch.nn.LSTM, found {type(lstm).__name__}")
-    if lstm.bidirectional:
-        raise RnnvizError("bidirectional LSTMs are not supported: record each direction as its own "
-                          "nn.LSTM (the backward one over the reversed input)")
-    if getattr(lstm, "proj_size", 0):
-        raise RnnvizError(f"LSTMs with projections (proj_size={lstm.proj_size}) are not supported: "
-                          f"expected proj_size=0")
     return lstm
+
+
+def single_layer(module: nn.RNNBase, layer: int) -> nn.RNNBase:
+    """A one-layer fused module of ``module``'s kind sharing layer ``layer``'s parameters
+    (no copy), batch-first, in evaluation mode."""
+    w = getattr(module, f"weight_ih_l{layer}")
+    kwargs = {"nonlinearity": module.nonlinearity} if isinstance(module, nn.RNN) else {}
+    one = type(module)(w.shape[1], module.hidden_size, 1, bias=module.bias, batch_first=True,
+                       device="meta", **kwargs)
+    for name in one._flat_weights_names:
+        setattr(one, name, getattr(module, name[:-1] + str(layer)))
+    return one.eval()
 
 
 @dataclass
@@ -94,11 +115,12 @@ class Backend:
         raise NotImplementedError
 
     def run(self, inputs, state=None) -> list[LayerRun]:
-        """Every layer over a chunk from ``state`` ((L, B, H) h and c; default zeros)."""
+        """Every layer over a chunk from ``state`` ((L, B, H) h and c; h alone for a GRU or
+        RNN; default zeros)."""
         runs: list[LayerRun] = []
         for layer in range(self.num_layers):
             below = inputs if layer == 0 else runs[-1]
-            runs.append(self.layer(layer, below, None if state is None else (state[0][layer], state[1][layer])))
+            runs.append(self.layer(layer, below, None if state is None else tuple(s[layer] for s in state)))
         return runs
 
     def layer_input(self, layer: int, inputs) -> torch.Tensor:
@@ -120,14 +142,18 @@ class Backend:
         return z, z
 
 
-def make_backend(lstm: nn.LSTM, kernel: str = "auto", embedding: torch.Tensor | None = None,
+def make_backend(lstm: nn.RNNBase, kernel: str = "auto", embedding: torch.Tensor | None = None,
                  dtype: torch.dtype = torch.float32, reuse_buffers: bool = False) -> Backend:
-    """The backend for ``lstm`` under the kernel mode (rnnviz.kernel.kernel_for): the
-    compiled kernel for a CPU float32 LSTM where the mode picks it, else pure PyTorch.
+    """The backend for ``lstm`` (an nn.LSTM, GRU or RNN) under the kernel mode
+    (rnnviz.kernel.kernel_for): the compiled kernel for a CPU float32 LSTM where the mode
+    picks it, else pure PyTorch (rnnviz.backends.cells for a GRU or RNN).
     ``reuse_buffers``: the pure-PyTorch backend keeps its scratch arrays between chunks."""
     from ..kernel import kernel_for
+    from .cells import CellBackend
     from .compiled import KernelBackend
     from .pytorch import PytorchBackend
+    if check_cell(lstm) != "lstm":  # GRU and RNN: pure PyTorch (the kernel steps LSTMs only)
+        return CellBackend(lstm, embedding=embedding, dtype=dtype)
     w = check_lstm(lstm).weight_hh_l0
     lib = kernel_for(kernel) if w.device.type == "cpu" and w.dtype == torch.float32 else None
     if lib is not None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..names import KINDS
-from . import Backend, LayerRun, LayerWeights
+from . import Backend, LayerRun, LayerWeights, single_layer
 
 ANCHOR = 128  # steps between exact restarts of the c scan (also the fused call length)
 
@@ -67,18 +67,9 @@ class PytorchBackend(Backend):
                  anchor: int = ANCHOR):
         super().__init__(lstm, embedding, dtype)
         self.anchor, self.reuse = anchor, reuse_buffers
-        self.fused = [self._single_layer(lstm, layer) for layer in range(self.num_layers)]
+        self.fused = [single_layer(lstm, layer) for layer in range(self.num_layers)]
         self.linears = [gate_linears(w, self.hidden_size) for w in self.weights]
         self._local = threading.local()
-
-    @staticmethod
-    def _single_layer(lstm: nn.LSTM, layer: int) -> nn.LSTM:
-        """A one-layer fused LSTM sharing layer ``layer``'s parameters (no copy)."""
-        w = getattr(lstm, f"weight_ih_l{layer}")
-        one = nn.LSTM(w.shape[1], lstm.hidden_size, 1, bias=lstm.bias, batch_first=True, device="meta")
-        for name in one._flat_weights_names:
-            setattr(one, name, getattr(lstm, name[:-1] + str(layer)))
-        return one.eval()
 
     @torch.no_grad()
     def layer(self, layer: int, inputs, state=None) -> TorchRun:

@@ -53,6 +53,8 @@ class Dump(PointArrays):
         self.dtype = str(f.attrs.get("dtype", "float32"))
         self.vocab: list[str] = json_attr(f, "vocab", [])
         self.recorded: list[str] = json_attr(f, "recorded", [])
+        # The model's cell (rnnviz.model.CELLS); dumps made before GRU and RNN cells are LSTMs.
+        self.cell: str = json_attr(f, "model_config", {}).get("cell", "lstm")
         # Points listed but missing are left out here; analyze names them (a damaged dump).
         self.points = [p for p in self.recorded if dataset_path(p) in f]
 
@@ -106,7 +108,7 @@ class Dump(PointArrays):
         refusing any this dump did not record."""
         if not spec:
             return list(self.recorded)
-        wanted = expand_selection(spec, self.num_layers)
+        wanted = expand_selection(spec, self.num_layers, cell=self.cell)
         missing = [p for p in wanted if p not in self.recorded]
         if missing:
             raise RnnvizError(f"{self.path}: {', '.join(missing)} not recorded in this dump; it has "
@@ -270,7 +272,8 @@ def describe_dump(path: str | os.PathLike) -> str:
         lines = [
             f"rnnviz dump (schema {a['schema_version']}): {path}",
             f"  characters   {n:,} in {len(sources)} source(s); {a['unknown_chars']:,} not in the vocabulary",
-            f"  model        {d.num_layers} layers x {d.hidden_size} units, vocab {config.get('vocab_size', '?')}; "
+            f"  model        {d.cell.upper()}, {d.num_layers} layers x {d.hidden_size} units, "
+            f"vocab {config.get('vocab_size', '?')}; "
             f"checkpoint {a['checkpoint']} (sha256 {str(a['checkpoint_sha256'])[:12]})",
             f"  recorded     {len(d.recorded)} points as {d.dtype}: {_summarize_points(d.recorded)}",
             f"  predictions  top-{d.topk}; mean loss "
