@@ -52,6 +52,12 @@ def check_kind(kind: str, cell: str, point: str | None = None) -> None:
                           f"are {', '.join(kinds)}")
 
 
+def kinds_in(points) -> list[str]:
+    """The kinds among ``points`` (names like ``layer0.gate_r``), in the canonical order."""
+    present = {parse_point(p)[1] for p in points}
+    return [k for k in ALL_KINDS if k in present]
+
+
 def point_name(layer: int, kind: str) -> str:
     if kind not in ALL_KINDS:
         raise RnnvizError(f"unknown kind {kind!r}: expected one of {', '.join(ALL_KINDS)}")

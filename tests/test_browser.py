@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,9 @@ def _wait(fn, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, stdlib_text_file):
-    path = tmp_path_factory.mktemp("serve") / "browser.h5"
-    text, _ = write_app_dump(path, stdlib_text_file)
+@contextmanager
+def serving(path):
+    """``rnnviz serve path`` on a free port until its page answers; yields the port."""
     port = _free_port()
     proc = subprocess.Popen(["rnnviz", "serve", str(path), "--no-browser", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -77,10 +77,18 @@ def served(tmp_path_factory, stdlib_text_file):
             return False
     try:
         _wait(up, what="the server")
-        yield path, port, text
+        yield port
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, stdlib_text_file):
+    path = tmp_path_factory.mktemp("serve") / "browser.h5"
+    text, _ = write_app_dump(path, stdlib_text_file)
+    with serving(path) as port:
+        yield path, port, text
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +116,12 @@ def _text_pixels(driver) -> np.ndarray:
     return np.asarray(shot.crop((int(left), int(top), int(left + width), int(top + height))))
 
 
+
+def changed_fraction(before: np.ndarray, after: np.ndarray) -> float:
+    """The fraction of the text view's pixels whose colour changed between two screenshots."""
+    h, w = min(after.shape[0], before.shape[0]), min(after.shape[1], before.shape[1])
+    return float((np.abs(after[:h, :w].astype(int) - before[:h, :w].astype(int)).sum(axis=2) > 30).mean())
+
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
 def test_page_shows_the_text_and_recolours_it_for_another_unit(served, browser, host, tmp_path):
     path, port, text = served
@@ -127,10 +141,8 @@ def test_page_shows_the_text_and_recolours_it_for_another_unit(served, browser, 
     _wait(lambda: "layer1.c[3]" in browser.execute_script(MODEL_TEXT, "unit_line"), timeout=20,
           what="the unit line")
     time.sleep(1.0)
-    after = _text_pixels(browser)
-    h, w = min(after.shape[0], before.shape[0]), min(after.shape[1], before.shape[1])
-    changed = np.abs(after[:h, :w].astype(int) - before[:h, :w].astype(int)).sum(axis=2) > 30
-    assert changed.mean() > 0.05, f"only {changed.mean():.1%} of the text view changed colour"
+    changed = changed_fraction(before, _text_pixels(browser))
+    assert changed > 0.05, f"only {changed:.1%} of the text view changed colour"
 
     severe = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, severe

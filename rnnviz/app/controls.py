@@ -6,7 +6,7 @@ from pathlib import Path
 from bokeh.layouts import column, row
 from bokeh.models import (Button, CheckboxGroup, Div, NumericInput, Select, Slider, Spinner, TextInput)
 
-from ..names import KINDS, parse_point
+from ..names import kinds_in, parse_point
 from ..render.colours import SCALES
 
 WINDOWS = ("1000", "2000", "5000", "10000")
@@ -28,7 +28,7 @@ class Controls:
                            value=str(dump_index), width=200, visible=len(paths) > 1, name="dump_select")
         layers = sorted({parse_point(p)[0] for p in view.points})
         self.layer = Select(title="Layer", options=[str(x) for x in layers], width=70, name="unit_layer")
-        self.kind = Select(title="Kind", options=list(KINDS), width=90, name="unit_kind")
+        self.kind = Select(title="Kind", options=kinds_in(view.points), width=90, name="unit_kind")
         self.index = Spinner(title="Unit index", low=0, high=view.hidden_size - 1, step=1, value=0,
                              width=100, name="unit_index")
         self.scale = Select(title="Colour scale", options=list(SCALES), value="auto", width=110,

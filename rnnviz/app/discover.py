@@ -18,7 +18,7 @@ from bokeh.models import (Button, CheckboxButtonGroup, ColumnDataSource, CustomJ
 from bokeh.plotting import figure
 
 from ..errors import RnnvizError
-from ..names import KINDS, parse_point, unit_name
+from ..names import kinds_in, parse_point, unit_name
 from ..render import colours
 from ..render.layout import shown
 from .panels import SIDE_W, _on_pick, _table
@@ -40,7 +40,7 @@ _EMPTY_MATCHES = {"rank": [], "start": [], "end": [], "length": [], "selected_on
 class DiscoverPanel:
     """Widgets of the tab; the explorer wires them to :class:`SelectMatch`."""
 
-    def __init__(self, layers: list[int], on_unit, on_match):
+    def __init__(self, layers: list[int], kinds: list[str], on_unit, on_match):
         self.start = NumericInput(title="Span start", value=None, width=100, name="span_start")
         self.end = NumericInput(title="Span end (excl.)", value=None, width=100, name="span_end")
         self.threshold = Spinner(title="Threshold t", value=0.3, step=0.05, low=0.01, width=90, name="threshold")
@@ -48,7 +48,7 @@ class DiscoverPanel:
         self.after = Spinner(title="Off after", value=0, low=0, high=50, step=1, width=75, name="after")
         self.sign = RadioButtonGroup(labels=list(SIGN_LABELS), active=0, name="select_sign")
         self.layers = CheckboxButtonGroup(labels=[f"layer{i}" for i in layers], active=[], name="select_layers")
-        self.kinds = CheckboxButtonGroup(labels=list(KINDS), active=[], name="select_kinds")
+        self.kinds = CheckboxButtonGroup(labels=list(kinds), active=[], name="select_kinds")
         self.layer_ids = list(layers)
         self.note = Div(text="", width=SIDE_W, name="select_note", styles={"color": "#555", "min-height": "36px"})
         self.units = ColumnDataSource({"unit": [], "sign": [], "mean_inside": [], "mean_around": []},
@@ -90,13 +90,13 @@ class DiscoverPanel:
 
     def points(self, recorded: list[str]) -> list[str]:
         layers = [self.layer_ids[i] for i in sorted(self.layers.active)]
-        kinds = [KINDS[i] for i in sorted(self.kinds.active)]
+        kinds = [self.kinds.labels[i] for i in sorted(self.kinds.active)]
         return [p for p in (f"layer{lay}.{k}" for lay in layers for k in kinds) if p in recorded]
 
     def set_points(self, points: list[str]) -> None:
         parsed = [parse_point(p) for p in points]
         self.layers.active = sorted({self.layer_ids.index(lay) for lay, _ in parsed if lay in self.layer_ids})
-        self.kinds.active = sorted({KINDS.index(k) for _, k in parsed})
+        self.kinds.active = sorted({self.kinds.labels.index(k) for _, k in parsed if k in self.kinds.labels})
 
     # ----- results
     def clear_units(self, note: str) -> None:

@@ -21,8 +21,9 @@ from bokeh.layouts import column, row
 from bokeh.events import Tap
 from bokeh.models import Button, CustomJS, DataTable, Div, TabPanel, Tabs
 
+from ..contexts import SATURATING
 from ..errors import RnnvizError
-from ..names import parse_point, unit_name
+from ..names import kinds_in, parse_point, unit_name
 from ..render import colours
 from . import urlstate
 from .controls import STATUS_STYLE, Controls
@@ -36,7 +37,8 @@ from .textview import TextView
 log = logging.getLogger(__name__)
 CONTEXTS_TAB = 1
 _KIND_WORDS = {"c": "cell state", "h": "hidden state", "gate_i": "input gate", "gate_f": "forget gate",
-               "gate_g": "cell candidate", "gate_o": "output gate"}
+               "gate_g": "cell candidate", "gate_o": "output gate", "gate_r": "reset gate (GRU)",
+               "gate_z": "update gate (GRU)", "gate_n": "candidate (GRU, tanh)"}
 
 
 def make_doc(doc: Document, paths, initial_unit: str | None = None, dump_index: int = 0,
@@ -88,9 +90,11 @@ class Explorer(Navigator, Spans):
         self.controls = Controls(self.view, paths, dump_index)
         self.ranking = RankingPanel(self._guard(self.select_unit_name), self._guard(self.set_feature))
         self.contexts = ContextsPanel(self._guard(self.jump))
-        self.saturation = SaturationPanel(self._guard(self.select_unit_name))
+        self.saturation = SaturationPanel(self._guard(self.select_unit_name),
+                                          [k for k in kinds_in(self.view.points) if k in SATURATING])
         self.discover = DiscoverPanel(sorted({parse_point(p)[0] for p in self.view.points}),
-                                      self._guard(self.select_unit_name), self._guard(self.jump_to_match))
+                                      kinds_in(self.view.points), self._guard(self.select_unit_name),
+                                      self._guard(self.jump_to_match))
         self.selectmatch = SelectMatch(self.view, self.discover)
         self.span_hint = Div(text=NO_SPAN_HINT, name="span_hint", width=980,
                              styles={"color": "#555", "height": "20px", "overflow": "hidden"})

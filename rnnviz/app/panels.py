@@ -158,33 +158,37 @@ class ContextsPanel:
 class SaturationPanel:
     """Karpathy et al. 2016, fig. 3: fraction of time right- vs left-saturated, per gate unit."""
 
-    GATES = ("gate_i", "gate_f", "gate_o")
+    WORDS = {"gate_i": "input", "gate_f": "forget", "gate_o": "output", "gate_r": "reset", "gate_z": "update"}
 
-    def __init__(self, on_unit):
+    def __init__(self, on_unit, gates=("gate_i", "gate_f", "gate_o")):
+        """``gates``: the dump's sigmoid gates, one panel each (an LSTM's i, f, o; a GRU's r, z)."""
         self.sources, self.current, figs = {}, {}, []
-        for gate in self.GATES:
+        for gate in gates:
             src = ColumnDataSource({"x": [], "y": [], "unit": [], "color": [], "layer": []},
                                    name=f"saturation_{gate}")
             cur = ColumnDataSource({"x": [], "y": []})
             fig = figure(width=SIDE_W // 3, height=SIDE_W // 3 + 20, x_range=Range1d(-0.03, 1.03),
                          y_range=Range1d(-0.03, 1.03), tools="hover", toolbar_location=None,
-                         title=f"{gate} ({'input forget output'.split()[self.GATES.index(gate)]})",
+                         title=f"{gate} ({self.WORDS[gate]})",
                          tooltips=[("unit", "@unit"), ("right-sat.", "@x{0.00}"), ("left-sat.", "@y{0.00}")],
                          min_border=2, name=f"saturation_fig_{gate}")
             fig.line([0, 1], [1, 0], line_color="#dddddd")
             dots = fig.scatter(x="x", y="y", color="color", source=src, size=5, alpha=0.7)
             fig.scatter(x="x", y="y", source=cur, size=12, fill_color=None, line_color="#000000", line_width=2)
             fig.add_tools(TapTool(renderers=[dots]))
-            fig.xaxis.axis_label = "right-saturated" if gate == "gate_f" else ""
-            fig.yaxis.axis_label = "left-saturated" if gate == "gate_i" else ""
+            fig.xaxis.axis_label = "right-saturated" if gate in ("gate_f", "gate_z") else ""
+            fig.yaxis.axis_label = "left-saturated" if gate == gates[0] else ""
             fig.title.text_font_size = "11px"
             _on_pick(src, on_unit, "unit")
             self.sources[gate], self.current[gate] = src, cur
             figs.append(fig)
         self.note = Div(text="", width=SIDE_W, styles={"color": "#555"})
-        self.layout = column(row(*figs), self.note)
+        self.layout = column(row(*figs), self.note) if figs else column(self.note)
 
     def show(self, saturation: pd.DataFrame | None) -> None:
+        if not self.sources:
+            self.note.text = "This model's cell has no sigmoid gates (a vanilla RNN records h only)."
+            return
         if saturation is None:
             self.note.text = "No gate saturation: this dump has not been analysed yet."
             return

@@ -76,6 +76,7 @@ class DumpView:
     def _read_header(self, d: Dump) -> None:
         self.n_chars, self.num_layers, self.hidden_size = d.n_chars, d.num_layers, d.hidden_size
         self.topk, self.vocab, self.points, self.dtype = d.topk, d.vocab, d.points, d.dtype
+        self.cell = d.cell
         for point in self.points:
             shape = d[point].shape
             if shape[0] != self.n_chars or len(shape) != 2:
@@ -98,7 +99,7 @@ class DumpView:
 
     def describe(self) -> str:
         return (f"{self.name}: {self.n_chars:,} chars in {len(self.sources)} source(s), "
-                f"{self.num_layers} layer(s) x {self.hidden_size} units")
+                f"{self.cell.upper()}, {self.num_layers} layer(s) x {self.hidden_size} units")
 
     # ----- units
     def check_unit(self, unit: str) -> tuple[str, int]:
