@@ -125,3 +125,14 @@ def test_a_gru_dump_in_headless_chromium(gru_dump, browser):
         assert not severe, severe
         if os.environ.get("RNNVIZ_SCREENSHOT"):
             browser.save_screenshot(os.environ["RNNVIZ_SCREENSHOT"])
+
+
+def test_lstmvis_export_of_a_gru_dump_marks_r_and_z_unsigned_and_n_signed(gru_dump, tmp_path):
+    import yaml
+    from rnnviz.lstmvis import export_lstmvis
+    export_lstmvis(gru_dump, tmp_path / "lv")
+    types = yaml.safe_load((tmp_path / "lv" / "lstm.yml").read_text())["states"]["types"]
+    by_path = {t["path"]: t for t in types}
+    assert set(by_path) == {f"/states/layer{l}/{k}" for l in range(2) for k in ("h", "gate_r", "gate_z", "gate_n")}
+    assert by_path["/states/layer0/gate_z"].get("unsigned") and not by_path["/states/layer0/gate_n"].get("unsigned")
+    assert by_path["/states/layer1/gate_n"]["transform"] == "none"
