@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from dumpfactory import write_synthetic_dump
 
 import rnnviz.analyze as analyze_mod
-import rnnviz.dumpfile.analysis as analysis_mod
+import rnnviz.dumpfile.groups as groups_mod
 import rnnviz.dumpfile.tables as tables_mod
 from rnnviz.analyze import analyze_dump
 from rnnviz.cli import cli
@@ -242,7 +242,7 @@ def test_a_failure_while_storing_keeps_the_states_and_the_old_analysis(planted, 
         if name == "contexts":
             raise OSError("disk full")
         return real(group, name, df)
-    monkeypatch.setattr(analysis_mod, "write_table", failing)
+    monkeypatch.setattr(groups_mod, "write_table", failing)
     with pytest.raises(OSError, match="disk full"):
         analyze_dump(path, features=["in_string"])
     with h5py.File(path, "r") as f:

@@ -6,16 +6,14 @@ A new table or per-character array needs no code here: pass it to
 """
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
-
 import h5py
 import numpy as np
 import pandas as pd
 
-from .tables import json_attr, read_table, write_table
+from .groups import replace_group
+from .tables import json_attr, read_table
 
-GROUP, PARTIAL = "analysis", "analysis_partial"
+GROUP = "analysis"
 TABLES = ("ranking", "saturation", "contexts", "probes")   # what rnnviz analyze writes today
 ARRAYS: tuple[str, ...] = ()                               # per-unit or per-char arrays beside them
 
@@ -72,36 +70,20 @@ class AnalysisGroup:
         return g[name] if g is not None and name in g else None
 
 
-def write_analysis(f: h5py.File, *, features, 
-                   tables: dict[str, pd.DataFrame], options: dict,
+def write_analysis(f: h5py.File, *, features, tables: dict[str, pd.DataFrame], options: dict,
                    arrays: dict[str, np.ndarray] | None = None, n_chars: int) -> None:
-    """Replace /analysis: written as /analysis_partial, then renamed over it, so a failure
-    (removing the partial group) leaves the previous analysis and never touches the rest.
+    """Replace /analysis (through :func:`rnnviz.dumpfile.groups.replace_group`: a failure
+    leaves the previous analysis and never touches the rest).
 
     ``features``: (name, values (N,), kind, description) per text feature (an iterable:
     each can be computed as it is written)."""
-    if PARTIAL in f:          # left by a run that was killed while writing
-        del f[PARTIAL]
-    try:
-        g = f.create_group(PARTIAL)
+    def write_features(g: h5py.Group) -> None:
         fg = g.create_group("features")
         for name, values, kind, description in features:
             ds = fg.create_dataset(name, data=values, chunks=(max(1, min(n_chars, 1 << 14)),))  # little padding
             ds.attrs["kind"], ds.attrs["description"] = kind, description
             ds.dims[0].label = "char"
-        for name, df in tables.items():
-            write_table(g, name, df)
-        for name, a in (arrays or {}).items():
-            g.create_dataset(name, data=a)
-        g.attrs["options"] = json.dumps(options)
-        g.attrs["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if GROUP in f:
-            del f[GROUP]
-        f.move(PARTIAL, GROUP)
-    except BaseException:
-        if PARTIAL in f:
-            del f[PARTIAL]
-        raise
+    replace_group(f, GROUP, tables=tables, arrays=arrays, options=options, fill=write_features)
 
 
 def _str(v) -> str:

@@ -82,9 +82,9 @@ class Span:
                 f'<p style="font-size:13px">{html.escape(self.title)}</p>\n'
                 f'<pre style="font:13px/18px {html.escape(FONT)};tab-size:4;white-space:pre-wrap;'
                 f'max-width:{WRAP}ch;margin:0;color:#111;background:#fff">' + "".join(spans) + '</pre>\n'
-                f'<div style="margin-top:14px;width:260px;height:12px;border:1px solid #999;'
+                f'<div style="margin:14px 24px 0;width:260px;height:12px;border:1px solid #999;'
                 f'background:linear-gradient(to right, {stops})"></div>\n'
-                f'<div style="position:relative;width:260px;height:16px;font-size:11px">{ticks}</div>\n'
+                f'<div style="position:relative;margin:0 24px;width:260px;height:16px;font-size:11px">{ticks}</div>\n'
                 f'</div>\n')
 
     def page(self) -> str:
