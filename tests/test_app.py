@@ -388,3 +388,20 @@ def test_small_things_a_user_notices(dump, tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_value_plot_shows_the_rows_in_view_and_a_click_marks_a_char(dump):
+    from bokeh.events import Tap
+    path, *_ = dump
+    _, app = new_app(path)
+    xr = app.text.plot.x_range
+    start, end = app.text.visible_span()
+    assert (xr.start, xr.end) == (start - 0.5, end - 0.5)
+    app.text.figure.y_range.update(start=-40.5, end=-8.5)           # the wheel scrolls 9 rows down
+    start2, end2 = app.text.visible_span()
+    assert start2 > start and (xr.start, xr.end) == (start2 - 0.5, end2 - 0.5)
+    at = start2 + 5
+    app.text.plot._trigger_event(Tap(app.text.plot, sx=0, sy=0, x=at + 0.3, y=0.0))
+    assert app.text.marks.data["w"] == [1.0] and app.text.plot_marks.visible
+    assert app.text.plot_marks.left == at - 0.5
+    assert app.text.figure.y_range.end == -8.5                      # the view stays where it was

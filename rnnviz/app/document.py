@@ -196,6 +196,7 @@ class Explorer(Navigator, Spans):
         c.dump.on_change("value", g(lambda a, o, n: self.switch_dump(int(n))))
         self.text.source.selected.on_change("indices", g(self._span_from_selection))
         self.text.figure.on_event(Tap, g(self._tap))
+        self.text.plot.on_event(Tap, g(self._plot_tap))
         self.text.figure.y_range.on_change("end", g(lambda a, o, n: self._scrolled()))
         d = self.discover
         for w in (d.start, d.end):

@@ -36,6 +36,12 @@ class Spans:
             if at is None or not span[0] <= at < span[1]:
                 self.set_span(None)
 
+    def _plot_tap(self, event) -> None:
+        """A click in the value plot marks the character there (it shows only the rows in view)."""
+        pos = int(round(event.x))
+        if self.start <= pos < self.end:
+            self.text.mark(pos, 1, scroll=False)
+
     def _span_typed(self) -> None:
         d = self.discover
         if d.start.value is not None and d.end.value is not None:

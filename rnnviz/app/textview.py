@@ -114,13 +114,16 @@ class TextView:
                 + [("next char (model)", "@pred"), ("loss", "@loss{0.00} nats")])
 
     def _value_plot(self):
+        # Locked to the rows in view (no pan or zoom of its own); a click marks that character.
         fig = figure(frame_width=WRAP * CELL_W, frame_height=110, x_range=Range1d(0, 1),
-                     y_range=Range1d(-1, 1), tools="xpan,xwheel_zoom", name="value_plot",
+                     y_range=Range1d(-1, 1), tools=[], name="value_plot",
                      toolbar_location=None, min_border_left=4, y_axis_label="value",
                      y_axis_location="right", x_axis_label="character position")
         fig.add_layout(Span(location=0, dimension="width", line_color="#bbbbbb"))
-        self.visible_box = BoxAnnotation(fill_color="#888888", fill_alpha=0.12, line_alpha=0)
-        fig.add_layout(self.visible_box)
+        # The marked characters (a jump, a match, a click here), shaded at their positions.
+        self.plot_marks = BoxAnnotation(fill_color="#111111", fill_alpha=0.15, line_color="#111111",
+                                        line_alpha=0.8, visible=False)
+        fig.add_layout(self.plot_marks)
         fig.line(x="pos", y="v", source=self.source, line_color="#333333", line_width=1)
         fig.extra_y_ranges = {"feature": Range1d(0, 1)}
         self.feature_axis = LinearAxis(y_range_name="feature", axis_label="feature",
@@ -141,9 +144,7 @@ class TextView:
         bottom = min(-ROWS_VISIBLE, -rows) + 0.5
         yr = self.figure.y_range
         yr.update(bounds=(bottom, 0.5), start=-ROWS_VISIBLE + 0.5, end=0.5)
-        pos = data["pos"]
-        if len(pos):
-            self.plot.x_range.update(start=int(pos[0]), end=int(pos[-1]) + 1)
+        self.plot_marks.visible = False
         self.update_visible_box()
 
     def show_values(self, values: np.ndarray, kind: str, low: float, high: float, title: str) -> None:
@@ -191,14 +192,15 @@ class TextView:
         return {"x": ((left[firsts] + right[lasts]) / 2).tolist(), "y": y[firsts].tolist(),
                 "w": (right[lasts] - left[firsts]).tolist()}
 
-    def mark(self, start: int, length: int) -> None:
-        """Outline chars [start, start+length) and scroll them into view."""
+    def mark(self, start: int, length: int, scroll: bool = True) -> None:
+        """Outline chars [start, start+length) (in the text and the value plot); scroll them into view."""
         pos = self.source.data["pos"]
         if not len(pos):
             return
         boxes = self._row_boxes(start, start + max(1, length))
         self.marks.data = boxes
-        if boxes["y"]:
+        self.plot_marks.update(left=start - 0.5, right=start + max(1, length) - 0.5, visible=bool(boxes["y"]))
+        if boxes["y"] and scroll:
             self.scroll_to_row(-int(boxes["y"][0]))
 
     def set_span(self, span: tuple[int, int] | None) -> None:
@@ -243,5 +245,6 @@ class TextView:
         return int(pos[inside[0]]), int(pos[inside[-1]]) + 1
 
     def update_visible_box(self) -> None:
+        """Lock the value plot to the characters on the rows in view."""
         start, end = self.visible_span()
-        self.visible_box.update(left=start, right=end)
+        self.plot.x_range.update(start=start - 0.5, end=end - 0.5)
