@@ -1,6 +1,6 @@
 """How fast `rnnviz dump` records, against the plain forward pass and a naive loop.
 
-For each model (random-init CharLSTM, 2x256 and 3x512) and each workload (one long
+For each model (random-init CharLSTM, 2x256 and 3x512; ``--cell gru`` etc. for the other cells) and each workload (one long
 text; many short files recorded side by side) over the standard library's .py source,
 in one run, best of a few interleaved repeats (the machine is shared):
 
@@ -71,10 +71,10 @@ def stdlib_files(total: int, folder: Path, one_file: bool) -> list[Path]:
     return paths
 
 
-def make_checkpoint(path: Path, layers: int, hidden: int, text: str) -> Path:
+def make_checkpoint(path: Path, layers: int, hidden: int, text: str, cell: str = "lstm") -> Path:
     torch.manual_seed(0)
     vocab = Vocab.from_text(text)
-    model = CharLSTM(CharLSTMConfig(vocab_size=len(vocab), num_layers=layers, hidden_size=hidden))
+    model = CharLSTM(CharLSTMConfig(vocab_size=len(vocab), num_layers=layers, hidden_size=hidden, cell=cell))
     save_checkpoint(path, model, vocab, meta={})
     return path
 
@@ -89,7 +89,11 @@ def plain_forward(model: CharLSTM, text: _Text, opt: DumpOptions, threads: int) 
             state, before = None, None
             for unit in plan(text.lengths, opt.batch_size, opt.chunk_chars):
                 ids, _ = text.batch(unit)
-                logits, state = model(torch.from_numpy(ids), unit.carry(state, before))
+                carried = unit.carry(state, before)  # a tuple: (h, c), or (h,) for a GRU or RNN
+                if carried is not None and len(carried) == 1:
+                    carried = carried[0]
+                logits, state = model(torch.from_numpy(ids), carried)
+                state = state if isinstance(state, tuple) else (state,)
                 torch.log_softmax(logits, dim=-1)
                 before = unit
         return time.perf_counter() - start
@@ -106,7 +110,7 @@ def naive_loop(model: CharLSTM, text: _Text, opt: DumpOptions, budget: int) -> t
         with torch.inference_mode():
             for unit in plan(text.lengths, opt.batch_size, opt.chunk_chars):
                 ids, _ = text.batch(unit)
-                rec = record_naive(model.lstm, model.embed(torch.from_numpy(ids)))
+                rec = record_naive(model.rnn, model.embed(torch.from_numpy(ids)))
                 torch.log_softmax(model.head(rec.output), dim=-1).topk(opt.topk, dim=-1)
                 chars += sum(min(unit.t1, text.lengths[s]) - unit.t0 for s in unit.lanes)
                 if chars >= budget:
@@ -126,9 +130,9 @@ def settle(out: Path) -> None:
 
 
 def measure(layers: int, hidden: int, files: list[Path], work: Path, repeats: int,
-            naive_budget: int, threads: list[int], compare_pytorch: bool) -> dict:
+            naive_budget: int, threads: list[int], compare_pytorch: bool, cell: str = "lstm") -> dict:
     sources = read_sources(files)
-    ckpt = make_checkpoint(work / f"m{layers}x{hidden}.pt", layers, hidden, "".join(s.text for s in sources))
+    ckpt = make_checkpoint(work / f"m{layers}x{hidden}.pt", layers, hidden, "".join(s.text for s in sources), cell)
     model = CharLSTM(CharLSTMConfig(**torch.load(ckpt, weights_only=True)["config"]))
     model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
     model.eval()
@@ -145,7 +149,7 @@ def measure(layers: int, hidden: int, files: list[Path], work: Path, repeats: in
             result = dump(ckpt, files, out, DumpOptions(force=True, progress=False, threads=t))
             best[f"c_{t}"] = min(best.get(f"c_{t}", 1e9), result.seconds)
             backend = result.backend
-    if compare_pytorch:
+    if compare_pytorch and cell == "lstm":  # GRUs and RNNs always record with pure PyTorch
         settle(out)
         result = dump(ckpt, files, out, DumpOptions(force=True, progress=False, kernel="off"))
         best["c_pytorch"] = result.seconds
@@ -159,7 +163,7 @@ def measure(layers: int, hidden: int, files: list[Path], work: Path, repeats: in
            "c_backend": backend}
     for t in threads:
         fig[f"c_{t}thread{'s' if t > 1 else ''}"] = n / best[f"c_{t}"]
-    if compare_pytorch:
+    if "c_pytorch" in best:
         fig["c_without_kernel"] = n / best["c_pytorch"]
     out.unlink()
     return fig
@@ -179,6 +183,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small texts, one repeat: under a minute")
     ap.add_argument("--memory", action="store_true", help="also peak RSS of 100k vs 1M char dumps")
     ap.add_argument("--models", default="2x256,3x512", help="comma-separated LAYERSxHIDDEN (default: both)")
+    ap.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn_tanh", "rnn_relu"],
+                    help="the models' cell (GRUs and RNNs record with pure PyTorch)")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -213,8 +219,8 @@ def main() -> None:
             n = sizes[layers]
             for workload, one in (("long", True), ("files", False)):
                 files = stdlib_files(n, work / f"{workload}{layers}", one_file=one)
-                fig = measure(layers, hidden, files, work, repeats, naive, threads, not args.quick)
-                key = f"{layers}x{hidden}_{workload}"
+                fig = measure(layers, hidden, files, work, repeats, naive, threads, not args.quick, args.cell)
+                key = f"{'' if args.cell == 'lstm' else args.cell + '_'}{layers}x{hidden}_{workload}"
                 figures[key] = fig
                 print(f"{key:16s} {fig['chars']:>8,} chars in {fig['files']:>3} file(s): "
                       f"(a) plain {fig['a_chars_per_s']:>8,.0f} (1 thr {fig['a_1thread']:,.0f}, "

@@ -1,7 +1,7 @@
 """Training speed of rnnviz's loop against a minimal plain-PyTorch loop on the same model,
 batch and sequence length, measured in the same run.
 
-    python benchmarks/train_speed.py [--quick]
+    python benchmarks/train_speed.py [--quick] [--cell gru]
 
 Last line: one JSON object with every figure.
 """
@@ -33,7 +33,7 @@ def plain_loop(ids, vocab_size, model_cfg, seq, batch, steps, lr=2e-3, clip=5.0)
         p = (step * seq) % (per - seq - 1)
         x, y = streams[:, p:p + seq], streams[:, p + 1:p + seq + 1]
         logits, hidden = model(x, hidden)
-        hidden = tuple(h.detach() for h in hidden)
+        hidden = hidden.detach() if isinstance(hidden, torch.Tensor) else tuple(h.detach() for h in hidden)
         loss = nn.functional.cross_entropy(logits.reshape(-1, vocab_size), y.reshape(-1))
         opt.zero_grad()
         loss.backward()
@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn_tanh", "rnn_relu"])
     args = ap.parse_args()
     steps = 30 if args.quick else 200
     repeats = 2 if args.quick else args.repeats
@@ -58,7 +59,7 @@ def main():
     text = "".join(s.text for s in sources)
     vocab = Vocab.from_text(text)
     ids = torch.as_tensor(vocab.encode(text)[0])
-    model_cfg = {"num_layers": args.layers, "hidden_size": args.hidden, "embedding_size": 64}
+    model_cfg = {"num_layers": args.layers, "hidden_size": args.hidden, "embedding_size": 64, "cell": args.cell}
     # Alternate the two so drifting machine load hits both alike; keep the best of each.
     rnnviz_cps, plain_cps = [], []
     plain_loop(ids, len(vocab), model_cfg, seq, batch, 3)  # warm-up: first calls allocate
@@ -70,7 +71,7 @@ def main():
             res = train(sources, cfg, Path(d) / "m.pt", CharLSTMConfig(**model_cfg), progress=False)
             rnnviz_cps.append(res.chars_per_second)
     figures = {
-        "model": f"{args.layers}x{args.hidden}", "seq_length": seq, "batch_size": batch, "steps": steps,
+        "model": f"{args.cell} {args.layers}x{args.hidden}", "seq_length": seq, "batch_size": batch, "steps": steps,
         "threads": torch.get_num_threads(),
         "plain_chars_per_s": round(max(plain_cps)), "rnnviz_chars_per_s": round(max(rnnviz_cps)),
         "ratio_rnnviz_over_plain": round(max(rnnviz_cps) / max(plain_cps), 3),
