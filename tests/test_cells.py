@@ -273,3 +273,22 @@ def test_cuda_without_a_gpu_is_a_one_line_error(gru_ckpt, tmp_path, stdlib_text_
 
 def test_unknown_device_is_a_one_line_error(gru_ckpt):
     assert "unknown device 'gpu'" in one_line_error(["sample", gru_ckpt, "--device", "gpu"])
+
+
+def test_h_of_a_relu_rnn_is_coloured_over_its_own_range(tmp_path):
+    """h of a ReLU RNN is >= 0 and unbounded: the app and the export scale it to the values
+    shown, not to the [-1, 1] of tanh, so units above 1 are not all one colour."""
+    from rnnviz.render.colours import describe_scale, limits
+    values = np.linspace(0.0, 6.0, 200, dtype=np.float32)
+    assert limits("h", values, "auto", cell="lstm") == (-1.0, 1.0)
+    low, high = limits("h", values, "auto", cell="rnn_relu")
+    assert high > 5.5 and low == -high
+    assert describe_scale("h", "auto", False, cell="rnn_relu") == "the unit's range in this window"
+    path = tiny_checkpoint(tmp_path, "rnn_relu")
+    (tmp_path / "a.py").write_text(SOURCE[:2000])
+    dump(path, [tmp_path / "a.py"], tmp_path / "d.h5", DumpOptions(progress=False))
+    with rnnviz.open(tmp_path / "d.h5") as d:
+        column = d["layer1.h"][:, 3].astype(np.float32)
+        span = d.show("layer1.h[3]", 0, 2000)
+        assert float(column.min()) >= 0
+        assert span.high == pytest.approx(max(abs(np.percentile(column, 1)), np.percentile(column, 99)), rel=1e-3)

@@ -278,9 +278,9 @@ class Explorer(Navigator, Spans):
         values = self.view.values(self.point, self.index, self.start, self.end)
         scale = self.controls.scale.value
         extent = self.view.unit_extent(self.unit) if scale == "whole text" else None
-        low, high = colours.limits(kind, values, scale, extent)
+        low, high = colours.limits(kind, values, scale, extent, self.view.cell)
         self.text.show_values(values, kind, low, high, self.unit)
-        how = colours.describe_scale(kind, scale, extent is not None)
+        how = colours.describe_scale(kind, scale, extent is not None, self.view.cell)
         self.controls.unit_line.text = (f"<b style='font-size:15px'>{self.unit}</b> &nbsp;{_KIND_WORDS[kind]}, "
                                         f"colour {low:.3g} … {high:.3g} ({how}){self._top_features()}")
 

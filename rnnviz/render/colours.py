@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..names import KIND_RANGE
+from ..names import KIND_RANGE, kind_range
 
 # Anchors interpolated to 256 steps: blue (negative) .. white .. red (positive), and white .. green.
 _DIVERGING = ("#3f7fc1", "#9cc3e4", "#f7f7f7", "#f2a98f", "#d6533f")
@@ -41,7 +41,7 @@ def palette(kind: str) -> list[str]:
 
 
 def limits(kind: str, values: np.ndarray, scale: str = "auto",
-           extent: tuple[float, float] | None = None) -> tuple[float, float]:
+           extent: tuple[float, float] | None = None, cell: str = "lstm") -> tuple[float, float]:
     """(low, high) of the colour map for a unit of ``kind``.
 
     ``fixed``: the kind's natural range (the cell state: +-C_FIXED);
@@ -49,11 +49,12 @@ def limits(kind: str, values: np.ndarray, scale: str = "auto",
     the window's range when there is none); ``window``: the robust range (1st..99th
     percentile) of ``values``, the window shown; ``auto``: fixed for bounded kinds,
     the window's range for the unbounded cell state (whose extremes can be 20x its
-    typical values). Diverging scales stay symmetric about zero so white means 0.
+    typical values) and for h of a ReLU RNN (``cell``). Diverging scales stay symmetric
+    about zero so white means 0.
     """
     if scale not in SCALES:
         raise ValueError(scale)
-    bound = KIND_RANGE[kind]
+    bound = kind_range(kind, cell)
     if scale == "auto":
         scale = "window" if bound == "unbounded" else "fixed"
     if scale == "fixed":
@@ -68,10 +69,10 @@ def limits(kind: str, values: np.ndarray, scale: str = "auto",
     return (lo, hi) if hi > lo else (lo, lo + 1e-6)
 
 
-def describe_scale(kind: str, scale: str, extent_known: bool) -> str:
+def describe_scale(kind: str, scale: str, extent_known: bool, cell: str = "lstm") -> str:
     """Words for the scale ``limits`` used, for the app's unit line."""
     if scale == "auto":
-        scale = "window" if KIND_RANGE[kind] == "unbounded" else "fixed"
+        scale = "window" if kind_range(kind, cell) == "unbounded" else "fixed"
     if scale == "whole text" and not extent_known:
         scale = "window"
     return {"fixed": "the kind's range", "whole text": "the unit's range over the whole text",

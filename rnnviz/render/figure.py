@@ -48,7 +48,7 @@ class Span:
         kind = parse_point(point)[1]
         values = d[point][start:stop, index].astype(np.float32)
         extent = d.unit_extent(unit) if scale == "whole text" else None
-        low, high = limits or colours.limits(kind, values, scale, extent)
+        low, high = limits or colours.limits(kind, values, scale, extent, d.cell)
         return cls(d.text_slice(start, stop), values, start, f"{unit} · chars {start:,}–{stop:,} · {d.path.name}",
                    kind, float(low), float(high), tuple(d.source_breaks(start, stop)))
 
