@@ -3,13 +3,12 @@
     result = analyze_dump("dumps/demo.h5")
     print(result.summary()); result.ranking.head()
 
-The dump is read in blocks along the char axis, one recording point at a time, so
-memory does not grow with the text. By default ``max_chars`` characters are
-analysed, in equal blocks spread evenly over the text (all of them when the text
-is shorter): reading the arrays from a warm page cache costs well under a
-nanosecond per value, so scoring every value of a long dump would cost many times
-the read. ``max_chars=None`` analyses every character. Features are computed for
-the whole text and stored whole.
+By default every character is scored, exactly (see :mod:`rnnviz.exact`): the states are
+streamed a block of characters at a time, one recording point after another, so memory
+does not grow with the text beyond the features of each character. ``max_chars=N`` is a
+quick look at N characters in equal blocks spread over the text; the summary, the CSV
+(``analysed_chars``) and /analysis say so. Features are computed for the whole text and
+stored whole.
 
 Writing is safe: everything is computed with the file open read-only, then the new
 group is written as ``/analysis_partial`` and renamed over ``/analysis``; a failure
@@ -25,43 +24,51 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .contexts import (CONTEXT_COLUMNS, QUANTILES, SATURATING, context_rows, extremes, quantile_picks,
-                       saturation, with_text)
+from .contexts import CONTEXT_COLUMNS, with_text
 from .dumpfile import Dump, DumpLocked, open_dump
 from .errors import RnnvizError
+from .exact import FeatureColumns
 from .features import BUILTIN, Feature, TextIndex, feature_values, select_features
 from .names import h5_path, parse_point
 from .probe import PER_FEATURE, PROBE_COLUMNS, probe_table
-from .rank import Ranker, one_thread, prepare_features, z_bound
+from .rank import one_thread, z_bound
+from .stream import rank_columns, scan_point
+from .ranking import build_tables, hold_column, null_candidates
 
-DEFAULT_MAX_CHARS = 16384   # characters analysed by default: ~1 s for 2 x 256 units x all six points
-BLOCK = 512                 # characters per sampled block: HDF5 reads of fewer rows cost more per row
+BLOCK = 512                 # characters per sampled block (--max-chars): HDF5 reads of fewer rows cost more per row
 PROBE_CHARS = 2048
-SATURATION_COLUMNS = ["unit", "point", "layer", "gate", "index", "frac_left", "frac_right"]
 
 
 @dataclass
 class Analysis:
     """What ``rnnviz analyze`` computes; every table is a pandas DataFrame."""
-    ranking: pd.DataFrame      # one row per (feature, unit), see rnnviz.rank
+    ranking: pd.DataFrame      # one row per (feature, unit), see rnnviz.ranking
     saturation: pd.DataFrame   # one row per sigmoid gate unit
     contexts: pd.DataFrame     # per unit: top, bottom and quantile characters with their text
     probes: pd.DataFrame       # one row per feature, see rnnviz.probe
     features: pd.DataFrame     # name, kind, description, mean on the analysed characters, scored
     info: dict = field(default_factory=dict)
+    units: pd.DataFrame | None = None   # one row per unit: percentiles, mean, sd, inf/NaN count
 
     def summary(self, top: int = 5) -> str:
         """The table ``rnnviz analyze`` prints: per feature, the best units with their scores."""
         i = self.info
-        every = i["analysed_chars"] + i["holdout_chars"] == i["n_chars"]
-        sampled = (f"all {i['analysed_chars']:,} characters" if every else
-                   f"{i['analysed_chars']:,} of {i['n_chars']:,} characters ({i['blocks']} blocks of "
-                   f"{i['block']} spread over the text; --max-chars all for every one)")
+        if i["sampled"]:
+            chars = (f"sampled {i['analysed_chars']:,} of {i['n_chars']:,} characters ({i['blocks']} blocks "
+                     f"of {i['block']} spread over the text; without --max-chars every one is scored)")
+        elif i["holdout_chars"]:
+            chars = f"all {i['analysed_chars']:,} characters before the held-out end"
+        else:
+            chars = f"all {i['analysed_chars']:,} characters, exactly"
         lines = [f"Ranked {i['units']:,} units ({_points_summary(i['points'])}) against {len(self.features)} "
-                 f"features on {sampled}.",
-                 f"Null: {i['shifts']} circular shifts of each feature, for its top {i['top']} units; "
+                 f"features on {chars}.",
+                 f"Null: {i['shifts']} circular shifts of each feature over those characters, for its top "
+                 f"{i['top']} units; "
                  f"'yes' = beats it (|z| >= {i['z_bound']:.2f}, Bonferroni over {i['units']:,} units at "
                  f"alpha 0.01, and stronger than every shift)."]
+        if i["nonfinite_units"]:
+            lines.append(f"{i['nonfinite_units']:,} units hold inf or NaN ({i['nonfinite_values']:,} values in all); "
+                         f"each is scored on the characters where it is finite (column analysed_chars).")
         if i["holdout_chars"]:
             lines.append(f"holdout = the same score on the last {i['holdout']:.0%} of the text "
                          f"({i['holdout_chars']:,} characters analysed), not used for ranking.")
@@ -148,29 +155,6 @@ def _plan(ds, n: int, max_chars: int | None, holdout: float) -> _Plan:
                  _blocks(split, n, hold_budget, block, align) if holdout else [], block)
 
 
-BYTES_PER_VALUE = 20  # peak memory per analysed value (one point's rows, their ranks, scratch): 16 measured
-
-
-def _check_memory(n: int, width: int) -> None:
-    """Refuse to analyse every character when one point's values would not fit in memory."""
-    need, have = n * width * BYTES_PER_VALUE, _available_memory()
-    if have is not None and need > have:
-        raise RnnvizError(f"analysing all {n:,} characters needs about {need / 2**30:.1f} GiB and "
-                          f"{have / 2**30:.1f} GiB is available; pass a number to --max-chars instead")
-
-
-def _available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None: the check is skipped."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _points(d: Dump, path, spec: str | None) -> list[str]:
     wanted = d.select(spec)
     if not wanted:
@@ -191,19 +175,35 @@ def _text(d: Dump, path) -> tuple[str, pd.DataFrame]:
 
 
 def analyze_dump(path, *, features=None, extra_features: tuple[Feature, ...] = (), points: str | None = None,
-                 top: int = 5, shifts: int = 99, holdout: float = 0.0,
-                 max_chars: int | None = DEFAULT_MAX_CHARS, contexts: int = 8, probe_chars: int = PROBE_CHARS,
-                 probe_k: int = 5, store: bool = True, language: str = "auto", seed: int = 0) -> Analysis:
+                 top: int = 5, shifts: int = 99, holdout: float = 0.0, max_chars: int | None = None,
+                 contexts: int = 8, probe_chars: int = PROBE_CHARS, probe_k: int = 5, store: bool = True,
+                 language: str = "auto", seed: int = 0) -> Analysis:
     """Rank the dump's units against text features (see module doc); ``store`` writes /analysis.
 
     ``features``: names of built-ins (default all); ``extra_features``: from
     :func:`rnnviz.features.regex_feature` or :func:`rnnviz.features.custom_feature`.
     ``points``: e.g. ``"c,h"`` or ``"layer1.c"`` (default: every recorded point).
+    ``max_chars``: None (the default) scores every character; a number scores that many, in
+    blocks spread over the text (a quick look: the summary says it was sampled).
     """
     with one_thread():
         return _analyze(Path(path), select_features(features, extra_features), points=points, top=top,
                         shifts=shifts, holdout=holdout, max_chars=max_chars, contexts=contexts,
                         probe_chars=probe_chars, probe_k=probe_k, store=store, language=language, seed=seed)
+
+
+def _feature_columns(ti: TextIndex, feats, cache, pos: np.ndarray | None, probe_at: np.ndarray):
+    """FeatureColumns of the analysed characters (``pos``; None = all), built one feature at a
+    time, and the (len(probe_at), K) feature values at the probe characters."""
+    probe_y = np.empty((len(probe_at), len(feats)), np.float32)
+
+    def columns():
+        for j, feat in enumerate(feats):
+            v = cache[feat.name] if feat.name in cache else feature_values(ti, feat)
+            v = v if pos is None else v[pos]
+            probe_y[:, j] = v[probe_at]
+            yield v
+    return FeatureColumns.build(columns(), [ft.name for ft in feats], [ft.kind for ft in feats]), probe_y
 
 
 def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, max_chars, contexts,
@@ -221,82 +221,59 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
         text, sources = _text(d, path)
         names = _points(d, path, points)
         plan = _plan(d[names[0]], len(text), max_chars, holdout)
-        if max_chars is None:
-            _check_memory(len(text), max(d[p].shape[1] for p in names))
-        pos, hold_pos = plan.positions(plan.rank_blocks), plan.positions(plan.hold_blocks)
+        n = sum(length for _, length in plan.rank_blocks)
+        every = n + sum(length for _, length in plan.hold_blocks) == len(text)
+        pos = None if n == len(text) else plan.positions(plan.rank_blocks)
         ti = TextIndex(text, sources, language)
         cache = {ft.name: feature_values(ti, ft) for ft in feats if ft.name not in BUILTIN}  # user code runs once
-        values = np.empty((len(pos), len(feats)), np.float32)
-        hold_values = np.empty((len(hold_pos), len(feats)), np.float32)
-        for j, feat in enumerate(feats):
-            v = cache[feat.name] if feat.name in cache else feature_values(ti, feat)
-            values[:, j], hold_values[:, j] = v[pos], v[hold_pos]
-        kinds = [feat.kind for feat in feats]
-        fs = prepare_features(values, [ft.name for ft in feats], kinds)
-        used_shifts = min(shifts, len(pos) // 20)     # fewer than ~20 characters per lag says little
-        ranker = Ranker(fs, shifts=used_shifts, null_top=top)
-        hold = Ranker(prepare_features(hold_values, fs.names, kinds), shifts=0) if len(hold_pos) > 1 else None
-        probe_at = np.unique(np.linspace(0, len(pos) - 1, min(probe_chars, len(pos))).astype(int))
-        units, probe_x, sat, ctx = _scan_points(d, names, plan, ranker, hold, probe_at, contexts, seed)
-    ranking = ranker.table()
-    if hold is not None:
-        ranking = ranking.merge(hold.table()[["feature", "unit", "score"]].rename(
-            columns={"score": "holdout_score"}), on=["feature", "unit"], how="left")
+        probe_at = np.unique(np.linspace(0, n - 1, min(probe_chars, n)).astype(np.int64))
+        fc, probe_y = _feature_columns(ti, feats, cache, pos, probe_at)
+        hold_fc = (_feature_columns(ti, feats, cache, plan.positions(plan.hold_blocks), probe_at[:0])[0]
+                   if plan.hold_blocks else None)
+        used_shifts = min(shifts, n // 20)     # fewer than ~20 characters per lag says little
+        readers = {p: d.reader(p, plan.rank_blocks) for p in names}
+        results, keep_luts, hold_scores = [], {}, []
+        for p in names:
+            ds = d[p]
+            res = scan_point(p, readers[p], n, ds.shape[1], ds.dtype, fc, contexts=contexts, probe_at=probe_at)
+            results.append(res)
+            keep_luts = null_candidates(results, keep_luts, top)
+            res.luts = {}
+            if hold_fc is not None:
+                hold = scan_point(p, d.reader(p, plan.hold_blocks), hold_fc.n, ds.shape[1], ds.dtype,
+                                  hold_fc, contexts=0)
+                hold_scores.append(hold.scores.score)
+        tables = build_tables(results, fc, n, top=top, shifts=used_shifts,
+                              null_columns=lambda p, cols: rank_columns(readers[p], n, cols, keep_luts.get(p)))
+    ranking = tables.ranking
+    if hold_scores:
+        ranking["holdout_score"] = hold_column(ranking, tables.units["unit"].tolist(),
+                                               np.concatenate(hold_scores), fc.names)
+    units = tables.units["unit"].tolist()
     column = {u: i for i, u in enumerate(units)}
     ranked = {nm: [column[u] for u in g["unit"].head(max(PER_FEATURE, probe_k))]
               for nm, g in ranking.groupby("feature", sort=False)}
-    valid = np.flatnonzero(fs.valid)
-    probes = (probe_table(probe_x, values[probe_at][:, valid], [fs.names[j] for j in valid],
-                          [kinds[j] for j in valid], units, ranked, k=probe_k, seed=seed)
+    valid = np.flatnonzero(fc.valid)
+    probe_x = np.concatenate([r.probe_x for r in results], axis=1)
+    probes = (probe_table(probe_x, probe_y[:, valid], [fc.names[j] for j in valid],
+                          [fc.kinds[j] for j in valid], units, ranked, k=probe_k, seed=seed)
               if len(valid) and len(probe_at) >= 16 else pd.DataFrame(columns=PROBE_COLUMNS))
-    feature_df = pd.DataFrame({"name": fs.names, "kind": kinds, "description": [ft.description for ft in feats],
-                               "mean": values.mean(axis=0), "scored": fs.valid})
-    info = {"path": str(path), "n_chars": len(text), "analysed_chars": int(len(pos)),
-            "blocks": len(plan.rank_blocks), "block": plan.block if len(plan.rank_blocks) > 1 else int(len(pos)),
-            "holdout_chars": int(len(hold_pos)), "holdout": holdout, "points": names, "units": len(units),
-            "shifts": used_shifts, "top": top, "z_bound": z_bound(len(units)), "max_chars": max_chars,
-            "seed": seed, "stored": False}
-    result = Analysis(ranking, pd.concat(sat, ignore_index=True) if sat else pd.DataFrame(columns=SATURATION_COLUMNS),
-                      with_text(pd.concat(ctx, ignore_index=True), text), probes, feature_df, info)
+    feature_df = pd.DataFrame({"name": fc.names, "kind": fc.kinds, "description": [ft.description for ft in feats],
+                               "mean": fc.mean, "scored": fc.valid})
+    positions = (lambda i: i) if pos is None else (lambda i: pos[i])
+    info = {"path": str(path), "n_chars": len(text), "analysed_chars": int(n), "sampled": not every,
+            "blocks": len(plan.rank_blocks), "block": plan.block if not every else int(n),
+            "holdout_chars": int(sum(length for _, length in plan.hold_blocks)), "holdout": holdout,
+            "points": names, "units": len(units), "shifts": used_shifts, "top": top,
+            "z_bound": z_bound(len(units)), "max_chars": max_chars, "seed": seed, "stored": False,
+            "nonfinite_units": int((tables.units["nonfinite"] > 0).sum()),
+            "nonfinite_values": int(tables.units["nonfinite"].sum())}
+    result = Analysis(ranking, tables.saturation, with_text(tables.contexts(positions), text), probes,
+                      feature_df, info, tables.units)
     if store:
         _store(path, ti, feats, cache, result, plan)
         result.info["stored"] = True
     return result
-
-
-def _scan_points(d: Dump, names, plan: _Plan, ranker: Ranker, hold: Ranker | None,
-                 probe_at: np.ndarray, contexts: int, seed: int):
-    """Read each point's analysed rows once and take from them all that needs the values."""
-    pos = plan.positions(plan.rank_blocks)
-    probe_x = np.empty((len(probe_at), sum(d[p].shape[1] for p in names)), np.float32)
-    units, sat, ctx = [], [], []
-    for p in names:
-        x = d.rows(p, plan.rank_blocks)                              # (n, H)
-        ps = ranker.add(p, x)
-        layer, kind = parse_point(p)
-        unit_names = [f"{p}[{i}]" for i in range(x.shape[1])]
-        probe_x[:, len(units):len(units) + x.shape[1]] = x[probe_at]
-        units += unit_names
-        if kind in SATURATING:
-            left, right = saturation(ps.keys)
-            sat.append(pd.DataFrame({"unit": unit_names, "point": p, "layer": layer, "gate": kind,
-                                     "index": np.arange(x.shape[1]), "frac_left": left, "frac_right": right}))
-        ctx.append(_contexts(ps.keys, x, unit_names, pos, contexts, seed))
-        if hold is not None:
-            hold.add(p, d.rows(p, plan.hold_blocks))
-    return units, probe_x, sat, ctx
-
-
-def _contexts(keys, x, unit_names, pos, k, seed) -> pd.DataFrame:
-    cols = np.arange(x.shape[1])[:, None]
-    parts = []
-    if k > 0:
-        top, bottom = extremes(keys, k)
-        parts += [context_rows(unit_names, "top", top, pos, x[top, cols]),
-                  context_rows(unit_names, "bottom", bottom, pos, x[bottom, cols])]
-    q = quantile_picks(keys, QUANTILES, seed=seed)
-    parts.append(context_rows(unit_names, "quantile", q, pos, x[q, cols], QUANTILES))
-    return pd.concat(parts, ignore_index=True)
 
 
 def _store(path: Path, ti: TextIndex, feats, cache, result: Analysis, plan: _Plan) -> None:
@@ -314,7 +291,8 @@ def _store(path: Path, ti: TextIndex, feats, cache, result: Analysis, plan: _Pla
                        ft.description) for ft in feats),     # one at a time: each is N floats
             # Context positions only: the text around them is in /text/codes (strings would double the group).
             tables={"ranking": result.ranking, "saturation": result.saturation,
-                    "contexts": result.contexts[CONTEXT_COLUMNS], "probes": result.probes},
+                    "contexts": result.contexts[CONTEXT_COLUMNS], "probes": result.probes,
+                    "units": result.units},
             options=options)
 
 

@@ -256,9 +256,9 @@ def _list_features(ctx, _param, value):
               help="Circular shifts of each feature for the null.")
 @click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
               help="Fraction at the end of the text kept out of the ranking, to confirm it on.")
-@click.option("--max-chars", default=None, metavar="N|all",
-              help="Characters analysed, in blocks spread over the text [default: 16384]; 'all' for every one "
-                   "(memory then grows with the text: about 20 bytes per character and unit).")
+@click.option("--max-chars", default=None, metavar="N",
+              help="A quick look: score N characters, in blocks spread over the text, instead of every one "
+                   "(the default, exact). The summary says 'sampled N of M characters'.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=str), help="Write the full ranking here.")
 @click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False, path_type=str),
               help="Write the full ranking as Parquet (needs pyarrow).")
@@ -268,18 +268,16 @@ def _list_features(ctx, _param, value):
 def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_chars, csv_path, parquet_path,
             force, no_store):
     """Rank every unit of DUMP against text features; store the results in it under /analysis."""
-    from .analyze import DEFAULT_MAX_CHARS, analyze_dump, check_exports, export_ranking
+    from .analyze import analyze_dump, check_exports, export_ranking
     from .errors import RnnvizError
     from .features import parse_feature_option
     extra = tuple(parse_feature_option(r) for r in regexes)
-    if max_chars is None:
-        limit = DEFAULT_MAX_CHARS
-    elif max_chars.strip().lower() == "all":
+    if max_chars is None or max_chars.strip().lower() == "all":
         limit = None
     elif max_chars.strip().isdigit():
         limit = int(max_chars)
     else:
-        raise RnnvizError(f"--max-chars expects a number or 'all', found {max_chars!r}")
+        raise RnnvizError(f"--max-chars expects a number of characters, found {max_chars!r}")
     check_exports(csv_path, parquet_path, force)
     result = analyze_dump(dump_file, features=builtins, extra_features=extra, points=points, top=top,
                           shifts=shifts, holdout=holdout, max_chars=limit, store=not no_store)

@@ -129,7 +129,6 @@ DEMO_DUMP = Path("dumps") / "demo.h5"
 # The demo opens on the unit that best tracks this: Karpathy's quote cell. (The shipped model's
 # unit for any string literal is mostly a docstring cell; see the README.)
 DEMO_FEATURE = "in_short_string"
-DEMO_ALL_CHARS = 250_000  # texts up to this long are analysed at every character
 
 
 def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = "127.0.0.1",
@@ -175,15 +174,13 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
 
 def _analyzed_unit(path: Path, log) -> str:
     """The unit with the strongest score for DEMO_FEATURE, analysing the dump first if needed."""
-    from .analyze import DEFAULT_MAX_CHARS, analyze_dump
+    from .analyze import analyze_dump
     from .dumpfile import open_dump
     with open_dump(path) as d:
         ranking = None if d.analysis is None else d.analysis.table("ranking")
-        n = d.n_chars
     if ranking is None or DEMO_FEATURE not in set(ranking["feature"]):
         log(f"rnnviz demo: ranking every unit against the text features (results stored in {path})")
-        # Every character of the held-out files (86k); a sample of a long text the user gave.
-        ranking = analyze_dump(path, max_chars=None if n <= DEMO_ALL_CHARS else DEFAULT_MAX_CHARS).ranking
+        ranking = analyze_dump(path).ranking          # every character, exactly
     rows = ranking[ranking["feature"] == DEMO_FEATURE]
     best = rows.iloc[int(np.abs(rows["score"].to_numpy()).argmax())]
     return str(best["unit"])

@@ -129,6 +129,31 @@ class Dump(PointArrays):
                               f"looks truncated or damaged") from None
         return out
 
+    def reader(self, point: str, blocks):
+        """``read(lo, hi, cols=None)``: rows lo:hi of the characters in the (start, length)
+        ``blocks`` laid end to end (all of ``cols``, increasing, or every unit), in the stored
+        dtype; what the exact analysis streams over."""
+        ds = self[point]
+        starts = np.cumsum([0] + [length for _, length in blocks])
+
+        def read(lo: int, hi: int, cols=None) -> np.ndarray:
+            out = np.empty((hi - lo, ds.shape[1] if cols is None else len(cols)), ds.dtype)
+            b, at = int(np.searchsorted(starts, lo, side="right")) - 1, lo
+            try:
+                while at < hi:
+                    begin, length = blocks[b]
+                    a, e = begin + at - starts[b], begin + min(length, hi - starts[b])
+                    if cols is None:
+                        ds.read_direct(out, np.s_[a:e], np.s_[at - lo:at - lo + e - a])
+                    else:     # h5py reads only the chunks holding these columns
+                        out[at - lo:at - lo + e - a] = ds[a:e, [int(c) for c in cols]]
+                    at, b = at + e - a, b + 1
+            except (OSError, ValueError) as err:
+                raise RnnvizError(f"{self.path}: cannot read {ds.name} ({str(err).splitlines()[0]}); the file "
+                                  f"looks truncated or damaged") from None
+            return out
+        return read
+
     # ----- text and predictions
     @cached_property
     def text(self) -> str:

@@ -1,0 +1,68 @@
+"""The analysis kernel (csrc/rank_count.cpp): counts float16 values and looks up their
+ranks for rnnviz.exact, the two loops that touch every value of a dump.
+
+Built with PyTorch's extension builder the first time an analysis needs it (a C++
+compiler and ninja; about 30 s, once per machine) and cached beside the recording kernel
+under PyTorch's extension cache, named after the source, the flags, the CPU, PyTorch and
+Python (rnnviz.kernel's conventions). A failed build is remembered in that folder and not
+tried again until the folder is removed. Without it, or with ``RNNVIZ_KERNEL=0``, numpy
+does the same work, several times slower.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .kernel import _first_line, _ninja_on_path, clear_stale_lock, cpu, disabled, flag_sets
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).parent / "csrc" / "rank_count.cpp"
+FAILED = "failed.json"
+
+
+def kernel_name() -> str:
+    import torch
+    key = [SOURCE.read_bytes(), json.dumps(flag_sets()).encode(), cpu().encode(),
+           torch.__version__.encode(), sys.implementation.cache_tag.encode()]
+    return "rnnviz_rank_" + hashlib.sha256(b"\0".join(key)).hexdigest()[:12]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch_extensions")
+    return Path(root) / "rnnviz" / kernel_name()
+
+
+@functools.lru_cache(maxsize=None)
+def rank_kernel():
+    """The compiled module (built first if need be), or None: numpy does the same."""
+    if disabled():
+        return None
+    folder = cache_dir()
+    if (folder / FAILED).exists():
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    clear_stale_lock(folder)
+    _ninja_on_path()
+    source = folder / SOURCE.name       # one path for every checkout: ninja builds it once
+    if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
+        shutil.copyfile(SOURCE, source)
+    log.info("building rnnviz's analysis kernel (once per machine, about 30 s)")
+    error = ""
+    for flags in flag_sets():
+        try:
+            from torch.utils import cpp_extension
+            return cpp_extension.load(kernel_name(), [str(source)], extra_cflags=flags,
+                                      build_directory=str(folder), verbose=False)
+        except Exception as e:   # no compiler, no ninja, flags it refuses: try the next set
+            error = _first_line(e)
+    (folder / FAILED).write_text(json.dumps({"error": error, "cpu": cpu()}))
+    log.warning("analysing with numpy (several times slower): the analysis kernel could not be built (%s)",
+                error)
+    return None

@@ -1,0 +1,287 @@
+"""One recording point over every analysed character: the passes of :mod:`rnnviz.exact`,
+plus what the same passes give for free (contexts, gate saturation, probe rows), and the
+circular-shift null of a few units over all characters.
+
+A *reader* is ``read(lo, hi, cols=None) -> (hi - lo, H or len(cols)) array`` over the
+analysed characters (0..n), in the dump's dtype; this module never opens a file.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .exact import (BINS, KEY_FINITE, KEY_VALUE, PERCENTILES, Counts, FeatureColumns, Scores, Sums,
+                    column_scores, f16_keys, finish, midranks_1d, rank_kernel, unit_stats)
+
+COUNT_ROWS = 1 << 15      # characters per block in the counting pass (16 MB of float16 for 256 units)
+SUM_ROWS = 1 << 13        # in the pass of products (its float64 copies are 4x the block)
+COLUMN_BYTES = 64 << 20   # whole columns held at once (float32 dumps, inf/NaN units, the null)
+SPREAD = 32               # at most one top and one bottom context per 32 analysed characters
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+MIN_SHIFT = 0.05
+
+
+@dataclass
+class PointResult:
+    point: str
+    scores: Scores                      # (H, K)
+    stats: dict                         # per unit (H,) arrays: n, nonfinite, mean, sd, p1, p50, p99, min, max
+    below: np.ndarray                   # (H,) values < 0.1
+    above: np.ndarray                   # (H,) values > 0.9
+    top: np.ndarray                     # (H, k) analysed-character indices, strongest first (-1: none)
+    bottom: np.ndarray
+    quantile_at: np.ndarray             # (H, Q)
+    values: dict                        # "top", "bottom", "quantile": (H, k) values at those characters
+    probe_x: np.ndarray                 # (len(probe_at), H) float32
+    luts: dict = field(default_factory=dict)   # unit index -> (65536,) int32 doubled midranks (float16 only)
+
+
+class Extremes:
+    """Running top-k and bottom-k characters per unit, at most one per SPREAD consecutive ones."""
+
+    def __init__(self, h: int, k: int):
+        self.k = k
+        self.key = {s: np.full((0, h), -1, np.int64) for s in ("top", "bottom")}
+        self.pos = {s: np.zeros((0, h), np.int64) for s in ("top", "bottom")}
+
+    def add(self, keys: np.ndarray, offset: int, bad: np.ndarray | None = None) -> None:
+        """(c, H) uint16 keys of analysed characters offset..offset+c (c a multiple of
+        SPREAD except at the end); ``bad``: units whose inf/NaN keys are skipped."""
+        c, h = keys.shape
+        if self.k == 0 or c == 0:
+            return
+        nb = -(-c // SPREAD)
+        if nb * SPREAD != c:
+            keys = np.concatenate([keys, np.repeat(keys[-1:], nb * SPREAD - c, axis=0)])
+        cols = np.arange(h)[None, :]
+        for side in ("top", "bottom"):
+            k = keys.astype(np.int64) if side == "top" else BINS - 1 - keys.astype(np.int64)
+            if bad is not None and bad.any():
+                sub = k[:, bad]
+                sub[~KEY_FINITE[keys[:, bad]]] = -1
+                k[:, bad] = sub
+            blocks = k.reshape(nb, SPREAD, h)
+            best = blocks.max(axis=1)                                         # (nb, H)
+            kk = min(self.k, nb)
+            pick = np.argpartition(-best, kk - 1, axis=0)[:kk] if kk < nb else np.tile(
+                np.arange(nb)[:, None], (1, h))
+            inside = blocks[pick, :, cols]                                    # (kk, H, SPREAD)
+            pos = offset + pick * SPREAD + inside.argmax(axis=2)
+            allk = np.concatenate([self.key[side], best[pick, cols]])
+            allp = np.concatenate([self.pos[side], pos])
+            keep = np.argsort(-allk, axis=0, kind="stable")[:self.k]
+            self.key[side], self.pos[side] = allk[keep, cols], allp[keep, cols]
+
+    def result(self, side: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(H, k) positions (-1 = none) and the values there."""
+        ok = self.key[side] >= 0
+        pos = np.where(ok, np.minimum(self.pos[side], n - 1), -1)
+        key = np.clip(self.key[side] if side == "top" else BINS - 1 - self.key[side], 0, BINS - 1)
+        return pos.T, np.where(ok, KEY_VALUE[key], np.nan).T
+
+
+def scan_point(point: str, read, n: int, h: int, dtype, fc: FeatureColumns, *, contexts: int = 8,
+               probe_at: np.ndarray | None = None) -> PointResult:
+    """Score the H units of one point against ``fc`` on all n analysed characters."""
+    probe_at = np.zeros(0, np.int64) if probe_at is None else probe_at
+    if np.dtype(dtype) == np.float16:
+        return _scan_float16(point, read, n, h, fc, contexts, probe_at)
+    return _scan_columns(point, read, n, h, fc, contexts, probe_at)
+
+
+def _scan_float16(point, read, n, h, fc, contexts, probe_at) -> PointResult:
+    lib = rank_kernel()
+    counts = Counts.empty(h)
+    for lo in range(0, n, COUNT_ROWS):
+        counts.add(read(lo, min(n, lo + COUNT_ROWS)).view(np.uint16), lib)
+    st = unit_stats(counts, QUANTILES)
+    del counts
+    bad = st.nonfinite > 0
+    sums = Sums.empty(h, len(fc.names))
+    ext = Extremes(h, contexts)
+    qat = np.full((h, len(QUANTILES)), -1, np.int64)
+    probe_x = np.zeros((len(probe_at), h), np.float32)
+    for lo in range(0, n, SUM_ROWS):
+        hi = min(n, lo + SUM_ROWS)
+        bits = read(lo, hi).view(np.uint16)
+        wr, wx = fc.weights(lo, hi)
+        sums.add(bits, st.lut2, wr, wx, lib)
+        keys = f16_keys(bits)
+        ext.add(keys, lo, bad)
+        _find_quantiles(keys, st.quantile_keys, qat, lo)
+        at = probe_at[(probe_at >= lo) & (probe_at < hi)]
+        if len(at):
+            probe_x[np.searchsorted(probe_at, at)] = bits[at - lo].view(np.float16)
+    scores = finish(sums, st.n, st.rank_ss, st.ss, fc)
+    stats = {"n": st.n, "nonfinite": st.nonfinite, "mean": st.mean,
+             "sd": np.sqrt(st.ss / np.maximum(st.n, 1)), "min": st.minimum, "max": st.maximum}
+    stats.update({f"p{int(q)}": st.percentiles[:, j] for j, q in enumerate(PERCENTILES)})
+    if bad.any():                      # units with inf/NaN: scored from their whole columns
+        idx = np.flatnonzero(bad)
+        for part in _column_groups(idx, n):
+            x = _columns(read, n, part)
+            sc, _ = column_scores(x, fc)
+            for key in ("score", "auc", "r", "rho"):
+                getattr(scores, key)[part] = getattr(sc, key)
+            scores.n[part] = sc.n
+    luts = {u: st.lut2[u] for u in range(h)}   # trimmed by the caller to the units it keeps
+    (top, top_v), (bottom, bottom_v) = ext.result("top", n), ext.result("bottom", n)
+    qv = np.where(qat >= 0, KEY_VALUE[st.quantile_keys], np.nan)
+    return PointResult(point, scores, stats, st.below, st.above, top, bottom, qat,
+                       {"top": top_v, "bottom": bottom_v, "quantile": qv}, probe_x, luts)
+
+
+def _find_quantiles(keys: np.ndarray, targets: np.ndarray, found: np.ndarray, offset: int) -> None:
+    """First character holding each unit's quantile value, for the quantiles not found yet."""
+    for j in range(targets.shape[1]):
+        todo = np.flatnonzero(found[:, j] < 0)
+        if not len(todo):
+            continue
+        eq = keys[:, todo] == targets[todo, j].astype(np.uint16)
+        hit = eq.any(axis=0)
+        found[todo[hit], j] = offset + eq[:, hit].argmax(axis=0)
+
+
+def _column_groups(units: np.ndarray, n: int) -> list[np.ndarray]:
+    size = max(1, COLUMN_BYTES // max(1, 8 * n))
+    return [units[i:i + size] for i in range(0, len(units), size)]
+
+
+def _columns(read, n: int, cols: np.ndarray) -> np.ndarray:
+    """(n, len(cols)) float64 whole columns, read a block of characters at a time."""
+    out = np.empty((n, len(cols)))
+    for lo in range(0, n, COUNT_ROWS):
+        hi = min(n, lo + COUNT_ROWS)
+        out[lo:hi] = read(lo, hi, cols)
+    return out
+
+
+def _scan_columns(point, read, n, h, fc, contexts, probe_at) -> PointResult:
+    """float32 (or float64) states: whole columns a few units at a time, sorted to midranks."""
+    k = len(fc.names)
+    scores = Scores(*(np.full((h, k), np.nan) for _ in range(4)), np.zeros(h, np.int64))
+    stats = {key: np.full(h, np.nan) for key in ("mean", "sd", "min", "max", "p1", "p50", "p99")}
+    stats["n"], stats["nonfinite"] = np.zeros(h, np.int64), np.zeros(h, np.int64)
+    below, above = np.zeros(h, np.int64), np.zeros(h, np.int64)
+    top, bottom = np.full((h, contexts), -1, np.int64), np.full((h, contexts), -1, np.int64)
+    qat = np.full((h, len(QUANTILES)), -1, np.int64)
+    values = {"top": np.full((h, contexts), np.nan), "bottom": np.full((h, contexts), np.nan),
+              "quantile": np.full((h, len(QUANTILES)), np.nan)}
+    probe_x = np.zeros((len(probe_at), h), np.float32)
+    for part in _column_groups(np.arange(h), n):
+        x = _columns(read, n, part)
+        sc, cst = column_scores(x, fc)
+        for key in ("score", "auc", "r", "rho"):
+            getattr(scores, key)[part] = getattr(sc, key)
+        scores.n[part] = sc.n
+        finite = np.isfinite(x)
+        stats["n"][part], stats["nonfinite"][part] = cst["n"], cst["nonfinite"]
+        stats["mean"][part], stats["min"][part], stats["max"][part] = cst["mean"], cst["minimum"], cst["maximum"]
+        for j, q in enumerate(PERCENTILES):
+            stats[f"p{int(q)}"][part] = cst["percentiles"][:, j]
+        with np.errstate(invalid="ignore"):
+            stats["sd"][part] = np.sqrt(np.nanmean((x - cst["mean"]) ** 2, axis=0, where=finite))
+            below[part] = ((x < 0.1) & finite).sum(0)
+            above[part] = ((x > 0.9) & finite).sum(0)
+        with np.errstate(over="ignore"):                           # contexts: order by float16 values
+            keys = f16_keys(x.astype(np.float16).view(np.uint16))
+        ext = Extremes(len(part), contexts)
+        ext.add(keys, 0, np.ones(len(part), bool))
+        for side, where in (("top", top), ("bottom", bottom)):
+            where[part] = idx = ext.result(side, n)[0]
+            values[side][part] = np.where(idx >= 0, np.take_along_axis(x.T, np.maximum(idx, 0), 1), np.nan)
+        for j, c in enumerate(part):
+            v = np.where(finite[:, j], x[:, j], np.nan)
+            order = np.argsort(v, kind="stable")[:cst["n"][j]]
+            if len(order):
+                qat[c] = order[(np.asarray(QUANTILES) * (len(order) - 1)).astype(int)]
+                values["quantile"][c] = x[qat[c], j]
+        if len(probe_at):
+            probe_x[:, part] = x[probe_at]
+    return PointResult(point, scores, stats, below, above, top, bottom, qat, values, probe_x, {})
+
+
+# ----- circular-shift null over all characters
+def shift_lags(n: int, shifts: int) -> tuple[int, np.ndarray]:
+    """(d, lags): shifts by j*d characters, j in lags, never closer than MIN_SHIFT of the text to 0."""
+    if shifts <= 0:
+        return 0, np.zeros(0, int)
+    m = shifts
+    while True:
+        jmin = max(1, math.ceil(MIN_SHIFT * m))
+        if m - 2 * jmin + 1 >= shifts:
+            break
+        m += 1
+    d = n // m
+    return d, np.arange(jmin, jmin + shifts)
+
+
+def shifted_sums(r: np.ndarray, w: np.ndarray, d: int, lags: np.ndarray) -> np.ndarray:
+    """For (T, n) rows r and one (n,) column w: (T, 1 + len(lags)) sums sum_t r[t] w[(t + L) % n]
+    for L = 0 and L = j*d (j in lags), over all n characters.
+
+    With the characters folded into A rows of d (zero padded to A*d), the unwrapped part of
+    a shift by j*d is the j-th diagonal of one (A, A) product and the wrapped part a diagonal
+    of a second product whose rows start q = A*d - n characters earlier.
+    """
+    t_, n = r.shape
+    a = -(-n // d)
+    q = a * d - n
+    rf = torch.zeros(t_, a * d)
+    rf[:, :n] = torch.from_numpy(np.ascontiguousarray(r, np.float32))
+    r2 = torch.zeros(t_, a * d)
+    r2[:, q:] = rf[:, :n]
+    wf = torch.zeros(a * d)
+    wf[:n] = torch.from_numpy(np.ascontiguousarray(w, np.float32))
+    wf = wf.reshape(a, d)
+    g1 = (rf.reshape(t_ * a, d) @ wf.T).reshape(t_, a, a).double().numpy()
+    g2 = (r2.reshape(t_ * a, d) @ wf.T).reshape(t_, a, a).double().numpy()
+    out = np.empty((t_, 1 + len(lags)))
+    for i, j in enumerate([0, *lags]):
+        out[:, i] = np.trace(g1, offset=j, axis1=1, axis2=2)
+        if j:
+            out[:, i] += np.trace(g2, offset=-(a - j), axis1=1, axis2=2)
+    return out
+
+
+def rank_columns(read, n: int, cols: np.ndarray, luts: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """(len(cols), n) float32 centred doubled midranks (0 on inf/NaN) and the (len(cols),)
+    sum of squares of the midranks' deviations, from the luts (float16) or by sorting."""
+    out = np.zeros((len(cols), n), np.float32)
+    ss = np.zeros(len(cols))
+    if luts is not None and all(int(c) in luts for c in cols):
+        for lo in range(0, n, COUNT_ROWS):
+            hi = min(n, lo + COUNT_ROWS)
+            keys = f16_keys(read(lo, hi, cols).view(np.uint16))
+            for i, c in enumerate(cols):
+                out[i, lo:hi] = luts[int(c)][keys[:, i]]
+        for i in range(len(cols)):
+            m = int((out[i] > 0).sum())
+            out[i] = np.where(out[i] > 0, out[i] - (m + 1), 0)
+            ss[i] = float((out[i].astype(np.float64) ** 2).sum()) / 4
+        return out, ss
+    x = _columns(read, n, cols)
+    for i in range(len(cols)):
+        keep = np.isfinite(x[:, i])
+        m = int(keep.sum())
+        r2 = 2 * midranks_1d(x[keep, i]) - (m + 1)
+        out[i, keep] = r2
+        ss[i] = float((r2 * r2).sum()) / 4
+    return out, ss
+
+
+def feature_weight(fc: FeatureColumns, j: int) -> tuple[np.ndarray, float]:
+    """Feature j's centred column for the null, and the scale from sum_t r2[t] w[t] to its score."""
+    c = int(np.flatnonzero(~fc.binary[:j + 1]).size) - 1
+    if fc.binary[j]:
+        b = int(fc.binary[:j + 1].sum()) - 1
+        npos = fc.npos[j]
+        return fc.masks[:, b] - npos / fc.n, 1.0 / (npos * (fc.n - npos))   # 2*AUC-1 = sum r2 m / (p q)
+    return fc.ranks2[c][fc.inverse[:, c]], 0.25                                # times 1/sqrt(ss ss)
+
+
+__all__ = ["PointResult", "scan_point", "shift_lags", "shifted_sums", "rank_columns", "feature_weight",
+           "KEY_VALUE"]

@@ -1,0 +1,190 @@
+"""The default analysis is exact on every character: scores against scipy's ranks on the full
+columns, chunk results that merge, a null over all characters, stored percentiles, and
+--max-chars as an explicit sample."""
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as st
+from click.testing import CliRunner
+from dumpfactory import write_synthetic_dump
+
+from rnnviz.analyze import analyze_dump
+from rnnviz.cli import cli
+from rnnviz.exact import Counts, FeatureColumns, Sums, finish, rank_kernel, unit_stats
+from rnnviz.features import compute_features
+from rnnviz.dumpfile.tables import read_table
+from rnnviz.stream import shifted_sums
+
+FEATURES = ["in_string", "in_comment", "line_pos", "depth", "indent"]
+KINDS = {"in_string": "binary", "in_comment": "binary", "line_pos": "continuous", "depth": "ordinal",
+         "indent": "ordinal"}
+
+
+def reference(x: np.ndarray, f: np.ndarray, kind: str) -> tuple[float, float]:
+    """(score, r) from scipy on the characters where x is finite: 2*AUC-1 (AUC from midranks,
+    ties counting half) or Spearman's rho, and Pearson's (point-biserial) r."""
+    keep = np.isfinite(x)
+    x, f = x[keep].astype(np.float64), f[keep].astype(np.float64)
+    if np.ptp(x) == 0 or np.ptp(f) == 0:
+        return np.nan, np.nan
+    r = st.pearsonr(x, f)[0]
+    if kind != "binary":
+        return st.spearmanr(x, f)[0], r
+    ranks = st.rankdata(x)
+    pos = f != 0
+    npos, nneg = pos.sum(), (~pos).sum()
+    auc = (ranks[pos].sum() - npos * (npos + 1) / 2) / (npos * nneg)
+    return 2 * auc - 1, r
+
+
+def hard_states(rng, n, feats):
+    """Units that make ranking hard: ties, a constant unit, inf and NaN (float16 overflow),
+    -0 next to +0, values past float16's 16384-step range, and a unit that tracks strings."""
+    s = feats["in_string"].to_numpy()
+    c = np.column_stack([
+        np.round(rng.random(n), 1),                              # ten values: ties everywhere
+        np.full(n, 0.25),                                        # constant
+        rng.standard_normal(n) * 3000,                           # wide, with overflow below
+        np.tanh(rng.standard_normal(n)) + 2 * s,                 # the string unit
+        np.where(rng.random(n) < 0.5, 0.0, -0.0) + (rng.random(n) < 0.1),   # -0, +0 and 1
+        np.cumsum(rng.standard_normal(n)) / 30,                  # a slow drift
+    ])
+    c[::97, 2] = 1e6          # +inf in float16
+    c[5::211, 2] = np.nan
+    c[7, 5] = -np.inf
+    with np.errstate(over="ignore"):
+        return {"layer0.c": c, "layer0.gate_f": 1 / (1 + np.exp(-3 * c[:, [0, 3, 5, 0, 3, 4]]))}
+
+
+@pytest.fixture(scope="module", params=["float16", "float32"])
+def hard_dump(request, tmp_path_factory, stdlib_text_file):
+    text = stdlib_text_file.read_text()[:12000]
+    sources = [("a.py", 7000), ("b.py", len(text) - 7000)]
+    feats = compute_features(text, FEATURES, sources=sources)
+    states = hard_states(np.random.default_rng(3), len(text), feats)
+    path = tmp_path_factory.mktemp(request.param) / "hard.h5"
+    with np.errstate(over="ignore"):
+        write_synthetic_dump(path, text, states, sources=sources, dtype=request.param)
+    with h5py.File(path) as f:
+        stored = {p: f[f"states/layer0/{p.split('.')[1]}"][()] for p in states}
+    return path, stored, feats
+
+
+@pytest.fixture(params=["kernel", "numpy"])
+def counting(request, monkeypatch):
+    """Both ways of counting and ranking float16 values: the compiled kernel and numpy."""
+    if request.param == "numpy":
+        monkeypatch.setattr("rnnviz.stream.rank_kernel", lambda: None)
+        return None
+    lib = rank_kernel()
+    if lib is None:
+        pytest.skip("the analysis kernel cannot be built here (no C++ compiler)")
+    return lib
+
+
+def test_every_score_equals_scipy_on_the_full_columns(hard_dump, counting):
+    path, stored, feats = hard_dump
+    res = analyze_dump(path, features=FEATURES, store=False, shifts=0)
+    assert res.info["analysed_chars"] == res.info["n_chars"] and not res.info["sampled"]
+    rows = res.ranking.set_index(["feature", "unit"])
+    checked = 0
+    for point, x in stored.items():
+        for u in range(x.shape[1]):
+            for name in FEATURES:
+                want_score, want_r = reference(x[:, u], feats[name].to_numpy(), KINDS[name])
+                row = rows.loc[(name, f"{point}[{u}]")]
+                np.testing.assert_allclose(row["score"], want_score, rtol=1e-9, atol=1e-12)
+                np.testing.assert_allclose(row["r"], want_r, rtol=1e-9, atol=1e-12)
+                assert row["analysed_chars"] == np.isfinite(x[:, u]).sum()
+                checked += np.isfinite(want_score)
+    assert checked >= 30
+    units = res.units.set_index("unit")
+    wide = stored["layer0.c"][:, 2]
+    assert units.loc["layer0.c[2]", "nonfinite"] == (~np.isfinite(wide)).sum() > 0
+    assert res.info["nonfinite_units"] == 2 and "hold inf or NaN" in res.summary()
+    for u in range(6):
+        col = stored["layer0.c"][:, u].astype(np.float64)
+        col = col[np.isfinite(col)]
+        np.testing.assert_allclose(units.loc[f"layer0.c[{u}]", ["p1", "p50", "p99"]].to_numpy(float),
+                                   np.percentile(col, [1, 50, 99]), rtol=1e-12)
+
+
+def test_chunk_results_merge_to_one_pass(stdlib_text_file, counting):
+    text = stdlib_text_file.read_text()[:9000]
+    feats = compute_features(text, FEATURES)
+    with np.errstate(over="ignore"):                            # 1e6 overflows to inf, on purpose
+        x = hard_states(np.random.default_rng(5), len(text), feats)["layer0.c"].astype(np.float16)
+    bits = x.view(np.uint16)
+    fc = FeatureColumns.build([feats[nm].to_numpy() for nm in FEATURES], FEATURES, [KINDS[nm] for nm in FEATURES])
+    whole = Counts.empty(6)
+    whole.add(bits, counting)
+    parts = []
+    for lo, hi in ((0, 1000), (1000, 4096), (4096, len(text))):     # uneven shards
+        c = Counts.empty(6)
+        c.add(bits[lo:hi], counting)
+        parts.append(c)
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    assert np.array_equal(merged.hist, whole.hist)
+    stats = unit_stats(merged)
+    one = Sums.empty(6, len(FEATURES))
+    one.add(bits, stats.lut2, *fc.weights(0, len(text)), counting)
+    shards = []
+    for lo, hi in ((0, 3000), (3000, 3100), (3100, len(text))):
+        s = Sums.empty(6, len(FEATURES))
+        s.add(bits[lo:hi], stats.lut2, *fc.weights(lo, hi), counting)
+        shards.append(s)
+    total = shards[2].merge(shards[0]).merge(shards[1])
+    binary = fc.binary
+    assert np.array_equal(total.gr[:, binary], one.gr[:, binary])          # integer rank sums: exact
+    np.testing.assert_allclose(total.gr, one.gr, rtol=1e-12)
+    np.testing.assert_allclose(total.gx, one.gx, rtol=1e-12, atol=1e-9)
+    a, b = finish(total, stats.n, stats.rank_ss, stats.ss, fc), finish(one, stats.n, stats.rank_ss, stats.ss, fc)
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n, d", [(1000, 10), (1003, 10), (997, 7)])
+def test_the_shift_null_covers_every_character_circularly(n, d):
+    rng = np.random.default_rng(n)
+    r = rng.standard_normal((3, n)).astype(np.float32)
+    w = rng.standard_normal(n).astype(np.float32)
+    lags = np.arange(1, n // d)
+    got = shifted_sums(r, w, d, lags)
+    for i, lag in enumerate([0, *lags]):
+        want = r.astype(np.float64) @ np.roll(w, -lag * d).astype(np.float64)
+        np.testing.assert_allclose(got[:, i], want, rtol=1e-4, atol=1e-3)
+
+
+def test_a_unit_that_tracks_strings_beats_the_null_and_noise_does_not(hard_dump):
+    res = analyze_dump(hard_dump[0], features=["in_string"], store=False)
+    best = res.ranking.iloc[0]
+    assert best["unit"] == "layer0.c[3]" and best["beats_null"] and best["null_z"] > 5
+    drift = res.ranking.set_index("unit").loc["layer0.c[5]"]
+    assert not drift["beats_null"] or np.isnan(drift["null_z"])
+
+
+def test_max_chars_is_an_explicit_sample_and_says_so(hard_dump, tmp_path):
+    path = tmp_path / "d.h5"
+    shutil.copy(hard_dump[0], path)
+    csv = tmp_path / "r.csv"
+    out = CliRunner().invoke(cli, ["analyze", str(path), "--features", "in_string", "--max-chars", "4096",
+                                   "--csv", str(csv)])
+    assert out.exit_code == 0, out.output
+    n = len(hard_dump[2])
+    assert f"sampled 4,096 of {n:,} characters" in out.output
+    table = pd.read_csv(csv)
+    assert (table.query("unit == 'layer0.c[3]'")["analysed_chars"] == 4096).all()
+    with h5py.File(path) as f:
+        options = json.loads(f["analysis"].attrs["options"])
+        assert options["analysed_chars"] == 4096 and options["sampled"] and options["n_chars"] == n
+    out = CliRunner().invoke(cli, ["analyze", str(path), "--features", "in_string", "--csv", str(csv), "--force"])
+    assert out.exit_code == 0 and "sampled" not in out.output and f"all {n:,} characters, exactly" in out.output
+    assert (pd.read_csv(csv).query("unit == 'layer0.c[3]'")["analysed_chars"] == n).all()
+    with h5py.File(path) as f:
+        units = read_table(f["analysis/units"])
+        assert list(units.columns[:5]) == ["unit", "point", "layer", "kind", "index"]
+        assert {"p1", "p50", "p99", "nonfinite"} <= set(units.columns) and len(units) == 12
+        assert not json.loads(f["analysis"].attrs["options"])["sampled"]
