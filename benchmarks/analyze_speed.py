@@ -2,9 +2,11 @@
 
 A synthetic dump of a 2 x 256 model with every point recorded (c, h and four gates:
 3072 units, float16, uncompressed, in the chunks `rnnviz dump` writes) over real
-text (the standard library's .py files) is written for each size; then, each in a fresh subprocess, the arrays are read
-whole (the baseline) and the dump is analysed with the default options. Peak
-memory is each subprocess's ru_maxrss. The last line is one JSON object.
+text (the standard library's .py files) is written for each size; then, each in a fresh
+subprocess, every array is read once (the baseline) and the dump is analysed with the
+default options: every character, exactly, all built-in features. Peak memory is each
+subprocess's VmHWM. It prints the CPU model and the instruction-set flags that matter
+here; the last line is one JSON object.
 
     python benchmarks/analyze_speed.py            # 100k and 1M characters
     python benchmarks/analyze_speed.py --quick    # 20k and 100k characters, under a minute
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import stdlib_text
+from common import peak_rss_bytes, stdlib_text
 
 LAYERS, HIDDEN = 2, 256
 KINDS = ("c", "h", "gate_i", "gate_f", "gate_g", "gate_o")
@@ -83,13 +86,16 @@ def child_read(path: str) -> dict:
 
 def child_analyze(path: str, store: bool, max_chars, repeats: int) -> dict:
     import rnnviz.analyze as an   # imports torch, pandas, h5py: not part of the timing
+    from rnnviz.exact import rank_kernel
+    rank_kernel()                 # built once per machine, not part of the timing
     best, result = float("inf"), None
     for _ in range(repeats):
         t = time.perf_counter()
         result = an.analyze_dump(path, store=store, max_chars=max_chars)
         best = min(best, time.perf_counter() - t)
     return {"seconds": best, "units": result.info["units"], "features": len(result.features),
-            "analysed_chars": result.info["analysed_chars"], "features_seconds": features_seconds(path)}
+            "analysed_chars": result.info["analysed_chars"], "sampled": result.info["sampled"],
+            "kernel": rank_kernel() is not None, "features_seconds": features_seconds(path)}
 
 
 def features_seconds(path: str) -> float:
@@ -126,7 +132,7 @@ def main() -> None:
         else:
             res = child_read(path) if job == "read" else child_analyze(
                 path, rest[0] == "store", None if rest[1] == "all" else int(rest[1]), int(rest[2]))
-        res["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        res["peak_mb"] = peak_rss_bytes() / 2**20
         print(json.dumps(res))
         return
     if args.keep:
@@ -137,42 +143,51 @@ def main() -> None:
             run(args, Path(folder))
 
 
+def cpu() -> dict:
+    """The CPU model, core count and the flags that decide the speed of these loops."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model in ("", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512bw")
+    return {"cpu": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags],
+            "no": [f for f in wanted if f not in flags]}
+
+
 def run(args, folder: Path) -> None:
     sizes = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
-    DEFAULT_MAX_CHARS = json.loads(subprocess.run(
-        [sys.executable, "-c", "import json, rnnviz.analyze as a; print(json.dumps(a.DEFAULT_MAX_CHARS))"],
-        capture_output=True, text=True, check=True).stdout)
-    figures = {"model": f"{LAYERS}x{HIDDEN}, all 6 points, float16", "max_chars": DEFAULT_MAX_CHARS}
+    machine = cpu()
+    print(f"CPU: {machine['cpu']}, {machine['cores']} cores; has {', '.join(machine['flags']) or 'none of'} "
+          f"(no {', '.join(machine['no']) or '-'})")
+    figures = {"model": f"{LAYERS}x{HIDDEN}, all 6 points, float16", **machine}
     for n in sizes:
         path = folder / f"bench_{n}.h5"
         if not path.exists():
             t = time.perf_counter()
-            run_child("make", path, n)   # in a child: ru_maxrss survives exec, so the parent stays small
+            run_child("make", path, n)   # in a child: its memory is not the parent's
             print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s")
-        repeats = 1 if args.quick else 2          # best of `repeats`, each in a warm process
         read = run_child("read", path)
-        rank = run_child("analyze", path, "no-store", DEFAULT_MAX_CHARS, repeats)
-        full = run_child("analyze", path, "store", DEFAULT_MAX_CHARS, repeats)
+        rank = run_child("analyze", path, "no-store", "all", 1)
+        assert rank["analysed_chars"] == n and not rank["sampled"], rank
         tag = f"{n // 1000}k"
-        figures.update({f"read_s_{tag}": round(read["seconds"], 3), f"rank_s_{tag}": round(rank["seconds"], 3),
-                        f"analyze_store_s_{tag}": round(full["seconds"], 3),
-                        f"ratio_rank_to_read_{tag}": round(rank["seconds"] / read["seconds"], 2),
-                        f"ratio_store_to_read_{tag}": round(full["seconds"] / read["seconds"], 2),
-                        f"peak_mb_read_{tag}": round(read["peak_mb"]), f"peak_mb_analyze_{tag}": round(full["peak_mb"]),
+        figures.update({f"read_s_{tag}": round(read["seconds"], 3), f"analyze_s_{tag}": round(rank["seconds"], 3),
+                        f"ratio_to_read_{tag}": round(rank["seconds"] / read["seconds"], 2),
+                        f"peak_mb_read_{tag}": round(read["peak_mb"]), f"peak_mb_analyze_{tag}": round(rank["peak_mb"]),
                         f"analysed_chars_{tag}": rank["analysed_chars"], f"features_s_{tag}":
-                        round(rank["features_seconds"], 3), "units": rank["units"],
-                        "features": rank["features"]})
-        print(f"{n:>9,} chars: read {read['seconds']:.2f} s | rank {rank['seconds']:.2f} s "
-              f"({rank['seconds'] / read['seconds']:.2f}x read) | rank + store {full['seconds']:.2f} s "
-              f"({full['seconds'] / read['seconds']:.2f}x) | peak memory: read {read['peak_mb']:.0f} MB, "
-              f"analyze {full['peak_mb']:.0f} MB | {rank['analysed_chars']:,} chars analysed | all 19 "
-              f"features over the text {rank['features_seconds']:.2f} s")
+                        round(rank["features_seconds"], 3), "units": rank["units"], "features": rank["features"],
+                        "kernel": rank["kernel"]})
+        print(f"{n:>9,} chars: read every array {read['seconds']:.2f} s | analyze, all {rank['analysed_chars']:,} "
+              f"chars {rank['seconds']:.2f} s ({rank['seconds'] / read['seconds']:.2f}x read) | peak memory: "
+              f"read {read['peak_mb']:.0f} MB, analyze {rank['peak_mb']:.0f} MB | the {rank['features']} features "
+              f"over the text {rank['features_seconds']:.2f} s | counting kernel: {'yes' if rank['kernel'] else 'no'}")
     small, large = (f"{n // 1000}k" for n in sizes)
     figures["peak_mb_growth"] = round(figures[f"peak_mb_analyze_{large}"] - figures[f"peak_mb_analyze_{small}"])
-    if not args.quick:   # every character at 100k: what sampling saves
-        every = run_child("analyze", folder / "bench_100000.h5", "no-store", "all", 1)
-        figures["rank_all_chars_s_100k"] = round(every["seconds"], 3)
-        print(f"  100,000 chars, every character analysed (--max-chars all): {every['seconds']:.2f} s")
+    print(f"peak memory growth from {small} to {large} chars: {figures['peak_mb_growth']} MB")
     print(json.dumps(figures))
 
 

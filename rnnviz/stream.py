@@ -57,18 +57,23 @@ class Extremes:
         if nb * SPREAD != c:
             keys = np.concatenate([keys, np.repeat(keys[-1:], nb * SPREAD - c, axis=0)])
         cols = np.arange(h)[None, :]
+        blocks = keys.reshape(nb, SPREAD, h)
         for side in ("top", "bottom"):
-            k = keys.astype(np.int64) if side == "top" else BINS - 1 - keys.astype(np.int64)
+            # Scores: keys (top) or reversed keys (bottom); inf and NaN of the ``bad`` units score -1.
+            best = (blocks.max(axis=1) if side == "top" else BINS - 1 - blocks.min(axis=1)).astype(np.int64)
+            inside = None
             if bad is not None and bad.any():
-                sub = k[:, bad]
-                sub[~KEY_FINITE[keys[:, bad]]] = -1
-                k[:, bad] = sub
-            blocks = k.reshape(nb, SPREAD, h)
-            best = blocks.max(axis=1)                                         # (nb, H)
+                sub = blocks[:, :, bad].astype(np.int64)
+                sub = sub if side == "top" else BINS - 1 - sub
+                sub[~KEY_FINITE[blocks[:, :, bad]]] = -1
+                best[:, bad] = sub.max(axis=1)
             kk = min(self.k, nb)
             pick = np.argpartition(-best, kk - 1, axis=0)[:kk] if kk < nb else np.tile(
                 np.arange(nb)[:, None], (1, h))
-            inside = blocks[pick, :, cols]                                    # (kk, H, SPREAD)
+            inside = blocks[pick, :, cols].astype(np.int64)                    # (kk, H, SPREAD)
+            inside = inside if side == "top" else BINS - 1 - inside
+            if bad is not None and bad.any():
+                inside[:, bad] = np.where(KEY_FINITE[blocks[pick, :, cols][:, bad]], inside[:, bad], -1)
             pos = offset + pick * SPREAD + inside.argmax(axis=2)
             allk = np.concatenate([self.key[side], best[pick, cols]])
             allp = np.concatenate([self.pos[side], pos])
