@@ -152,6 +152,8 @@ def null_candidates(results: list[PointResult], keep: dict, top: int) -> dict:
     last = results[-1]
     out = {}
     for point, cols in wanted.items():
-        have = last.luts if point == last.point else keep.get(point, {})
-        out[point] = {u: have[u] for u in cols if u in have}
+        if point == last.point:     # copies: a row would keep its point's whole (H, 65536) table alive
+            out[point] = {u: last.luts[u].copy() for u in cols if u in last.luts}
+        else:
+            out[point] = {u: keep[point][u] for u in cols if u in keep.get(point, {})}
     return out
