@@ -29,6 +29,7 @@ from .dumpfile import Dump, DumpLocked, open_dump
 from .errors import RnnvizError
 from .exact import FeatureColumns
 from .features import BUILTIN, Feature, TextIndex, feature_values, select_features
+from .language import summarize
 from .names import h5_path, parse_point
 from .probe import PER_FEATURE, PROBE_COLUMNS, probe_table
 from .rank import one_thread, z_bound
@@ -66,6 +67,9 @@ class Analysis:
                  f"{i['top']} units; "
                  f"'yes' = beats it (|z| >= {i['z_bound']:.2f}, Bonferroni over {i['units']:,} units at "
                  f"alpha 0.01, and stronger than every shift)."]
+        names, langs = zip(*i["languages"]) if i["languages"] else ((), ())
+        lines.append(f"Languages ({'chosen with --language' if i['language'] != 'auto' else 'auto'}): "
+                     f"{summarize(names, langs)}; tab stops every {i['tab_size']} columns.")
         if i["nonfinite_units"]:
             lines.append(f"{i['nonfinite_units']:,} units hold inf or NaN ({i['nonfinite_values']:,} values in all); "
                          f"each is scored on the characters where it is finite (column analysed_chars).")
@@ -177,7 +181,7 @@ def _text(d: Dump, path) -> tuple[str, pd.DataFrame]:
 def analyze_dump(path, *, features=None, extra_features: tuple[Feature, ...] = (), points: str | None = None,
                  top: int = 5, shifts: int = 99, holdout: float = 0.0, max_chars: int | None = None,
                  contexts: int = 8, probe_chars: int = PROBE_CHARS, probe_k: int = 5, store: bool = True,
-                 language: str = "auto", seed: int = 0) -> Analysis:
+                 language: str = "auto", tab_size: int = 8, seed: int = 0) -> Analysis:
     """Rank the dump's units against text features (see module doc); ``store`` writes /analysis.
 
     ``features``: names of built-ins (default all); ``extra_features``: from
@@ -185,11 +189,14 @@ def analyze_dump(path, *, features=None, extra_features: tuple[Feature, ...] = (
     ``points``: e.g. ``"c,h"`` or ``"layer1.c"`` (default: every recorded point).
     ``max_chars``: None (the default) scores every character; a number scores that many, in
     blocks spread over the text (a quick look: the summary says it was sampled).
+    ``language``: auto (per source, from its extension or else its content), python, c or
+    text; ``tab_size``: tab stops for indentation and position in the line.
     """
     with one_thread():
         return _analyze(Path(path), select_features(features, extra_features), points=points, top=top,
                         shifts=shifts, holdout=holdout, max_chars=max_chars, contexts=contexts,
-                        probe_chars=probe_chars, probe_k=probe_k, store=store, language=language, seed=seed)
+                        probe_chars=probe_chars, probe_k=probe_k, store=store, language=language,
+                        tab_size=tab_size, seed=seed)
 
 
 def _feature_columns(ti: TextIndex, feats, cache, pos: np.ndarray | None, probe_at: np.ndarray):
@@ -207,7 +214,7 @@ def _feature_columns(ti: TextIndex, feats, cache, pos: np.ndarray | None, probe_
 
 
 def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, max_chars, contexts,
-             probe_chars, probe_k, store, language, seed) -> Analysis:
+             probe_chars, probe_k, store, language, tab_size, seed) -> Analysis:
     if not feats:
         raise RnnvizError("no features to rank: name built-ins with --features or add --feature NAME=REGEX")
     if not 0.0 <= holdout < 1.0:
@@ -224,7 +231,7 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
         n = sum(length for _, length in plan.rank_blocks)
         every = n + sum(length for _, length in plan.hold_blocks) == len(text)
         pos = None if n == len(text) else plan.positions(plan.rank_blocks)
-        ti = TextIndex(text, sources, language)
+        ti = TextIndex(text, sources, language, tab_size)
         cache = {ft.name: feature_values(ti, ft) for ft in feats if ft.name not in BUILTIN}  # user code runs once
         probe_at = np.unique(np.linspace(0, n - 1, min(probe_chars, n)).astype(np.int64))
         fc, probe_y = _feature_columns(ti, feats, cache, pos, probe_at)
@@ -258,7 +265,7 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
     probes = (probe_table(probe_x, probe_y[:, valid], [fc.names[j] for j in valid],
                           [fc.kinds[j] for j in valid], units, ranked, k=probe_k, seed=seed)
               if len(valid) and len(probe_at) >= 16 else pd.DataFrame(columns=PROBE_COLUMNS))
-    feature_df = pd.DataFrame({"name": fc.names, "kind": fc.kinds, "description": [ft.description for ft in feats],
+    feature_df = pd.DataFrame({"name": fc.names, "kind": fc.kinds, "description": [ti.describe(ft) for ft in feats],
                                "mean": fc.mean, "scored": fc.valid})
     positions = (lambda i: i) if pos is None else (lambda i: pos[i])
     info = {"path": str(path), "n_chars": len(text), "analysed_chars": int(n), "sampled": not every,
@@ -266,6 +273,8 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
             "holdout_chars": int(sum(length for _, length in plan.hold_blocks)), "holdout": holdout,
             "points": names, "units": len(units), "shifts": used_shifts, "top": top,
             "z_bound": z_bound(len(units)), "max_chars": max_chars, "seed": seed, "stored": False,
+            "language": language, "languages": [[nm, lang] for nm, lang in zip(ti.names, ti.languages)],
+            "tab_size": ti.tab_size,
             "nonfinite_units": int((tables.units["nonfinite"] > 0).sum()),
             "nonfinite_values": int(tables.units["nonfinite"].sum())}
     result = Analysis(ranking, tables.saturation, with_text(tables.contexts(positions), text), probes,
@@ -288,7 +297,7 @@ def _store(path: Path, ti: TextIndex, feats, cache, result: Analysis, plan: _Pla
     with d:
         d.write_analysis(
             features=((ft.name, cache[ft.name] if ft.name in cache else feature_values(ti, ft), ft.kind,
-                       ft.description) for ft in feats),     # one at a time: each is N floats
+                       ti.describe(ft)) for ft in feats),     # one at a time: each is N floats
             # Context positions only: the text around them is in /text/codes (strings would double the group).
             tables={"ranking": result.ranking, "saturation": result.saturation,
                     "contexts": result.contexts[CONTEXT_COLUMNS], "probes": result.probes,

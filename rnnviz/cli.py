@@ -264,9 +264,14 @@ def _list_features(ctx, _param, value):
               help="Write the full ranking as Parquet (needs pyarrow).")
 @click.option("--force", is_flag=True, help="Overwrite existing --csv/--parquet files.")
 @click.option("--no-store", is_flag=True, help="Leave the dump untouched (no /analysis).")
+@click.option("--language", type=click.Choice(["auto", "python", "c", "text"]), default="auto", show_default=True,
+              help="Language of the sources for strings, comments and brackets; auto: per source, from a code "
+                   "extension (.py, .c, ...) or else the content (text = prose).")
+@click.option("--tab-size", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Tab stops for indentation and position in the line.")
 @user_errors
 def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_chars, csv_path, parquet_path,
-            force, no_store):
+            force, no_store, language, tab_size):
     """Rank every unit of DUMP against text features; store the results in it under /analysis."""
     from .analyze import analyze_dump, check_exports, export_ranking
     from .errors import RnnvizError
@@ -280,9 +285,12 @@ def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_char
         raise RnnvizError(f"--max-chars expects a number of characters, found {max_chars!r}")
     check_exports(csv_path, parquet_path, force)
     result = analyze_dump(dump_file, features=builtins, extra_features=extra, points=points, top=top,
-                          shifts=shifts, holdout=holdout, max_chars=limit, store=not no_store)
+                          shifts=shifts, holdout=holdout, max_chars=limit, store=not no_store,
+                          language=language, tab_size=tab_size)
     click.echo(result.summary(top))
-    for written in export_ranking(result.ranking, csv_path, parquet_path, force):
+    # Which language each source got, on every row: a CSV has nowhere else to say it.
+    langs = "; ".join(f"{nm}={lang}" for nm, lang in result.info["languages"])
+    for written in export_ranking(result.ranking.assign(languages=langs), csv_path, parquet_path, force):
         click.echo(f"Wrote the full ranking ({len(result.ranking):,} rows) to {written}")
     if result.info["stored"]:
         click.echo(f"Stored /analysis in {dump_file}")

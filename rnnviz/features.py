@@ -19,21 +19,17 @@ import string
 import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import PurePath
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from .errors import RnnvizError
+from .language import LANGUAGES, describe, language_of
 
 KINDS = ("binary", "continuous", "ordinal")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# Comment syntax per source, chosen by file extension; unknown files get Python's.
-_C_LIKE = {".c", ".h", ".cc", ".cpp", ".hpp", ".cxx", ".java", ".js", ".ts", ".go", ".rs",
-           ".cs", ".swift", ".kt", ".scala", ".css", ".php", ".m"}
-_PROSE = {".txt", ".md", ".rst", ".tex", ".html"}
 _STRING = (r"""[rRbBuUfF]{0,2}(?:'''(?:\\.|[^\\])*?'''|\"\"\"(?:\\.|[^\\])*?\"\"\"|"""
            r"""'(?:\\.|[^\\'\n])*'|"(?:\\.|[^\\"\n])*")""")
 _TOKENS = {  # group "c" = comment, group "s" = string literal; the leftmost match wins
@@ -55,16 +51,25 @@ class Feature:
 class TextIndex:
     """The text of one dump (all sources concatenated) with shared, lazily built helpers."""
 
-    def __init__(self, text: str, sources=None, language: str = "auto"):
+    def __init__(self, text: str, sources=None, language: str = "auto", tab_size: int = 8):
         self.text = text
         self.codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # (N,)
         self.n = len(text)
         names, lengths = _source_list(sources, self.n)
         self.starts = np.cumsum([0] + lengths[:-1]).astype(np.int64)
         self.ends = self.starts + np.asarray(lengths, dtype=np.int64)
-        if language not in ("auto", "python", "c", "text"):
+        if language not in ("auto",) + LANGUAGES:
             raise RnnvizError(f"unknown language {language!r}: expected auto, python, c or text")
-        self.languages = [language if language != "auto" else _language_of(nm) for nm in names]
+        if int(tab_size) < 1:
+            raise RnnvizError(f"tab size must be at least 1, found {tab_size}")
+        self.tab_size = int(tab_size)
+        self.names = names
+        self.languages = [language_of(nm, text[s:e], language)
+                          for nm, s, e in zip(names, self.starts.tolist(), self.ends.tolist())]
+
+    def describe(self, feat: "Feature") -> str:
+        """The feature's description for the languages of these sources."""
+        return describe(feat.name, feat.description, self.languages)
 
     # ----- shared pieces
     @cached_property
@@ -100,6 +105,27 @@ class TextIndex:
         starts[1:] = self.codes[:-1] == 10
         starts[self.starts[self.starts < self.n]] = True
         return np.maximum.accumulate(np.where(starts, np.arange(self.n, dtype=np.int32), 0))   # int32: half the memory
+
+    @cached_property
+    def column(self) -> np.ndarray:
+        """(N,) column of each character in its line: a tab moves to the next multiple of tab_size."""
+        raw = np.arange(self.n, dtype=np.int64) - self.line_start
+        tabs = np.flatnonzero(self.codes == 9)
+        if not len(tabs) or self.tab_size == 1:
+            return raw
+        line_starts = np.flatnonzero(np.r_[True, self.line_start[1:] != self.line_start[:-1]])
+        extra = np.zeros(self.n + 1, np.int64)
+        line, added = -1, 0
+        for p in tabs.tolist():                 # tabs are few; each depends on the ones before it
+            if self.line_start[p] != line:
+                line, added = int(self.line_start[p]), 0
+            width = self.tab_size - (int(raw[p]) + added) % self.tab_size
+            extra[p + 1] += width - 1
+            added += width - 1
+            after = line_starts[np.searchsorted(line_starts, p, side="right"):][:1]
+            end = int(after[0]) if len(after) else self.n
+            extra[end] -= width - 1             # the next line starts at column 0 again
+        return raw + np.cumsum(extra)[:self.n]
 
     @cached_property
     def tokens(self) -> dict[str, np.ndarray]:
@@ -175,11 +201,6 @@ def _source_list(sources, n: int) -> tuple[list[str], list[int]]:
     return (names, lengths) if names else ([""], [n])
 
 
-def _language_of(name: str) -> str:
-    suffix = PurePath(name).suffix.lower()
-    return "c" if suffix in _C_LIKE else "text" if suffix in _PROSE else "python"
-
-
 def _spans_mask(spans: list[tuple[int, int]], n: int) -> np.ndarray:
     diff = np.zeros(n + 1, np.int32)
     if spans:
@@ -235,7 +256,7 @@ def _depth(ti: TextIndex, pairs: str) -> np.ndarray:
 
 
 def _line_pos(ti):
-    return np.arange(ti.n) - ti.line_start
+    return ti.column
 
 
 def _to_newline(ti):
@@ -246,13 +267,17 @@ def _to_newline(ti):
 
 
 def _indent(ti):
-    """Leading spaces and tabs of the current line (the whole line gets its value)."""
+    """Columns of leading spaces and tabs of the current line (the whole line gets its value)."""
     blank = (ti.codes == 32) | (ti.codes == 9)
     stop = np.where(blank, ti.n, np.arange(ti.n))
     first_text = np.minimum.accumulate(stop[::-1])[::-1]         # first non-blank at or after t
     ls = ti.line_start
-    line_end = np.minimum(first_text[ls], ti.ends[ti.source_id])
-    return line_end - ls
+    end = ti.ends[ti.source_id]
+    line_end = np.minimum(first_text[ls], end)
+    col = ti.column
+    last = np.maximum(line_end - 1, 0)                           # a blank last line: its last blank
+    width = np.where(ti.codes[last] == 9, ti.tab_size - col[last] % ti.tab_size, 1)
+    return np.where(line_end < end, col[np.minimum(line_end, ti.n - 1)], np.where(line_end > ls, col[last] + width, 0))
 
 
 def _word_pos(ti):
@@ -282,9 +307,11 @@ def _builtins() -> dict[str, Feature]:
          "apostrophes skipped", lambda ti: ti.quotes["single"]),
         ("in_quote", b, "inside any quotation (double or single)",
          lambda ti: ti.quotes["double"] | ti.quotes["single"]),
-        ("line_pos", c, "characters since the last newline", _line_pos),
+        ("line_pos", c, "column in the line (characters since the last newline, a tab to the next tab stop)",
+         _line_pos),
         ("to_newline", c, "characters until the next newline", _to_newline),
-        ("indent", o, "indentation of the current line (leading spaces and tabs)", _indent),
+        ("indent", o, "indentation of the current line in columns (leading spaces and tabs, tab stops "
+         "every --tab-size)", _indent),
         ("depth", o, "bracket depth over (), [] and {} together, outside strings and comments",
          lambda ti: _depth(ti, "()[]{}")),
     ]
@@ -373,15 +400,17 @@ def feature_values(ti: TextIndex, feat: Feature) -> np.ndarray:
     return np.asarray(feat.compute(ti)).astype(np.float32, copy=False)
 
 
-def compute_features(text: str, features=None, *, sources=None, language: str = "auto") -> pd.DataFrame:
+def compute_features(text: str, features=None, *, sources=None, language: str = "auto",
+                     tab_size: int = 8) -> pd.DataFrame:
     """One float32 column per feature; ``df.attrs["kinds"]`` and ``["descriptions"]`` describe them.
 
     ``features``: None (all built-ins), names of built-ins, or a list mixing names and
     :class:`Feature` objects (from :func:`regex_feature`, :func:`custom_feature`).
     ``sources``: (name, length) pairs or a sources table; features restart at each one.
-    ``language``: ``auto`` picks by file extension (C-like files: c; .txt, .md, .rst, .tex,
-    .html: text, i.e. prose quotes and no comments; anything else, unnamed text included:
-    python), or ``python``, ``c``, ``text`` for every source.
+    ``language``: ``auto`` (per source: a code extension decides, else the content; see
+    :mod:`rnnviz.language`), or ``python``, ``c``, ``text`` (prose: quotes, no comments) for
+    every source. ``tab_size``: tab stops for ``line_pos`` and ``indent``.
+    ``df.attrs["languages"]`` lists the language each source got.
     """
     if features is None:
         feats = select_features()
@@ -389,8 +418,9 @@ def compute_features(text: str, features=None, *, sources=None, language: str = 
         features = [features] if isinstance(features, (str, Feature)) else list(features)
         feats = select_features([f for f in features if isinstance(f, str)],
                                 [f for f in features if isinstance(f, Feature)])
-    ti = TextIndex(text, sources, language)
+    ti = TextIndex(text, sources, language, tab_size)
     df = pd.DataFrame({f.name: feature_values(ti, f) for f in feats}, index=pd.RangeIndex(ti.n, name="char"))
     df.attrs["kinds"] = {f.name: f.kind for f in feats}
-    df.attrs["descriptions"] = {f.name: f.description for f in feats}
+    df.attrs["descriptions"] = {f.name: ti.describe(f) for f in feats}
+    df.attrs["languages"] = list(zip(ti.names, ti.languages))
     return df

@@ -61,9 +61,12 @@ def test_prose_quotes_span_lines_and_restart_at_paragraphs():
 def test_line_features_restart_at_sources():
     text = "ab\n\tcd\nxy" + "uv\n"        # the first source ends without a newline
     df = compute_features(text, ["line_pos", "to_newline", "indent"], sources=[("a.py", 9), ("b.py", 3)])
-    assert df["line_pos"].tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 0, 1, 2]
+    assert df["line_pos"].tolist() == [0, 1, 2, 0, 8, 9, 10, 0, 1, 0, 1, 2]     # a tab ends at column 8
     assert df["to_newline"].tolist() == [2, 1, 0, 3, 2, 1, 0, 2, 1, 2, 1, 0]
-    assert df["indent"].tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert df["indent"].tolist() == [0, 0, 0, 8, 8, 8, 8, 0, 0, 0, 0, 0]
+    one = compute_features(text, ["line_pos", "indent"], sources=[("a.py", 9), ("b.py", 3)], tab_size=1)
+    assert one["line_pos"].tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 0, 1, 2]
+    assert one["indent"].tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0]
 
 
 def test_bracket_depth_ignores_strings_comments_and_stray_closers():
