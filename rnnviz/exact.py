@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .contexts import LEFT, QUANTILES, RIGHT
+
 BINS = 1 << 16
 PERCENTILES = (1.0, 50.0, 99.0)
 
@@ -199,12 +201,12 @@ class UnitStats:
     percentiles: np.ndarray   # (H, 3) 1st, 50th, 99th (numpy's linear interpolation)
     minimum: np.ndarray
     maximum: np.ndarray
-    below: np.ndarray         # (H,) values < 0.1
-    above: np.ndarray         # (H,) values > 0.9
+    below: np.ndarray         # (H,) values < LEFT (0.1)
+    above: np.ndarray         # (H,) values > RIGHT (0.9)
     quantile_keys: np.ndarray  # (H, Q) key of the order statistic at each context quantile
 
 
-def unit_stats(counts: Counts, quantiles=(0.1, 0.25, 0.5, 0.75, 0.9)) -> UnitStats:
+def unit_stats(counts: Counts, quantiles=QUANTILES) -> UnitStats:
     """Per unit, from the values it holds (the non-zero counts), never the whole 65,536-bin row."""
     hist = counts.hist
     h = len(hist)
@@ -233,7 +235,7 @@ def unit_stats(counts: Counts, quantiles=(0.1, 0.25, 0.5, 0.75, 0.9)) -> UnitSta
         if both:
             lut2[u, NEG_ZERO] = lut2[u, POS_ZERO]
         v = KEY_VALUE[used]
-        below[u], above[u] = c[v < 0.1].sum(), c[v > 0.9].sum()
+        below[u], above[u] = c[v < LEFT].sum(), c[v > RIGHT].sum()
         dev = (lut - (m + 1)) / 2.0
         out["rank_ss"][u] = float((c * dev * dev).sum())
         mu = float((c * v).sum()) / m

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .contexts import QUANTILES
 from .exact import (BINS, KEY_FINITE, KEY_VALUE, PERCENTILES, Counts, FeatureColumns, Scores, Sums,
                     column_scores, f16_keys, finish, midranks_1d, rank_kernel, unit_stats)
 
@@ -20,7 +21,6 @@ COUNT_ROWS = 1 << 15      # characters per block in the counting pass (16 MB of 
 SUM_ROWS = 1 << 13        # in the pass of products (its float64 copies are 4x the block)
 COLUMN_BYTES = 64 << 20   # whole columns held at once (float32 dumps, inf/NaN units, the null)
 SPREAD = 32               # at most one top and one bottom context per 32 analysed characters
-QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 MIN_SHIFT = 0.05
 
 
