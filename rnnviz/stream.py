@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .contexts import QUANTILES
+from .contexts import LEFT, QUANTILES, RIGHT
 from .exact import (BINS, KEY_FINITE, KEY_VALUE, PERCENTILES, Counts, FeatureColumns, Scores, Sums,
                     column_scores, f16_keys, finish, midranks_1d, rank_kernel, unit_stats)
 
@@ -189,8 +189,8 @@ def _scan_columns(point, read, n, h, fc, contexts, probe_at) -> PointResult:
             stats[f"p{int(q)}"][part] = cst["percentiles"][:, j]
         with np.errstate(invalid="ignore"):
             stats["sd"][part] = np.sqrt(np.nanmean((x - cst["mean"]) ** 2, axis=0, where=finite))
-            below[part] = ((x < 0.1) & finite).sum(0)
-            above[part] = ((x > 0.9) & finite).sum(0)
+            below[part] = ((x < LEFT) & finite).sum(0)
+            above[part] = ((x > RIGHT) & finite).sum(0)
         with np.errstate(over="ignore"):                           # contexts: order by float16 values
             keys = f16_keys(x.astype(np.float16).view(np.uint16))
         ext = Extremes(len(part), contexts)
