@@ -347,6 +347,9 @@ def test_export_button_writes_beside_the_dump_without_overwriting(dump):
     written = {p.name for p in path.parent.glob("small_layer0.h-5_*.svg")}
     assert written == {f"small_layer0.h-5_{start}-{end}.svg", f"small_layer0.h-5_{start}-{end}-2.svg"}
     assert f"{start}-{end}-2.svg" in app.export.note.text
+    import base64                                      # and the page can download what was written
+    assert base64.b64decode(app.export.payload.text) == (path.parent / f"small_layer0.h-5_{start}-{end}-2.svg").read_bytes()
+    assert app.export.download.tags == [f"small_layer0.h-5_{start}-{end}-2.svg"] and not app.export.download.disabled
 
 
 def test_grid_keeps_lines_tabs_and_sources_apart():

@@ -419,3 +419,15 @@ def test_a_ranking_row_shows_auc_and_z(chrome, demo):
     unit, feature, auc, z, p, beats = rows[0]
     assert feature == "in_string" and re.fullmatch(r"0\.9\d\d \([+−]\)", auc), rows[0]
     assert abs(float(z)) > 3 and beats == "yes"
+
+
+@pytest.mark.browser
+def test_an_export_downloads_from_the_page(chrome, demo):
+    url, dump = demo
+    _open(chrome, f"{url}?unit=layer2.c[76]")
+    chrome.execute_script(BUTTONS, "Export the visible text")
+    _wait(lambda: chrome.execute_script(VALUE, "export_download", "tags"), timeout=120, what="the export")
+    name = chrome.execute_script(VALUE, "export_download", "tags")[0]
+    chrome.execute_script(BUTTONS, f"Download {name}")
+    got = _wait(lambda: [p for p in chrome.downloads.glob(name) if p.stat().st_size], what="the download")
+    assert got[0].read_bytes() == (dump.parent / name).read_bytes()

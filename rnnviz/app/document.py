@@ -336,6 +336,7 @@ class Explorer(Navigator, Spans):
 
         def done(path):
             self.export.note.text = f"Wrote <code>{html.escape(str(path))}</code> (chars {start:,}–{end:,}, {unit})"
+            self.export.offer(path)
             self.info(f"wrote {path}")
         self._background(f"Exporting {fmt.upper()}",
                          lambda progress: export_span(self.view.path, unit, start, end, out, limits=limits), done)

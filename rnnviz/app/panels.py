@@ -221,6 +221,25 @@ class ExportPanel:
         self.button = Button(label="Export the visible text", button_type="primary", width=200,
                              name="export_button")
         self.note = Div(text="Writes the rows now visible, coloured by the shown unit, with a colour bar, "
-                        "next to the dump (never over an existing file).", width=SIDE_W,
+                        "next to the dump (never over an existing file); then the page can download it.", width=SIDE_W,
                         styles={"color": "#555"}, name="export_note")
-        self.layout = column(row(self.format, self.button), self.note)
+        # The written file, base64 in the page, saved by the browser on a click (no server route needed).
+        self.payload = Div(text="", visible=False, name="export_payload")
+        self.download = Button(label="Download it", width=200, disabled=True, name="export_download")
+        self.download.js_on_click(CustomJS(args={"payload": self.payload, "button": self.download}, code="""
+            const bytes = Uint8Array.from(atob(payload.text), c => c.charCodeAt(0));
+            const name = button.tags[0];
+            const type = {svg: 'image/svg+xml', html: 'text/html', png: 'image/png'}[name.split('.').pop()];
+            const a = document.createElement('a');
+            a.href = URL.createObjectURL(new Blob([bytes], {type}));
+            a.download = name;
+            document.body.appendChild(a); a.click(); a.remove();"""))
+        self.layout = column(row(self.format, self.button), self.note, self.download, self.payload)
+
+    def offer(self, path) -> None:
+        """Let the page download the file just written."""
+        import base64
+        from pathlib import Path
+        path = Path(path)
+        self.payload.text = base64.b64encode(path.read_bytes()).decode()
+        self.download.update(tags=[path.name], label=f"Download {path.name}", disabled=False)
