@@ -127,3 +127,20 @@ def test_an_existing_folder_needs_force(analysed, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert export("--lstmvis", out, path, "--force").exit_code == 0
     assert (out / "notes.txt").read_text() == "mine" and (out / "lstm.yml").exists()
+
+
+def test_gates_are_unsigned_and_never_negated(tmp_path):
+    from dumpfactory import write_synthetic_dump
+    path = tmp_path / "g.h5"
+    rng = np.random.default_rng(0)
+    write_synthetic_dump(path, "abc def\n" * 50, {"layer0.gate_f": rng.random((400, 4)).astype(np.float32),
+                                                  "layer0.gate_g": rng.uniform(-1, 1, (400, 4)).astype(np.float32)})
+    result = export("--lstmvis", tmp_path / "lv", path, "--negate", "layer0.gate_f[1]")
+    assert result.exit_code == 1 and "a sigmoid gate is never negative" in result.output
+    assert export("--lstmvis", tmp_path / "lv", path).exit_code == 0
+    config, files, _ = load_like_lstmvis(tmp_path / "lv")
+    for f in files.values():
+        f.close()
+    types = {t["type"]: t for t in config["states"]["types"]}
+    assert types["gate_f"]["unsigned"] is True and types["gate_g"]["transform"] == "none"
+    assert "unsigned" not in types["gate_g"] and "meta" in config and "source" in config["meta"]
