@@ -28,12 +28,6 @@ def trained(tmp_path_factory, stdlib_text_file):
     return out
 
 
-def test_cli_help_lists_commands():
-    out = subprocess.run(["rnnviz", "--help"], capture_output=True, text=True, check=True).stdout
-    for cmd in ("train", "sample", "info", "dump", "analyze", "serve"):
-        assert cmd in out
-
-
 def test_training_learns_below_unigram_entropy(tmp_path):
     text = ("def f(x):\n    return 'abc' + x\n\n" * 400)
     path = tmp_path / "rep.py"
