@@ -28,7 +28,6 @@ import numpy as np
 from common import peak_rss_bytes, stdlib_text
 
 LAYERS, HIDDEN = 2, 256
-KINDS = ("c", "h", "gate_i", "gate_f", "gate_g", "gate_o")
 
 
 def make_dump(path: Path, n: int) -> None:

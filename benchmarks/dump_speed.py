@@ -87,32 +87,32 @@ def plain_forward(model: CharLSTM, text: _Text, opt: DumpOptions, threads: int) 
         start = time.perf_counter()
         with torch.inference_mode():
             state, before = None, None
-            for unit in plan(text.lengths, opt.batch_size, opt.chunk_chars):
-                ids, _ = text.batch(unit)
-                carried = unit.carry(state, before)  # a tuple: (h, c), or (h,) for a GRU or RNN
+            for chunk in plan(text.lengths, opt.batch_size, opt.chunk_chars):
+                ids, _ = text.batch(chunk)
+                carried = chunk.carry(state, before)  # a tuple: (h, c), or (h,) for a GRU or RNN
                 if carried is not None and len(carried) == 1:
                     carried = carried[0]
                 logits, state = model(torch.from_numpy(ids), carried)
                 state = state if isinstance(state, tuple) else (state,)
                 torch.log_softmax(logits, dim=-1)
-                before = unit
+                before = chunk
         return time.perf_counter() - start
     finally:
         torch.set_num_threads(old)
 
 
 def naive_loop(model: CharLSTM, text: _Text, opt: DumpOptions, budget: int) -> tuple[float, int]:
-    """(b): the step-by-step loop over the first units (about ``budget`` chars); seconds, chars."""
+    """(b): the step-by-step loop over the first chunks (about ``budget`` chars); seconds, chars."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     chars, start = 0, time.perf_counter()
     try:
         with torch.inference_mode():
-            for unit in plan(text.lengths, opt.batch_size, opt.chunk_chars):
-                ids, _ = text.batch(unit)
+            for chunk in plan(text.lengths, opt.batch_size, opt.chunk_chars):
+                ids, _ = text.batch(chunk)
                 rec = record_naive(model.rnn, model.embed(torch.from_numpy(ids)))
                 torch.log_softmax(model.head(rec.output), dim=-1).topk(opt.topk, dim=-1)
-                chars += sum(min(unit.t1, text.lengths[s]) - unit.t0 for s in unit.lanes)
+                chars += sum(min(chunk.t1, text.lengths[s]) - chunk.t0 for s in chunk.lanes)
                 if chars >= budget:
                     break
         return time.perf_counter() - start, chars

@@ -45,21 +45,28 @@ def cli():
                    rnnviz analyze dumps/text.h5
                    rnnviz serve dumps/text.h5
     """
+    _log_to_stderr()
 
 
-class _NoteFormatter(logging.Formatter):
-    """The library's log records as the CLI shows them: ``note: ...`` / ``warning: ...``."""
+class _Stderr(logging.Handler):
+    """The library's log records on stderr, as the CLI shows them: notes as they are,
+    ``warning: ...`` for warnings."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = "note" if record.levelno < logging.WARNING else record.levelname.lower()
-        return f"{prefix}: {record.getMessage()}"
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            message = f"{record.levelname.lower()}: {message}"
+        click.echo(message, err=True)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("rnnviz")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+    logger.setLevel(logging.INFO)
 
 
 def main():
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_NoteFormatter())
-    logging.getLogger("rnnviz").addHandler(handler)
-    logging.getLogger("rnnviz").setLevel(logging.INFO)
     cli(prog_name="rnnviz")
 
 
@@ -341,7 +348,7 @@ def demo(texts, output, port, host, no_browser, encoding, errors):
     """
     from .workflows import demo as run_demo
     run_demo(list(texts) or None, output, port=port, host=host, open_browser=not no_browser,
-             log=lambda m: click.echo(m, err=True), encoding=encoding, errors=errors)
+             encoding=encoding, errors=errors)
 
 
 @cli.command()

@@ -8,6 +8,7 @@ array); readers open dumps with ``rnnviz.open`` (:func:`rnnviz.dumpfile.open_dum
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import sys
@@ -30,6 +31,7 @@ from .errors import RnnvizError
 from .names import expand_selection, parse_point, point_name
 from .text import read_sources
 
+log = logging.getLogger(__name__)
 PLAN_VERSION = 2  # in the resume key: a .partial made under another plan is not resumed
 # Progress is saved (and the file flushed) this often: a kill redoes at most this much work,
 # and partly filled HDF5 chunks of files recorded side by side are not rewritten every chunk.
@@ -61,15 +63,15 @@ class DumpOptions:
 
 
 @dataclass
-class Unit:
+class Chunk:
     """One chunk of work: rows = sources side by side (in char-axis order), steps t0..t1 of each."""
     index: int
     lanes: list[int]
     t0: int
     t1: int
 
-    def carry(self, state, before: Unit | None):
-        """The recurrent state this unit starts from, given ``state`` after unit ``before``:
+    def carry(self, state, before: Chunk | None):
+        """The recurrent state this chunk starts from, given ``state`` after chunk ``before``:
         zeros (None) at the start of its sources, else the rows of the sources still running."""
         if self.t0 == 0:
             return None
@@ -88,12 +90,12 @@ class DumpResult:
     no_kernel: str = ""       # why the compiled kernel could not run here (a GRU, CUDA), if so
 
 
-def plan(lengths: list[int], batch_size: int, chunk_chars: int, anchor: int = ANCHOR) -> list[Unit]:
+def plan(lengths: list[int], batch_size: int, chunk_chars: int, anchor: int = ANCHOR) -> list[Chunk]:
     """The fixed order of work (PLAN_VERSION): groups of ``batch_size`` sources of similar
     length (so little is padded), each cut in time into chunks of about ``chunk_chars``
     characters."""
     order = sorted((s for s, n in enumerate(lengths) if n > 0), key=lambda s: -lengths[s])
-    units: list[Unit] = []
+    chunks: list[Chunk] = []
     for g in range(0, len(order), batch_size):
         group = sorted(order[g:g + batch_size])  # rows in char-axis order
         longest, t0 = max(lengths[s] for s in group), 0
@@ -101,9 +103,9 @@ def plan(lengths: list[int], batch_size: int, chunk_chars: int, anchor: int = AN
             lanes = [s for s in group if lengths[s] > t0]
             # As sources end, fewer lanes and longer chunks: each about chunk_chars.
             steps = max(anchor, chunk_chars // len(lanes) // anchor * anchor)
-            units.append(Unit(len(units), lanes, t0, min(t0 + steps, longest)))
+            chunks.append(Chunk(len(chunks), lanes, t0, min(t0 + steps, longest)))
             t0 += steps
-    return units
+    return chunks
 
 
 def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | None = None,
@@ -130,9 +132,9 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
         raise RnnvizError(f"--max-chars: expected a positive number, found {opt.max_chars}")
     text = _Text(read_sources(texts, opt.encoding, opt.errors), ckpt.vocab, opt.max_chars)
     if text.unknown:
-        print(f"note: {text.unknown:,} characters not in the model's vocabulary were fed as the "
-              f"unknown symbol (id 0)", file=sys.stderr)
-    units = plan(text.lengths, opt.batch_size, opt.chunk_chars)
+        log.warning("%s characters not in the model's vocabulary were fed as the unknown symbol (id 0)",
+                    f"{text.unknown:,}")
+    chunks = plan(text.lengths, opt.batch_size, opt.chunk_chars)
     key = json.dumps({"checkpoint_sha256": ckpt.sha256, "sources": [s.sha256 for s in text.sources],
                       "lengths": text.lengths, "points": points, "dtype": opt.dtype,
                       "topk": opt.topk, "compression": opt.compression,
@@ -148,11 +150,11 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     torch.set_num_threads(max(1, opt.threads))
     try:
         with torch.inference_mode():
-            backend = _record(f, units, done, state, text, ckpt.model, points, opt)
+            backend = _record(f, chunks, done, state, text, ckpt.model, points, opt)
         f.finish(target)
     except BaseException:
         f.close()
-        print(f"note: kept the unfinished {partial}; continue it with --resume", file=sys.stderr)
+        log.info("kept the unfinished %s; continue it with --resume", partial)
         raise
     finally:
         torch.set_num_threads(threads)
@@ -204,22 +206,22 @@ class _Text:
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.n = int(self.codes.size)
 
-    def batch(self, unit: Unit) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
         """(B, T) ids fed to the model and the ids that follow them (-1: end of source)."""
-        B, T = len(unit.lanes), unit.t1 - unit.t0
+        B, T = len(chunk.lanes), chunk.t1 - chunk.t0
         ids, nxt = np.zeros((B, T), np.int64), np.full((B, T), -1, np.int64)
-        for row, s in enumerate(unit.lanes):
-            n = min(unit.t1, self.lengths[s]) - unit.t0
-            a = self.starts[s] + unit.t0
+        for row, s in enumerate(chunk.lanes):
+            n = min(chunk.t1, self.lengths[s]) - chunk.t0
+            a = self.starts[s] + chunk.t0
             ids[row, :n] = self.ids[a:a + n]
-            m = min(n, self.lengths[s] - unit.t0 - 1)
+            m = min(n, self.lengths[s] - chunk.t0 - 1)
             nxt[row, :m] = self.ids[a + 1:a + 1 + m]
         return ids, nxt
 
-    def rows(self, unit: Unit):
-        """(row in the batch, first char-axis index, count) of each source in ``unit``."""
-        for row, s in enumerate(unit.lanes):
-            yield row, int(self.starts[s] + unit.t0), min(unit.t1, self.lengths[s]) - unit.t0
+    def rows(self, chunk: Chunk):
+        """(row in the batch, first char-axis index, count) of each source in ``chunk``."""
+        for row, s in enumerate(chunk.lanes):
+            yield row, int(self.starts[s] + chunk.t0), min(chunk.t1, self.lengths[s]) - chunk.t0
 
 
 def _create(path: Path, key: str, points: list[str], text: _Text, ckpt, checkpoint,
@@ -239,7 +241,7 @@ def _create(path: Path, key: str, points: list[str], text: _Text, ckpt, checkpoi
                              progress=(cfg.num_layers, min(opt.batch_size, len(text.sources))), resume_key=key)
 
 
-def _record(f: DumpWriter, units: list[Unit], done: int, state, text: _Text, model,
+def _record(f: DumpWriter, chunks: list[Chunk], done: int, state, text: _Text, model,
             points: list[str], opt: DumpOptions) -> str:
     """A pipeline of threads joined by queues of 2, which bound the memory: this thread
     runs layer 0 over chunk after chunk; one thread per further layer runs its layer on
@@ -260,24 +262,24 @@ def _record(f: DumpWriter, units: list[Unit], done: int, state, text: _Text, mod
     inbox = [queue.Queue(maxsize=2) for _ in range(layers)]  # chunks for layer l (l >= 1)
     todo = queue.Queue(maxsize=2)  # for the writer
     pool = ThreadPoolExecutor(max_workers=max(1, opt.workers), thread_name_prefix="rnnviz-expand")
-    chars_done = sum(n for u in units[:done] for _, _, n in text.rows(u))
+    chars_done = sum(n for u in chunks[:done] for _, _, n in text.rows(u))
     bar = tqdm(total=text.n, initial=chars_done, unit="char", unit_scale=True, file=sys.stderr,
                disable=not opt.progress, desc="dump", smoothing=0.1)
 
-    def stage(layer: int, chunks) -> None:
-        """Run ``layer`` on each (unit, runs so far) in order, carrying this layer's state."""
+    def stage(layer: int, items) -> None:
+        """Run ``layer`` on each (chunk, runs so far) in order, carrying this layer's state."""
         carried = None if state is None else tuple(s[layer] for s in state)
-        before = units[done - 1] if done else None
-        for unit, runs in chunks:
-            below = runs[-1] if runs else torch.from_numpy(text.batch(unit)[0]).to(device)
-            runs.append(backend.layer(layer, below, unit.carry(carried, before)))
-            carried, before = runs[-1].state, unit
+        before = chunks[done - 1] if done else None
+        for chunk, runs in items:
+            below = runs[-1] if runs else torch.from_numpy(text.batch(chunk)[0]).to(device)
+            runs.append(backend.layer(layer, below, chunk.carry(carried, before)))
+            carried, before = runs[-1].state, chunk
             if layer + 1 < layers:
-                sent = _put(inbox[layer + 1], (unit, runs), stop)
+                sent = _put(inbox[layer + 1], (chunk, runs), stop)
             else:
-                job = pool.submit(_expand, model, text, unit, runs, wanted, opt)
+                job = pool.submit(_expand, model, text, chunk, runs, wanted, opt)
                 state_after = tuple(torch.stack([r.state[k] for r in runs]).cpu() for k in range(len(runs[0].state)))
-                sent = _put(todo, (unit, job, state_after), stop)
+                sent = _put(todo, (chunk, job, state_after), stop)
             if not sent:
                 return
         _put(inbox[layer + 1] if layer + 1 < layers else todo, None, stop)
@@ -290,7 +292,7 @@ def _record(f: DumpWriter, units: list[Unit], done: int, state, text: _Text, mod
     for thread in threads:
         thread.start()
     try:
-        stage(0, ((unit, []) for unit in units[done:]))
+        stage(0, ((chunk, []) for chunk in chunks[done:]))
         threads[-1].join()
     finally:
         stop.set()
@@ -337,7 +339,7 @@ def _drain(box: queue.Queue, stop: threading.Event):
         yield item
 
 
-def _expand(model, text: _Text, unit: Unit, runs: list, wanted: dict, opt: DumpOptions) -> dict:
+def _expand(model, text: _Text, chunk: Chunk, runs: list, wanted: dict, opt: DumpOptions) -> dict:
     """One chunk's arrays as stored, by the writer's names: recorded points and predictions."""
     out = {}
     with torch.inference_mode():  # grad mode is per thread
@@ -345,7 +347,7 @@ def _expand(model, text: _Text, unit: Unit, runs: list, wanted: dict, opt: DumpO
             for kind, a in runs[layer].points(kinds).items():
                 out[point_name(layer, kind)] = a.cpu().numpy()
         logp = torch.log_softmax(model.head(runs[-1].h), dim=-1).cpu()  # (B, T, V)
-        nxt = torch.from_numpy(text.batch(unit)[1])
+        nxt = torch.from_numpy(text.batch(chunk)[1])
         loss = -logp.gather(-1, nxt.clamp(min=0)[..., None])[..., 0]
         loss[nxt < 0] = float("nan")
         top = logp.topk(opt.topk, dim=-1)
@@ -358,11 +360,11 @@ def _expand(model, text: _Text, unit: Unit, runs: list, wanted: dict, opt: DumpO
 def _writer(f: DumpWriter, items, text: _Text, bar) -> None:
     """Write each chunk in order and, every FLUSH_SECONDS, the progress that --resume reads."""
     flushed = 0.0
-    for unit, job, state in items:
+    for chunk, job, state in items:
         for name, a in job.result().items():
-            f.write(name, a, text.rows(unit))
+            f.write(name, a, text.rows(chunk))
         if time.monotonic() - flushed >= FLUSH_SECONDS:
             h = state[0].numpy()  # a GRU or RNN has no c: its slot holds zeros
-            f.save_progress(unit.index + 1, h, state[1].numpy() if len(state) > 1 else np.zeros_like(h))
+            f.save_progress(chunk.index + 1, h, state[1].numpy() if len(state) > 1 else np.zeros_like(h))
             flushed = time.monotonic()
-        bar.update(sum(n for _, _, n in text.rows(unit)))
+        bar.update(sum(n for _, _, n in text.rows(chunk)))

@@ -27,7 +27,7 @@ import pandas as pd
 from .errors import RnnvizError
 from .language import LANGUAGES, describe, language_of
 
-KINDS = ("binary", "continuous", "ordinal")
+FEATURE_KINDS = ("binary", "continuous", "ordinal")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _STRING = (r"""[rRbBuUfF]{0,2}(?:'''(?:\\.|[^\\])*?'''|\"\"\"(?:\\.|[^\\])*?\"\"\"|"""
@@ -291,7 +291,7 @@ def _word_pos(ti):
 
 
 def _builtins() -> dict[str, Feature]:
-    b, c, o = KINDS
+    b, c, o = FEATURE_KINDS
     specs = [
         ("in_string", b, "inside a Python string literal ('..', \"..\", triple-quoted, escapes)",
          lambda ti: ti.tokens["string"]),
@@ -362,8 +362,8 @@ def parse_feature_option(option: str) -> Feature:
 def custom_feature(name: str, fn: Callable[[str], object], kind: str = "continuous",
                    description: str = "") -> Feature:
     """A feature from a Python function ``fn(text) -> N values``."""
-    if kind not in KINDS:
-        raise RnnvizError(f"unknown feature kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if kind not in FEATURE_KINDS:
+        raise RnnvizError(f"unknown feature kind {kind!r}: expected one of {', '.join(FEATURE_KINDS)}")
 
     def compute(ti: TextIndex) -> np.ndarray:
         values = np.asarray(fn(ti.text), dtype=np.float32)

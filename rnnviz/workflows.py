@@ -1,6 +1,7 @@
 """What the CLI commands do, as plain functions callable from Python too."""
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from .model import CharLSTMConfig
 from .presets import PRESETS, stdlib_files
 from .text import read_sources
 from .train import LN2, TrainConfig, train
+
+log = logging.getLogger(__name__)
 
 
 def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume=False, force=False,
@@ -51,9 +54,9 @@ def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume
     ckpt = load_checkpoint(out) if resume else None
     result = train(sources, cfg, out, model_cfg=CharLSTMConfig(**model), resume=ckpt,
                    val_sources=val_sources, extra_meta=extra)
-    print(f"best validation loss {result.best_val_loss:.4f} nats/char "
-          f"({result.best_val_loss / LN2:.3f} bits/char) after {result.steps} steps, "
-          f"{result.chars_per_second:,.0f} chars/s; saved {out}", file=sys.stderr)
+    log.info(f"best validation loss {result.best_val_loss:.4f} nats/char "
+             f"({result.best_val_loss / LN2:.3f} bits/char) after {result.steps} steps, "
+             f"{result.chars_per_second:,.0f} chars/s; saved {out}")
     return result
 
 
@@ -70,8 +73,7 @@ def sample_text(checkpoint, length=500, temperature=1.0, prime="", seed=0, argma
     ckpt = load_checkpoint(checkpoint, resolve_device(device))
     _, unknown = ckpt.vocab.encode(prime)
     if unknown:
-        print(f"warning: {unknown} character(s) of --prime are not in the model's vocabulary",
-              file=sys.stderr)
+        log.warning("%d character(s) of --prime are not in the model's vocabulary", unknown)
     gen = torch.Generator().manual_seed(seed)
     return prime + ckpt.model.sample(ckpt.vocab, length, prime, temperature, argmax, gen)
 
@@ -132,7 +134,7 @@ DEMO_FEATURE = "in_short_string"
 
 
 def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = "127.0.0.1",
-         open_browser: bool = True, serve_app: bool = True, log=print,
+         open_browser: bool = True, serve_app: bool = True,
          encoding: str = "utf-8", errors: str = "strict") -> str:
     """Dump held-out text with the shipped model, analyze it, serve it; returns the unit shown.
 
@@ -154,32 +156,32 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
     out = Path(out)
     sources = read_sources(texts, encoding, errors)
     if _demo_dump_matches(out, model, sources):
-        log(f"rnnviz demo: reusing {out} (same model, same text)")
+        log.info(f"rnnviz demo: reusing {out} (same model, same text)")
     else:
         if out.exists() and not _made_by_demo(out):
             raise RnnvizError(f"{out} exists and was not made by rnnviz demo; move it or pass --output")
         out.parent.mkdir(parents=True, exist_ok=True)
-        log(f"rnnviz demo: recording the shipped model ({model.name}) reading "
+        log.info(f"rnnviz demo: recording the shipped model ({model.name}) reading "
             f"{len(sources)} {what}, {sum(len(s.text) for s in sources):,} chars -> {out}")
         dump(model, texts, out, DumpOptions(force=True, command="rnnviz demo",
                                              encoding=encoding, errors=errors))
-    unit = _analyzed_unit(out, log)
+    unit = _analyzed_unit(out)
     if serve_app:
         from .app.server import serve
-        log(f"rnnviz demo: opening the app on {unit}, the unit that best tracks '{DEMO_FEATURE}'")
+        log.info(f"rnnviz demo: opening the app on {unit}, the unit that best tracks '{DEMO_FEATURE}'")
         serve([out], port=port, host=host, open_browser=open_browser, initial_unit=unit,
               initial_feature=DEMO_FEATURE)
     return unit
 
 
-def _analyzed_unit(path: Path, log) -> str:
+def _analyzed_unit(path: Path) -> str:
     """The unit with the strongest score for DEMO_FEATURE, analysing the dump first if needed."""
     from .analyze import analyze_dump
     from .dumpfile import open_dump
     with open_dump(path) as d:
         ranking = None if d.analysis is None else d.analysis.table("ranking")
     if ranking is None or DEMO_FEATURE not in set(ranking["feature"]):
-        log(f"rnnviz demo: ranking every unit against the text features (results stored in {path})")
+        log.info(f"rnnviz demo: ranking every unit against the text features (results stored in {path})")
         ranking = analyze_dump(path).ranking          # every character, exactly
     rows = ranking[ranking["feature"] == DEMO_FEATURE]
     best = rows.iloc[int(np.abs(rows["score"].to_numpy()).argmax())]

@@ -140,7 +140,7 @@ def test_demo_reads_other_encodings_when_told(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["demo", str(text), "--no-browser"])
     assert result.exit_code == 1 and "--encoding" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "dumps").exists()
-    unit = demo([str(text)], serve_app=False, log=lambda m: None, encoding="latin-1")
+    unit = demo([str(text)], serve_app=False, encoding="latin-1")
     with h5py.File(tmp_path / "dumps" / "demo.h5", "r") as f:
         assert "".join(map(chr, f["text/codes"][:13])) == "name = 'café'"
     assert unit.startswith("layer")

@@ -7,6 +7,7 @@ was opened as localhost or 127.0.0.1.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import sys
 import webbrowser
@@ -20,6 +21,8 @@ from bokeh.settings import settings
 from ..errors import RnnvizError
 from .document import make_doc
 from .store import open_view
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 5006
 
@@ -74,7 +77,7 @@ def serve(paths, port: int = DEFAULT_PORT, host: str = "127.0.0.1", open_browser
     """Serve the app for ``paths`` until Ctrl-C; open a browser tab unless ``open_browser`` is False."""
     server = make_server(paths, port=port, host=host, initial_unit=initial_unit, initial_feature=initial_feature)
     url = url_of(server, host)
-    print(f"rnnviz: serving {', '.join(map(str, paths))} at {url}  (Ctrl-C stops)", flush=True)
+    log.info(f"rnnviz: serving {', '.join(map(str, paths))} at {url}  (Ctrl-C stops)")
     if open_browser:
         server.io_loop.add_callback(webbrowser.open_new_tab, url)
     try:

@@ -40,7 +40,7 @@ def open_view(path) -> "DumpView":
 
 
 @dataclass
-class Analysis:
+class AnalysisTables:
     """The /analysis group's tables, or None for each one that is missing."""
     ranking: pd.DataFrame | None = None
     saturation: pd.DataFrame | None = None
@@ -59,7 +59,7 @@ class DumpView:
         self._lock = threading.RLock()
         self._busy: str | None = None       # why the file is closed right now (e.g. analysis running)
         self._blocks: OrderedDict = OrderedDict()
-        self._analysis: Analysis | None | bool = False   # False = not read yet
+        self._analysis: AnalysisTables | None | bool = False   # False = not read yet
         self._file = None
         self._open()
 
@@ -170,14 +170,6 @@ class DumpView:
         with self._h5() as d:
             return d.loss[start:end], d.topk_ids[start:end], d.topk_probs[start:end]
 
-    def iter_text(self, chunk: int = 1 << 20, overlap: int = 0):
-        """Yield (start, text) pieces covering the text; consecutive pieces share ``overlap`` chars."""
-        pos = 0
-        while pos < self.n_chars:
-            end = min(self.n_chars, pos + chunk + overlap)
-            yield pos, self.text(pos, end)
-            pos += chunk
-
     def read(self, point: str, start: int, end: int, cols: slice = slice(None)) -> np.ndarray:
         """(T, C) states of ``point`` for chars [start, end) and units ``cols``, as stored; not cached."""
         with self._h5() as d:
@@ -190,7 +182,7 @@ class DumpView:
 
     # ----- analysis
     @property
-    def analysis(self) -> Analysis | None:
+    def analysis(self) -> AnalysisTables | None:
         """The /analysis group's tables (read once per process), or None before ``rnnviz analyze``."""
         with self._lock:
             if self._analysis is False:
@@ -229,10 +221,7 @@ class DumpView:
 
     def run_analysis(self) -> None:
         """Run ``rnnviz analyze`` on this dump; its file is closed meanwhile (the analyzer writes it)."""
-        try:
-            from ..analyze import analyze_dump
-        except ImportError:
-            raise RnnvizError("this rnnviz has no analyzer yet (rnnviz.analyze is missing)") from None
+        from ..analyze import analyze_dump
         with self._lock:
             if self._file is None:
                 raise RnnvizError(f"{self.name}: {self._busy}; try again when it finishes")
@@ -248,12 +237,12 @@ class DumpView:
                 self._open()
 
 
-def _read_analysis(d: Dump) -> Analysis | None:
+def _read_analysis(d: Dump) -> AnalysisTables | None:
     g = d.analysis
     if g is None:
         return None
     tables = {name: g.table(name) for name in _ANALYSIS_TABLES}
-    analysis = Analysis(features=g.feature_kinds, options=g.options, **tables)
+    analysis = AnalysisTables(features=g.feature_kinds, options=g.options, **tables)
     if analysis.ranking is not None:
         analysis.ranking = _with_unit_columns(analysis.ranking)
     return analysis
@@ -268,7 +257,3 @@ def _with_unit_columns(ranking: pd.DataFrame) -> pd.DataFrame:
     if "score" in ranking:
         ranking = ranking.iloc[np.argsort(-np.abs(ranking["score"].to_numpy(np.float64)), kind="stable")]
     return ranking.reset_index(drop=True)
-
-
-def point_kind(point: str) -> str:
-    return parse_point(point)[1]
