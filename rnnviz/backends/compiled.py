@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import RnnvizError
 from ..names import KINDS
 from . import Backend, LayerRun
 from .pytorch import Linear
@@ -55,7 +56,8 @@ class KernelBackend(Backend):
             init = inputs.next_term  # (B, T, 4H), computed by the layer below
             B, T = init.shape[:2]
         elif layer == 0 and self.table is not None and not inputs.is_floating_point():
-            self.layer_input(0, inputs)  # checks the shape
+            if inputs.dim() != 2:
+                raise RnnvizError(f"expected ids of shape (batch, time), found {tuple(inputs.shape)}")
             init, ids = self.table, inputs.contiguous()
             B, T = ids.shape
         else:
