@@ -161,7 +161,7 @@ def test_cli_prints_a_table_and_writes_the_ranking(planted, tmp_path):
     path = tmp_path / "d.h5"
     shutil.copy(planted[0], path)
     csv = tmp_path / "ranking.csv"
-    run = subprocess.run(["rnnviz", "analyze", str(path), "--top", "2", "--features", "in_string,depth",
+    run = subprocess.run([sys.executable, "-m", "rnnviz", "analyze", str(path), "--top", "2", "--features", "in_string,depth",
                           "--feature", r"call=\w+\(", "--csv", str(csv), "--holdout", "0.25"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -175,7 +175,7 @@ def test_cli_prints_a_table_and_writes_the_ranking(planted, tmp_path):
     import pandas as pd
     table = pd.read_csv(csv)
     assert len(table) == 3 * 6 * H and set(table["feature"]) == {"in_string", "depth", "call"}
-    again = subprocess.run(["rnnviz", "analyze", str(path), "--csv", str(csv)], capture_output=True, text=True)
+    again = subprocess.run([sys.executable, "-m", "rnnviz", "analyze", str(path), "--csv", str(csv)], capture_output=True, text=True)
     assert again.returncode == 1 and "exists; pass --force" in again.stderr
 
 

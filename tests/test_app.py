@@ -308,13 +308,13 @@ def test_cli_reports_bad_input_and_busy_port_on_one_line(tmp_path, dump):
     path, *_ = dump
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
-    r = subprocess.run(["rnnviz", "serve", str(notes), "--no-browser"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "rnnviz", "serve", str(notes), "--no-browser"], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip().startswith("Error:") and len(r.stderr.strip().splitlines()) == 1
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = subprocess.run(["rnnviz", "serve", str(path), "--no-browser", "--port", str(port)],
+        r = subprocess.run([sys.executable, "-m", "rnnviz", "serve", str(path), "--no-browser", "--port", str(port)],
                            capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and f"port {port}" in r.stderr and "already in use" in r.stderr
     assert "Traceback" not in r.stderr

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -65,7 +66,7 @@ def _wait(fn, timeout=60.0, what="condition"):
 def serving(path):
     """``rnnviz serve path`` on a free port until its page answers; yields the port."""
     port = _free_port()
-    proc = subprocess.Popen(["rnnviz", "serve", str(path), "--no-browser", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "rnnviz", "serve", str(path), "--no-browser", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def up():

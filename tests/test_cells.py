@@ -1,5 +1,6 @@
 """GRU and vanilla RNN cells end to end (training, checkpoints, recording, dump) and --device."""
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -28,7 +29,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behav
 
 
 def one_line_error(args):
-    r = subprocess.run(["rnnviz", *map(str, args)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "rnnviz", *map(str, args)], capture_output=True, text=True)
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("Error:"), r.stderr
     return lines[0]

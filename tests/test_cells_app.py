@@ -2,6 +2,7 @@
 process and in headless Chromium), the export and rnnviz.open."""
 import os
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -91,7 +92,7 @@ def test_the_app_and_export_show_a_vanilla_rnn_dump(rnn_dump, tmp_path):
 def test_a_point_the_cell_does_not_have_is_refused_in_one_line(gru_dump):
     for args in (["serve", gru_dump, "--no-browser", "--unit", "layer0.c[1]"],
                  ["analyze", gru_dump, "--points", "layer0.gate_f"]):
-        r = subprocess.run(["rnnviz", *map(str, args)], capture_output=True, text=True, timeout=120)
+        r = subprocess.run([sys.executable, "-m", "rnnviz", *map(str, args)], capture_output=True, text=True, timeout=120)
         lines = r.stderr.strip().splitlines()
         assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("Error:"), r.stderr
         assert "layer0.c" in lines[0] or "a GRU has no gate_f" in lines[0]

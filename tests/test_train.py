@@ -3,6 +3,7 @@ import math
 import subprocess
 
 import pytest
+import sys
 import torch
 from click.testing import CliRunner
 
@@ -132,7 +133,7 @@ def test_train_bad_input_is_one_line_error(tmp_path, trained, case):
         args = [trained.parent / "x.txt"]
         args[0].write_text("hello world\n" * 200)
     before = target.read_bytes() if target.exists() else None
-    r = subprocess.run(["rnnviz", "train", *map(str, args), "-o", str(target), *TINY, "--max-steps", "2"],
+    r = subprocess.run([sys.executable, "-m", "rnnviz", "train", *map(str, args), "-o", str(target), *TINY, "--max-steps", "2"],
                        capture_output=True, text=True)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
@@ -152,7 +153,7 @@ def test_non_utf8_accepted_with_explicit_choice(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["-t", "0"], "temperature"), (["-t", "-1"], "temperature")])
 def test_sample_bad_temperature(trained, args, needle):
-    r = subprocess.run(["rnnviz", "sample", str(trained), *args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "rnnviz", "sample", str(trained), *args], capture_output=True, text=True)
     assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr
 
 
@@ -160,5 +161,5 @@ def test_sample_rejects_non_checkpoint(tmp_path, stdlib_text_file):
     bogus = tmp_path / "x.pt"
     torch.save({"weights": torch.zeros(3)}, bogus)
     for path in (stdlib_text_file, bogus, tmp_path / "missing.pt"):
-        r = subprocess.run(["rnnviz", "sample", str(path)], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "rnnviz", "sample", str(path)], capture_output=True, text=True)
         assert r.returncode != 0 and r.stderr.startswith("Error:") and "Traceback" not in r.stderr
