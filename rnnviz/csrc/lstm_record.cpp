@@ -46,6 +46,11 @@
 // which takes a pointer).
 #if defined(__GNUC__) && !defined(_WIN32)
 extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+// oneDNN (the packed product) and ATen size their OpenMP teams by this thread's
+// setting, which omp_set_num_threads changes for the calling thread only. Weak too:
+// null where PyTorch is built without OpenMP.
+extern "C" void omp_set_num_threads(int) __attribute__((weak));
+extern "C" int omp_get_max_threads(void) __attribute__((weak));
 #define RNNVIZ_MKL_LOCAL 1
 #endif
 
@@ -58,11 +63,16 @@ class OneThread {
   OneThread() {
 #ifdef RNNVIZ_MKL_LOCAL
     if (MKL_Set_Num_Threads_Local) previous_ = MKL_Set_Num_Threads_Local(1);
+    if (omp_set_num_threads && omp_get_max_threads) {
+      omp_previous_ = omp_get_max_threads();
+      omp_set_num_threads(1);
+    }
 #endif
   }
   ~OneThread() {
 #ifdef RNNVIZ_MKL_LOCAL
     if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous_);  // 0: back to the global setting
+    if (omp_previous_ > 0) omp_set_num_threads(omp_previous_);
 #endif
   }
   OneThread(const OneThread&) = delete;
@@ -73,6 +83,7 @@ class OneThread {
   c10::ParallelGuard guard_{true};
 #endif
   int previous_ = 0;
+  int omp_previous_ = 0;
 };
 
 // exp's argument is kept within +-30: -ffast-math assumes finite values, so exp may not
