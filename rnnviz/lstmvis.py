@@ -22,7 +22,7 @@ import yaml
 
 from .dumpfile import CHUNK_UNITS, SideFile, open_dump
 from .errors import RnnvizError
-from .names import KIND_RANGE, h5_path, parse_point, parse_unit
+from .names import KIND_RANGE, h5_path, kind_range, parse_point, parse_unit
 
 STAND_INS = {" ": "␣", "\n": "↵", "\t": "→", "\r": "␍"}
 CONFIG, CHARS, SOURCES, SIDE = "lstm.yml", "chars.dict", "sources.dict", "rnnviz_side.h5"
@@ -118,22 +118,23 @@ def _write_side(d, side: SideFile, flipped: dict[str, list[int]]) -> None:
                 side.put(h5_path(point).replace("/states/", "negated/", 1), block, start, np.s_[lo:hi])
 
 
-def _state_entry(point: str, path: str, label: str, **extra) -> dict:
+def _state_entry(point: str, path: str, label: str, cell: str, **extra) -> dict:
     layer, kind = parse_point(point)
     entry = {"type": label, "layer": layer + 1, "path": path, **extra}
-    # LSTMVis applies tanh unless told otherwise: right for the unbounded c only.
-    entry["transform"] = "tanh" if KIND_RANGE[kind] == "unbounded" else "none"
+    # LSTMVis applies tanh unless told otherwise: right for the unbounded c (and the h of
+    # a ReLU RNN) only.
+    entry["transform"] = "tanh" if kind_range(kind, cell) == "unbounded" else "none"
     if KIND_RANGE[kind] == "unit":
         entry["unsigned"] = True
     return entry
 
 
 def _config(d, dump_path: Path, exported: list[str], flipped: dict[str, list[int]]) -> dict:
-    types = [_state_entry(p, h5_path(p), parse_point(p)[1]) for p in exported]
+    types = [_state_entry(p, h5_path(p), parse_point(p)[1], d.cell) for p in exported]
     for point, units in flipped.items():
         shown = ",".join(map(str, units[:6])) + ("..." if len(units) > 6 else "")
         types.append(_state_entry(point, "/" + h5_path(point).replace("/states/", "negated/", 1),
-                                  f"-{parse_point(point)[1]} ({shown})", file="side"))
+                                  f"-{parse_point(point)[1]} ({shown})", d.cell, file="side"))
     meta = {"top_predictions": {"file": "dump", "type": "wordvec", "path": "/predictions/topk_ids",
                                 "weights_path": "/predictions/topk_probs", "dict": "chars",
                                 "vis": {"type": "wordvec"}},

@@ -293,3 +293,8 @@ def test_h_of_a_relu_rnn_is_coloured_over_its_own_range(tmp_path):
         span = d.show("layer1.h[3]", 0, 2000)
         assert float(column.min()) >= 0
         assert span.high == pytest.approx(max(abs(np.percentile(column, 1)), np.percentile(column, 99)), rel=1e-3)
+    import yaml
+    from rnnviz.lstmvis import export_lstmvis
+    export_lstmvis(tmp_path / "d.h5", tmp_path / "lv")
+    types = yaml.safe_load((tmp_path / "lv" / "lstm.yml").read_text())["states"]["types"]
+    assert [t["transform"] for t in types] == ["tanh", "tanh"]  # LSTMVis squashes it into [0, 1)
