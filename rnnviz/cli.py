@@ -80,10 +80,16 @@ _DEVICE = click.option("--device", default="auto", show_default=True,
 
 
 def _server_options(fn):
-    """--port, --host and --no-browser, for the commands that start the app."""
+    """--port, --host, --allow-origin, --max-sessions and --no-browser, for the commands that start the app."""
     fn = click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")(fn)
+    fn = click.option("--max-sessions", type=click.IntRange(1), default=10, show_default=True,
+                      help="Browser tabs served at once; more get a 'busy' page.")(fn)
+    fn = click.option("--allow-origin", "allow_origins", multiple=True, metavar="NAME[:PORT]",
+                      help="Also answer pages and websockets addressed to NAME:PORT (the port defaults to "
+                           "--port); only localhost and 127.0.0.1 are answered otherwise (repeatable).")(fn)
     fn = click.option("--host", default="127.0.0.1", show_default=True,
-                      help="Address to bind; 0.0.0.0 makes the app reachable from other machines.")(fn)
+                      help="Address to bind. Another address (0.0.0.0: every interface) serves the text to "
+                           "anyone who can reach the port, without a password; it needs --allow-origin.")(fn)
     return click.option("--port", type=click.IntRange(0, 65535), default=5006, show_default=True,
                         help="Port to listen on; 0 picks a free one.")(fn)
 
@@ -328,10 +334,11 @@ def export(dump_file, lstmvis_dir, points, negate, negate_signed, force):
 @_server_options
 @click.option("--unit", default=None, help="Unit to show first, e.g. layer1.c[42].")
 @user_errors
-def serve(dumps, port, host, no_browser, unit):
+def serve(dumps, port, host, allow_origins, max_sessions, no_browser, unit):
     """Explore DUMPS in the browser: text coloured by each unit's firing."""
     from .app import serve as serve_app
-    serve_app(list(dumps), port=port, host=host, open_browser=not no_browser, initial_unit=unit)
+    serve_app(list(dumps), port=port, host=host, open_browser=not no_browser, initial_unit=unit,
+              allow_origins=allow_origins, max_sessions=max_sessions)
 
 
 @cli.command()
@@ -341,14 +348,15 @@ def serve(dumps, port, host, no_browser, unit):
 @_ENCODING
 @_ERRORS
 @user_errors
-def demo(texts, output, port, host, no_browser, encoding, errors):
+def demo(texts, output, port, host, allow_origins, max_sessions, no_browser, encoding, errors):
     """The shipped model on held-out standard-library text: dump, analyze, serve.
 
     TEXTS replaces the held-out files (needed where Python has no stdlib sources).
     """
     from .workflows import demo as run_demo
     run_demo(list(texts) or None, output, port=port, host=host, open_browser=not no_browser,
-             encoding=encoding, errors=errors)
+             encoding=encoding, errors=errors,
+             server_options=dict(allow_origins=allow_origins, max_sessions=max_sessions))
 
 
 @cli.command()

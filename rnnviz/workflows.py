@@ -135,15 +135,20 @@ DEMO_FEATURE = "in_short_string"
 
 def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = "127.0.0.1",
          open_browser: bool = True, serve_app: bool = True,
-         encoding: str = "utf-8", errors: str = "strict") -> str:
+         encoding: str = "utf-8", errors: str = "strict", server_options: dict | None = None) -> str:
     """Dump held-out text with the shipped model, analyze it, serve it; returns the unit shown.
 
-    Reuses ``out`` when it was made from the same model and the same text.
+    Reuses ``out`` when it was made from the same model and the same text. ``server_options``
+    go to :func:`rnnviz.app.serve` (``allow_origins``, ``max_sessions``).
     """
     from .dump import DumpOptions, dump
     from .shipped import shipped_model_path
     from .text import read_sources
 
+    server_options = server_options or {}
+    if serve_app:
+        from .app.server import check_host
+        check_host(host, port, server_options.get("allow_origins", ()))
     model = shipped_model_path()
     what = "file(s)"
     if not texts:
@@ -170,7 +175,7 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
         from .app.server import serve
         log.info(f"rnnviz demo: opening the app on {unit}, the unit that best tracks '{DEMO_FEATURE}'")
         serve([out], port=port, host=host, open_browser=open_browser, initial_unit=unit,
-              initial_feature=DEMO_FEATURE)
+              initial_feature=DEMO_FEATURE, **server_options)
     return unit
 
 
