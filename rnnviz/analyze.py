@@ -31,6 +31,7 @@ from .exact import FeatureColumns
 from .features import BUILTIN, Feature, TextIndex, feature_values, select_features
 from .language import summarize
 from .names import h5_path, parse_point
+from .outputs import check_space, check_writable, disk_full
 from .probe import PER_FEATURE, PROBE_COLUMNS, probe_table
 from .rank import one_thread, z_bound
 from .stream import rank_columns, scan_point
@@ -289,12 +290,14 @@ def _store(path: Path, ti: TextIndex, feats, cache, result: Analysis, plan: _Pla
     options = {k: v for k, v in result.info.items() if k not in ("path", "stored")}
     options.update(features=[ft.name for ft in feats], rank_blocks=plan.rank_blocks,
                    hold_blocks=plan.hold_blocks, rnnviz=__version__)
+    rows = len(result.ranking) + len(result.contexts) + len(result.saturation)
+    check_space(path, 4 * ti.n * len(feats) + 200 * rows, "/analysis")
     try:
         d = open_dump(path, "r+")
     except DumpLocked:
         raise RnnvizError(f"{path}: open in another program (rnnviz serve?), so /analysis cannot be "
                           f"stored; close it, or use --no-store") from None
-    with d:
+    with disk_full(path), d:
         d.write_analysis(
             features=((ft.name, cache[ft.name] if ft.name in cache else feature_values(ti, ft), ft.kind,
                        ti.describe(ft)) for ft in feats),     # one at a time: each is N floats
@@ -315,7 +318,8 @@ def export_ranking(ranking: pd.DataFrame, csv=None, parquet=None, force: bool = 
             continue
         tmp = Path(f"{target}.partial")
         try:
-            writer(ranking, tmp)
+            with disk_full(target):
+                writer(ranking, tmp)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -330,6 +334,8 @@ def check_exports(csv=None, parquet=None, force: bool = False) -> None:
             raise RnnvizError(f"{target} exists; pass --force to overwrite it")
         if target is not None and not Path(target).resolve().parent.is_dir():
             raise RnnvizError(f"{target}: no such directory {Path(target).parent}")
+        if target is not None:
+            check_writable(Path(target).resolve().parent, str(target))
     if parquet is not None:
         import importlib.util
         if importlib.util.find_spec("pyarrow") is None and importlib.util.find_spec("fastparquet") is None:

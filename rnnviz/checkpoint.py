@@ -1,5 +1,6 @@
 """Checkpoints: one file with weights, config, vocabulary, training options, history,
-corpus description and versions. Loaded with ``weights_only=True``: no pickled code runs.
+corpus description and versions. Loaded with ``weights_only=True``: no pickled code runs;
+each field is checked (ckfields.py) before anything is built from it.
 
     ckpt = load_checkpoint("model.pt"); ckpt.model(ids)
 """
@@ -9,6 +10,7 @@ import hashlib
 import io
 import os
 import platform
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,10 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .ckfields import check_config, check_int, check_meta, check_state_dict, check_vocab
 from .errors import RnnvizError
-from .model import CharLSTM, CharLSTMConfig, Vocab
+from .model import UNKNOWN, CharLSTM, CharLSTMConfig, Vocab
+from .outputs import disk_full
 
 FORMAT = "rnnviz-checkpoint"
 FORMAT_VERSION = 1
@@ -52,7 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a sibling temporary file, then rename: the target never holds half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with disk_full(path), open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -88,28 +92,36 @@ def read_checkpoint_blob(path: str | os.PathLike) -> dict:
     if not zipfile.is_zipfile(path):
         raise RnnvizError(f"{path}: expected an rnnviz checkpoint (a torch .pt file), found something else")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():     # torch's own notes on odd files would precede our one line
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign or damaged files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RnnvizError(f"{path}: not a loadable rnnviz checkpoint ({first[:200]})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise RnnvizError(f"{path}: expected an rnnviz checkpoint, found a torch file of another kind")
-    if blob.get("format_version", 0) > FORMAT_VERSION:
-        raise RnnvizError(f"{path}: checkpoint format {blob['format_version']} is newer than this "
-                          f"rnnviz understands ({FORMAT_VERSION}); upgrade rnnviz")
+    try:
+        version = check_int(blob.get("format_version", 1), "format_version", 1)
+        if version > FORMAT_VERSION:
+            raise RnnvizError(f"checkpoint format {version} is newer than this rnnviz understands "
+                              f"({FORMAT_VERSION}); upgrade rnnviz")
+        config = check_config(blob.get("config"))
+        check_vocab(blob.get("vocab"), config["vocab_size"], UNKNOWN)
+        check_state_dict(blob.get("state_dict"), config)
+        blob["meta"] = check_meta(blob.get("meta"))
+    except RnnvizError as e:
+        raise RnnvizError(f"{path}: {e}") from None
     return blob
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """The one loader every command uses."""
+    """The one loader every command uses; every field is checked before the model is built."""
     blob = read_checkpoint_blob(path)
     try:
-        config = CharLSTMConfig(**blob["config"])
-        vocab = Vocab(blob["vocab"])
-        model = CharLSTM(config)
+        model = CharLSTM(CharLSTMConfig(**blob["config"]))
         model.load_state_dict(blob["state_dict"])
-    except (KeyError, TypeError, RuntimeError, RnnvizError) as e:  # RnnvizError: e.g. an unknown cell
+    except RuntimeError as e:       # the fields were checked: only torch itself is left to fail
         raise RnnvizError(f"{path}: damaged checkpoint ({str(e).splitlines()[0][:200]})") from None
     model.to(device).eval()
-    return Checkpoint(model=model, vocab=vocab, meta=blob.get("meta", {}), path=Path(path),
+    return Checkpoint(model=model, vocab=Vocab(blob["vocab"]), meta=blob["meta"], path=Path(path),
                       sha256=file_sha256(path))

@@ -145,7 +145,8 @@ def train(texts, output, preset, cell, layers, hidden, embedding, dropout, resum
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=str))
-@click.option("-n", "--length", type=int, default=500, show_default=True, help="Characters to generate.")
+@click.option("-n", "--length", type=int, default=500, show_default=True,
+              help="Characters to generate (at most 1,000,000); printed as they come.")
 @click.option("-t", "--temperature", type=float, default=1.0, show_default=True,
               help="Divides the logits: lower is more conservative.")
 @click.option("--prime", default="", help="Text to read before generating.")
@@ -155,8 +156,13 @@ def train(texts, output, preset, cell, layers, hidden, embedding, dropout, resum
 @user_errors
 def sample(checkpoint, length, temperature, prime, seed, argmax, device):
     """Generate text from a trained CHECKPOINT (to stdout)."""
-    from .workflows import sample_text
-    click.echo(sample_text(checkpoint, length, temperature, prime, seed, argmax, device=device))
+    from .workflows import sample_stream
+    stream = sample_stream(checkpoint, length, temperature, prime, seed, argmax, device=device)
+    first = next(stream)                    # the checks and the load, before anything is printed
+    click.echo(first, nl=False)
+    for ch in stream:
+        click.echo(ch, nl=False)            # echo flushes: each character shows as it is drawn
+    click.echo()
 
 
 @cli.command()

@@ -29,6 +29,7 @@ from .device import resolve_device
 from .dumpfile import DumpWriter, describe_dump, open_dump
 from .errors import RnnvizError
 from .names import expand_selection, parse_point, point_name
+from .outputs import check_space, disk_full, hold_partial, is_disk_full
 from .text import read_sources
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,16 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     """Record ``checkpoint`` over the text files ``texts`` into ``out`` (default
     dumps/<stem of the first file>.h5); each file is one sequence from a zero state."""
     opt = options or DumpOptions()
-    started = time.perf_counter()
     target = _target(texts, out, opt)
     partial = target.with_name(target.name + ".partial")
+    kept = f"nothing else was changed; {partial.name} is kept: free some space, then continue it with --resume"
+    with hold_partial(partial, target), disk_full(partial, kept):
+        return _dump(checkpoint, texts, target, partial, opt)
+
+
+def _dump(checkpoint, texts: list, target: Path, partial: Path, opt: DumpOptions) -> DumpResult:
+    started = time.perf_counter()
+    _check_partial(partial, opt)
     device = resolve_device(opt.device)
     ckpt = load_checkpoint(checkpoint, device)
     cfg = ckpt.config
@@ -130,7 +138,7 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
         raise RnnvizError("--batch-size and --chunk-chars must be positive")
     if opt.max_chars is not None and opt.max_chars < 1:
         raise RnnvizError(f"--max-chars: expected a positive number, found {opt.max_chars}")
-    text = _Text(read_sources(texts, opt.encoding, opt.errors), ckpt.vocab, opt.max_chars)
+    text = _Text(read_sources(texts, opt.encoding, opt.errors, max_chars=opt.max_chars), ckpt.vocab, opt.max_chars)
     if text.unknown:
         log.warning("%s characters not in the model's vocabulary were fed as the unknown symbol (id 0)",
                     f"{text.unknown:,}")
@@ -139,12 +147,14 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
                       "lengths": text.lengths, "points": points, "dtype": opt.dtype,
                       "topk": opt.topk, "compression": opt.compression,
                       "plan": [opt.batch_size, opt.chunk_chars, ANCHOR, PLAN_VERSION]})
+    if opt.compression == "none":
+        per_char = 4 + 4 + 4 + 8 * opt.topk + len(points) * cfg.hidden_size * np.dtype(opt.dtype).itemsize
+        have = partial.stat().st_size if opt.resume else 0
+        check_space(partial, max(0, text.n * per_char - have), "the dump")
     if opt.resume:
-        f, done, h, c = DumpWriter.resume(partial, key)
+        f, done, h, c = DumpWriter.resume(partial, key, locking=False)    # hold_partial locks it
         state = tuple(torch.from_numpy(a).to(device) for a in ((h, c) if cfg.cell == "lstm" else (h,)))
-    else:
-        if partial.exists():
-            partial.unlink()
+    else:                   # the locked .partial is overwritten in place, never deleted
         f, done, state = _create(partial, key, points, text, ckpt, checkpoint, opt), 0, None
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, opt.threads))
@@ -152,9 +162,10 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
         with torch.inference_mode():
             backend = _record(f, chunks, done, state, text, ckpt.model, points, opt)
         f.finish(target)
-    except BaseException:
+    except BaseException as e:
         f.close()
-        log.info("kept the unfinished %s; continue it with --resume", partial)
+        if not is_disk_full(e):         # that error's one line says so itself
+            log.info("kept the unfinished %s; continue it with --resume", partial)
         raise
     finally:
         torch.set_num_threads(threads)
@@ -179,13 +190,17 @@ def _target(texts: list, out, opt: DumpOptions) -> Path:
         raise RnnvizError(f"{target}: is a directory, expected a file name such as dumps/text.h5")
     if target.exists() and not opt.force:
         raise RnnvizError(f"{target} exists; pass --force to overwrite it")
-    partial = target.with_name(target.name + ".partial")
-    if opt.resume and not partial.exists():
+    return target
+
+
+def _check_partial(partial: Path, opt: DumpOptions) -> None:
+    """Under the lock: an interrupted dump is continued or replaced only when asked."""
+    unfinished = partial.exists() and partial.stat().st_size > 0   # empty: just created by the lock
+    if opt.resume and not unfinished:
         raise RnnvizError(f"nothing to resume: {partial} does not exist")
-    if partial.exists() and not (opt.resume or opt.force):
+    if unfinished and not (opt.resume or opt.force):
         raise RnnvizError(f"{partial} exists (an interrupted dump): pass --resume to continue it "
                           f"or --force to start over")
-    return target
 
 
 class _Text:
@@ -238,7 +253,8 @@ def _create(path: Path, key: str, points: list[str], text: _Text, ckpt, checkpoi
         "sha256": [s.sha256 for s in text.sources]})
     return DumpWriter.create(path, header, text.codes, text.ids, sources, points, hidden_size=cfg.hidden_size,
                              topk=opt.topk, dtype=opt.dtype, compression=opt.compression,
-                             progress=(cfg.num_layers, min(opt.batch_size, len(text.sources))), resume_key=key)
+                             progress=(cfg.num_layers, min(opt.batch_size, len(text.sources))), resume_key=key,
+                             locking=False)   # hold_partial locks it
 
 
 def _record(f: DumpWriter, chunks: list[Chunk], done: int, state, text: _Text, model,

@@ -120,31 +120,34 @@ class CharRNN(nn.Module):
         out, state = self.rnn(x, state)
         return self.head(self.drop(out)), state
 
-    @torch.no_grad()
     def sample(self, vocab: Vocab, length: int, prime: str = "", temperature: float = 1.0,
                argmax: bool = False, generator: torch.Generator | None = None) -> str:
         """Generate ``length`` characters after ``prime``; temperature divides the logits."""
+        return "".join(self.generate(vocab, length, prime, temperature, argmax, generator))
+
+    def generate(self, vocab: Vocab, length: int, prime: str = "", temperature: float = 1.0,
+                 argmax: bool = False, generator: torch.Generator | None = None):
+        """The characters of :meth:`sample`, one at a time, as they are drawn."""
         was_training = self.training
         self.eval()
         try:
-            device = next(self.parameters()).device
-            prime_ids, _ = vocab.encode(prime or "\n")
-            ids = torch.as_tensor(prime_ids, device=device).unsqueeze(0)
-            logits, state = self(ids)
-            last = logits[0, -1]
-            out = []
-            for _ in range(length):
-                if argmax:
-                    nxt = int(last.argmax())
-                else:
-                    # On the CPU, where ``generator`` lives: the same text on any device.
-                    probs = torch.softmax(last.double().cpu() / temperature, dim=-1)
-                    probs[0] = 0.0  # never emit the unknown symbol
-                    nxt = int(torch.multinomial(probs, 1, generator=generator))
-                out.append(nxt)
-                logits, state = self(torch.tensor([[nxt]], device=device), state)
+            with torch.no_grad():
+                device = next(self.parameters()).device
+                prime_ids, _ = vocab.encode(prime or "\n")
+                ids = torch.as_tensor(prime_ids, device=device).unsqueeze(0)
+                logits, state = self(ids)
                 last = logits[0, -1]
-            return vocab.decode(out)
+                for _ in range(length):
+                    if argmax:
+                        nxt = int(last.argmax())
+                    else:
+                        # On the CPU, where ``generator`` lives: the same text on any device.
+                        probs = torch.softmax(last.double().cpu() / temperature, dim=-1)
+                        probs[0] = 0.0  # never emit the unknown symbol
+                        nxt = int(torch.multinomial(probs, 1, generator=generator))
+                    yield vocab.chars[nxt]
+                    logits, state = self(torch.tensor([[nxt]], device=device), state)
+                    last = logits[0, -1]
         finally:
             self.train(was_training)
 

@@ -1,6 +1,7 @@
 """What the CLI commands do, as plain functions callable from Python too."""
 from __future__ import annotations
 
+import itertools
 import logging
 import shlex
 import sys
@@ -13,8 +14,9 @@ from .checkpoint import load_checkpoint
 from .device import resolve_device
 from .errors import RnnvizError
 from .model import CharLSTMConfig
+from .outputs import check_writable
 from .presets import PRESETS, stdlib_files
-from .text import read_sources
+from .text import TooMuchText, available_memory, file_bytes, read_sources
 from .train import LN2, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume
         raise RnnvizError("--resume and --force contradict each other: pick one")
     if not out.parent.exists():
         raise RnnvizError(f"{out.parent}: no such directory for the checkpoint")
+    check_writable(out.parent, f"-o {out}")
     if out.exists() and not (resume or force):
         raise RnnvizError(f"{out} exists; pass --force to overwrite it or --resume to continue it")
     if resume and not out.exists():
@@ -49,7 +52,7 @@ def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume
         extra["heldout"] = [s.describe() for s in val_sources]
     elif not texts:
         raise RnnvizError("give text files or directories to train on (or --preset stdlib)")
-    sources = read_sources(texts, encoding, errors)
+    sources = _read_training_text(texts, encoding, errors)
     cfg = TrainConfig(**opts)
     ckpt = load_checkpoint(out) if resume else None
     result = train(sources, cfg, out, model_cfg=CharLSTMConfig(**model), resume=ckpt,
@@ -60,22 +63,52 @@ def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume
     return result
 
 
+TRAIN_BYTES_PER_CHAR = 32   # train holds the whole text: as str, joined, split, as ids and as streams
+
+
+def _read_training_text(texts, encoding: str, errors: str):
+    """Every training file, refused up front (or, for a pipe, once read past it) when it
+    cannot fit in memory."""
+    have = available_memory()
+    if have is None:
+        return read_sources(texts, encoding, errors)
+    most = have // TRAIN_BYTES_PER_CHAR
+    why = (f"train holds all its text in memory, about {TRAIN_BYTES_PER_CHAR} bytes per character, and "
+           f"{have / 2**30:.1f} GiB is available (room for {most / 1e6:,.0f} MB of text); train on less text")
+    size = file_bytes(texts)
+    if size > most:
+        raise RnnvizError(f"the training text is {size / 1e6:,.0f} MB: {why}")
+    try:
+        return read_sources(texts, encoding, errors, max_bytes=most)
+    except TooMuchText as e:
+        raise RnnvizError(f"{e}: {why}") from None
+
+
 def _flag_for(model_key: str) -> str:
     return {"num_layers": "layers", "hidden_size": "hidden", "embedding_size": "embedding"}.get(model_key, model_key)
 
 
+MAX_SAMPLE = 1_000_000      # characters per `rnnviz sample`: a bound on one command's work
+
+
 def sample_text(checkpoint, length=500, temperature=1.0, prime="", seed=0, argmax=False,
                 device: str = "auto") -> str:
+    return "".join(sample_stream(checkpoint, length, temperature, prime, seed, argmax, device))
+
+
+def sample_stream(checkpoint, length=500, temperature=1.0, prime="", seed=0, argmax=False,
+                  device: str = "auto"):
+    """``prime``, then the generated characters one at a time (checked before the first)."""
     if not temperature > 0:
         raise RnnvizError(f"--temperature must be > 0, got {temperature}")
-    if length < 0:
-        raise RnnvizError(f"--length must be >= 0, got {length}")
+    if not 0 <= length <= MAX_SAMPLE:
+        raise RnnvizError(f"--length must be 0..{MAX_SAMPLE:,}, got {length:,}")
     ckpt = load_checkpoint(checkpoint, resolve_device(device))
     _, unknown = ckpt.vocab.encode(prime)
     if unknown:
         log.warning("%d character(s) of --prime are not in the model's vocabulary", unknown)
     gen = torch.Generator().manual_seed(seed)
-    return prime + ckpt.model.sample(ckpt.vocab, length, prime, temperature, argmax, gen)
+    return itertools.chain([prime], ckpt.model.generate(ckpt.vocab, length, prime, temperature, argmax, gen))
 
 
 def describe_file(path) -> str:

@@ -37,16 +37,18 @@ class DumpWriter:
     def create(cls, path, header: dict, codes: np.ndarray, ids: np.ndarray, sources: pd.DataFrame,
                points: list[str], *, hidden_size: int, topk: int, dtype: str = "float16",
                compression: str = "none", progress: tuple[int, int] | None = None,
-               resume_key: str | None = None, chunks: tuple[int, int] = (CHUNK_ROWS, CHUNK_UNITS)) -> DumpWriter:
+               resume_key: str | None = None, chunks: tuple[int, int] = (CHUNK_ROWS, CHUNK_UNITS),
+               locking: bool = True) -> DumpWriter:
         """A new file with every attribute and (empty) dataset of docs/dump-format.md.
 
         ``header``: the root attributes that describe the model and how it was recorded
         (num_layers, vocab, model_config, checkpoint, ...; lists and dicts stored as JSON).
         ``progress``: (layers, lanes) for the state that ``--resume`` restarts from.
+        ``locking=False`` leaves out HDF5's own file lock, for a caller that holds one.
         """
         path = Path(path)
         n = int(len(codes))
-        f = h5open(path, "w", **_CACHE)
+        f = h5open(path, "w", locking=locking, **_CACHE)
         try:
             attrs = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "complete": 0, "n_chars": n,
                      "hidden_size": hidden_size, "recorded": points, "dtype": dtype, "topk": topk,
@@ -87,11 +89,11 @@ class DumpWriter:
         return cls(f, path)
 
     @classmethod
-    def resume(cls, path, resume_key: str) -> tuple[DumpWriter, int, np.ndarray, np.ndarray]:
+    def resume(cls, path, resume_key: str, locking: bool = True) -> tuple[DumpWriter, int, np.ndarray, np.ndarray]:
         """The unfinished dump at ``path``, checked to be the same work: the writer, the
         chunks done and the LSTM state (h, c) after them."""
         try:
-            f = h5open(path, "r+", **_CACHE)
+            f = h5open(path, "r+", locking=locking, **_CACHE)
         except RnnvizError:
             raise
         except OSError as e:
