@@ -1,12 +1,10 @@
 """Reading texts: in pieces, so that --max-chars bounds what is read; pipes and standard
 input read like files; devices and sockets refused in one line."""
 import os
-import resource
 import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import h5py
 import pytest

@@ -97,7 +97,7 @@ BUSY_PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>rnnviz is busy</title></head>
 <body style="font-family: sans-serif; max-width: 40em; margin: 4em auto">
 <h1>rnnviz is busy</h1>
-<p>This server already has {n} sessions open, the most it keeps at once
+<p>This server already serves {n} browser tab(s), the most it keeps at once
 (<code>--max-sessions</code>). Close another tab of it, or reload this page in a few
 seconds: sessions whose tab has gone are dropped within {drop} s.</p>
 </body></html>
