@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 
 import click
@@ -12,13 +13,19 @@ from . import __version__
 from .errors import RnnvizError
 
 
+_hdf5_write_failed = False
+
+
 def user_errors(fn):
     """Expected failures become ``Error: ...`` on one line and exit code 1; Ctrl-C exits 130."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        global _hdf5_write_failed
         try:
             return fn(*args, **kwargs)
         except RnnvizError as e:
+            from .outputs import DiskFull
+            _hdf5_write_failed = isinstance(e, DiskFull)
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -67,7 +74,15 @@ def _log_to_stderr() -> None:
 
 
 def main():
-    cli(prog_name="rnnviz")
+    try:
+        cli(prog_name="rnnviz")
+    except SystemExit as e:
+        if _hdf5_write_failed:
+            # After a write that failed for want of space, HDF5 can crash while Python tears
+            # down (a segfault after our one line, measured): leave without the teardown.
+            sys.stderr.flush()
+            os._exit(e.code if isinstance(e.code, int) else 1)
+        raise
 
 
 _ENCODING = click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files.")

@@ -29,7 +29,7 @@ from .device import resolve_device
 from .dumpfile import DumpWriter, describe_dump, open_dump
 from .errors import RnnvizError
 from .names import expand_selection, parse_point, point_name
-from .outputs import check_space, disk_full, hold_partial, is_disk_full
+from .outputs import check_space, discard_broken, disk_full, hold_partial, is_disk_full
 from .text import read_sources
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ def dump(checkpoint: str | os.PathLike, texts: list, out: str | os.PathLike | No
     opt = options or DumpOptions()
     target = _target(texts, out, opt)
     partial = target.with_name(target.name + ".partial")
-    kept = f"nothing else was changed; {partial.name} is kept: free some space, then continue it with --resume"
+    kept = (f"nothing else was changed; the unfinished {partial.name} was removed (HDF5 cannot continue "
+            f"a file after a failed write): free some space and run the dump again")
     with hold_partial(partial, target), disk_full(partial, kept):
         return _dump(checkpoint, texts, target, partial, opt)
 
@@ -163,9 +164,13 @@ def _dump(checkpoint, texts: list, target: Path, partial: Path, opt: DumpOptions
             backend = _record(f, chunks, done, state, text, ckpt.model, points, opt)
         f.finish(target)
     except BaseException as e:
-        f.close()
-        if not is_disk_full(e):         # that error's one line says so itself
+        if not is_disk_full(e):
+            f.close()
             log.info("kept the unfinished %s; continue it with --resume", partial)
+            raise
+        # HDF5 may have written some of its bookkeeping and not the rest: the progress can
+        # then run ahead of the data (measured: --resume gave 36% of rows as zeros). Not kept.
+        discard_broken(f.f, partial)
         raise
     finally:
         torch.set_num_threads(threads)

@@ -16,6 +16,10 @@ from pathlib import Path
 from .errors import RnnvizError
 
 
+class DiskFull(RnnvizError):
+    """The disk filled up while (or before) writing; nothing else was changed."""
+
+
 @contextmanager
 def hold_partial(partial: Path, target: Path):
     """An advisory lock (flock) on ``partial`` for the whole run, so that two dumps to one
@@ -42,6 +46,16 @@ def hold_partial(partial: Path, target: Path):
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def discard_broken(f, path: Path) -> None:
+    """Close an HDF5 file whose writes failed and delete it. Closing may fail again (its
+    buffers cannot be written); the file is dropped all the same."""
+    try:
+        f.close()
+    except Exception:
+        pass
+    Path(path).unlink(missing_ok=True)
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -97,4 +111,4 @@ def disk_full(path, kept: str = "nothing else was changed"):
             raise
         free = _free(path)
         free = "unknown" if free is None else _size(free)
-        raise RnnvizError(f"{path}: no space left on device ({free} free); {kept}") from None
+        raise DiskFull(f"{path}: no space left on device ({free} free); {kept}") from None
