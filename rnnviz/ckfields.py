@@ -114,11 +114,11 @@ def check_state_dict(state, config: dict) -> dict:
     return state
 
 
-_META_LISTS = {  # field -> {key: kind} of each entry
+_META_LISTS = {  # field -> {key: kind} of each entry ("?": may be absent)
     "history": {"step": "int", "epoch": "number", "val_loss": "number", "seconds": "number"},
     "samples": {"step": "int", "train_loss": "number", "text": "str"},
-    "corpus": {"name": "str", "chars": "int"},
-    "heldout": {"name": "str"},
+    "corpus": {"name": "str", "chars": "int?", "sha256": "str?"},
+    "heldout": {"name": "str", "chars": "int?", "sha256": "str?"},
 }
 _META_NUMBERS = ("best_val_loss", "best_val_bpc", "unigram_bits_per_char")
 _META_DICTS = ("train_options", "versions", "train_state", "split")
@@ -135,6 +135,10 @@ def check_meta(meta) -> dict:
             _typed(entry, dict, f"meta.{field}[{i}]", "a dict")
             for key, kind in keys.items():
                 where, value = f"meta.{field}[{i}].{key}", entry.get(key)
+                if kind.endswith("?"):
+                    if key not in entry:
+                        continue
+                    kind = kind[:-1]
                 if kind == "int":
                     check_int(value, where, 0)
                 elif kind == "number":

@@ -136,7 +136,7 @@ def describe_checkpoint(path) -> str:
                      f" (unigram entropy {m.get('unigram_bits_per_char', float('nan')):.3f} bits/char)")
     corpus = m.get("corpus", [])
     if corpus:
-        total = sum(s["chars"] for s in corpus)
+        total = sum(s.get("chars", 0) for s in corpus)
         lines.append(f"  corpus        {len(corpus)} file(s), {total:,} chars: "
                      + ", ".join(Path(s["name"]).name for s in corpus[:5]) + (" ..." if len(corpus) > 5 else ""))
     if m.get("heldout"):
