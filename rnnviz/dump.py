@@ -170,7 +170,7 @@ def _dump(checkpoint, texts: list, target: Path, partial: Path, opt: DumpOptions
             raise
         # HDF5 may have written some of its bookkeeping and not the rest: the progress can
         # then run ahead of the data (measured: --resume gave 36% of rows as zeros). Not kept.
-        discard_broken(f.f, partial)
+        discard_broken(f, partial)
         raise
     finally:
         torch.set_num_threads(threads)

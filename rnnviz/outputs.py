@@ -49,8 +49,8 @@ def hold_partial(partial: Path, target: Path):
 
 
 def discard_broken(f, path: Path) -> None:
-    """Close an HDF5 file whose writes failed and delete it. Closing may fail again (its
-    buffers cannot be written); the file is dropped all the same."""
+    """Close ``f`` (a writer whose writes failed) and delete ``path``. Closing may fail again
+    (its buffers cannot be written); the file is dropped all the same."""
     try:
         f.close()
     except Exception:
