@@ -218,3 +218,21 @@ def test_train_refuses_a_text_that_cannot_fit_in_memory_before_reading_it(tmp_pa
     line = _one_line(CliRunner().invoke(cli, ["train", str(huge), "-o", str(tmp_path / "m.pt")]))
     assert "the training text is 10,737 MB" in line and "in memory" in line, line
     assert read == []
+
+
+def test_a_full_disk_when_train_saves_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import rnnviz.checkpoint
+    text = tmp_path / "corpus.txt"
+    text.write_text(SOURCE[:20_000])
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"the previous checkpoint")
+    real_fsync = os.fsync
+    monkeypatch.setattr(rnnviz.checkpoint.os, "fsync", lambda fd: _disk_full())
+    r = CliRunner().invoke(cli, ["train", str(text), "-o", str(out), "--force", "--layers", "1", "--hidden", "8",
+                                 "--embedding", "4", "--max-steps", "2", "--seq-length", "20", "--batch-size", "4"])
+    monkeypatch.setattr(rnnviz.checkpoint.os, "fsync", real_fsync)
+    line = r.output.strip().splitlines()[-1]         # after the progress bar
+    assert r.exit_code == 1 and line.startswith("Error:") and "Traceback" not in r.output, r.output
+    assert "m.pt: no space left on device (" in line and " free); nothing else was changed" in line, line
+    assert out.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "m.pt"]
