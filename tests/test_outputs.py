@@ -170,9 +170,9 @@ def test_analyze_refuses_to_store_what_cannot_fit(made, tmp_path, monkeypatch):
 
 
 def test_a_full_disk_while_analyze_writes_leaves_the_dump_unchanged(made, monkeypatch):
-    import rnnviz.dumpfile.analysis
+    import rnnviz.dumpfile.groups
     before = _states_digest(made)
-    monkeypatch.setattr(rnnviz.dumpfile.analysis, "write_table", _disk_full)
+    monkeypatch.setattr(rnnviz.dumpfile.groups, "write_table", _disk_full)
     line = _one_line(CliRunner().invoke(cli, ["analyze", str(made), "--shifts", "3"]))
     assert "no space left on device (" in line and " free); nothing else was changed" in line, line
     assert _states_digest(made) == before
