@@ -140,7 +140,7 @@ def serve(paths, port: int = DEFAULT_PORT, host: str = "127.0.0.1", open_browser
     server = make_server(paths, port=port, host=host, initial_unit=initial_unit, initial_feature=initial_feature,
                          allow_origins=allow_origins, max_sessions=max_sessions)
     if not is_loopback(host):
-        log.warning(f"rnnviz: warning: listening on {host}:{server.port} with no password: anyone who can "
+        log.warning(f"listening on {host}:{server.port} with no password: anyone who can "
                     f"reach this port reads the text of {', '.join(map(str, paths))}")
     url = url_of(server, host, allow_origins)
     log.info(f"rnnviz: serving {', '.join(map(str, paths))} at {url}  (Ctrl-C stops)")
