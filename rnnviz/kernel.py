@@ -78,21 +78,22 @@ def vector_flags() -> str:
     return " ".join(f for f in flags if f in ("avx2", "avx512f", "avx512bw", "fma", "f16c", "asimd", "neon"))
 
 
-def kernel_name() -> str:
+def kernel_name(source: Path | None = None, prefix: str = "rnnviz_lstm") -> str:
     """Changes with whatever the compiled library depends on, and with nothing else (not
     the checkout's path): a build is only loaded where it was made for this code, these
-    flags, this kind of CPU (-march=native), this PyTorch and this Python."""
+    flags, this kind of CPU (-march=native), this PyTorch and this Python. ``source`` and
+    ``prefix`` name another of rnnviz's kernels (the analysis kernel, rnnviz.rankkernel)."""
     import torch
-    key = [SOURCE.read_bytes(), json.dumps(flag_sets()).encode(), cpu().encode(),
+    key = [(source or SOURCE).read_bytes(), json.dumps(flag_sets()).encode(), cpu().encode(),
            torch.__version__.encode(), sys.implementation.cache_tag.encode()]
-    return "rnnviz_lstm_" + hashlib.sha256(b"\0".join(key)).hexdigest()[:12]
+    return f"{prefix}_" + hashlib.sha256(b"\0".join(key)).hexdigest()[:12]
 
 
-def cache_dir() -> Path:
-    """This build's folder in PyTorch's extension cache."""
+def cache_dir(name: str | None = None) -> Path:
+    """A build's folder in PyTorch's extension cache (this kernel's by default)."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch_extensions")
-    return Path(root) / "rnnviz" / kernel_name()
+    return Path(root) / "rnnviz" / (name or kernel_name())
 
 
 def disabled() -> bool:

@@ -11,14 +11,12 @@ does the same work, several times slower.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
-import os
 import shutil
-import sys
 from pathlib import Path
 
+from . import kernel
 from .kernel import _first_line, _ninja_on_path, clear_stale_lock, cpu, disabled, flag_sets
 
 log = logging.getLogger(__name__)
@@ -27,16 +25,11 @@ FAILED = "failed.json"
 
 
 def kernel_name() -> str:
-    import torch
-    key = [SOURCE.read_bytes(), json.dumps(flag_sets()).encode(), cpu().encode(),
-           torch.__version__.encode(), sys.implementation.cache_tag.encode()]
-    return "rnnviz_rank_" + hashlib.sha256(b"\0".join(key)).hexdigest()[:12]
+    return kernel.kernel_name(SOURCE, prefix="rnnviz_rank")
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch_extensions")
-    return Path(root) / "rnnviz" / kernel_name()
+    return kernel.cache_dir(kernel_name())
 
 
 @functools.lru_cache(maxsize=None)
