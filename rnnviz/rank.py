@@ -203,16 +203,22 @@ def score_point(x: np.ndarray, fs: FeatureSet, buffer: torch.Tensor | None = Non
 
 
 # ----- circular-shift null
-def shift_plan(n: int, shifts: int) -> tuple[int, int, np.ndarray]:
-    """(M, d, lags j): lags j*d for j in ``lags``, all on the first M*d characters."""
-    if shifts <= 0:
-        return 0, 0, np.zeros(0, int)
+def shift_rows(shifts: int) -> tuple[int, int]:
+    """(M, jmin): the fewest rows M of the folded text such that ``shifts`` lags j*d with
+    jmin <= j <= M - jmin fit, jmin keeping every shift MIN_SHIFT of the text from 0."""
     m = shifts
     while True:
         jmin = max(1, math.ceil(MIN_SHIFT * m))
         if m - 2 * jmin + 1 >= shifts:
-            break
+            return m, jmin
         m += 1
+
+
+def shift_plan(n: int, shifts: int) -> tuple[int, int, np.ndarray]:
+    """(M, d, lags j): lags j*d for j in ``lags``, all on the first M*d characters."""
+    if shifts <= 0:
+        return 0, 0, np.zeros(0, int)
+    m, jmin = shift_rows(shifts)
     d = n // m
     if d < 1:
         raise RnnvizError(f"{shifts} shifts need at least {m} analysed characters, found {n}; "

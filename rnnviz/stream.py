@@ -7,7 +7,6 @@ analysed characters (0..n), in the dump's dtype; this module never opens a file.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,12 +15,12 @@ import torch
 from .contexts import LEFT, QUANTILES, RIGHT
 from .exact import (BINS, KEY_FINITE, KEY_VALUE, PERCENTILES, Counts, FeatureColumns, Scores, Sums,
                     column_scores, f16_keys, finish, midranks_1d, rank_kernel, unit_stats)
+from .rank import shift_rows
 
 COUNT_ROWS = 1 << 15      # characters per block in the counting pass (16 MB of float16 for 256 units)
 SUM_ROWS = 1 << 13        # in the pass of products (its float64 copies are 4x the block)
 COLUMN_BYTES = 64 << 20   # whole columns held at once (float32 dumps, inf/NaN units, the null)
 SPREAD = 32               # at most one top and one bottom context per 32 analysed characters
-MIN_SHIFT = 0.05
 
 
 @dataclass
@@ -214,12 +213,7 @@ def shift_lags(n: int, shifts: int) -> tuple[int, np.ndarray]:
     """(d, lags): shifts by j*d characters, j in lags, never closer than MIN_SHIFT of the text to 0."""
     if shifts <= 0:
         return 0, np.zeros(0, int)
-    m = shifts
-    while True:
-        jmin = max(1, math.ceil(MIN_SHIFT * m))
-        if m - 2 * jmin + 1 >= shifts:
-            break
-        m += 1
+    m, jmin = shift_rows(shifts)
     d = n // m
     return d, np.arange(jmin, jmin + shifts)
 
