@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .features import TextIndex
-from .ngram import NGramModel, symbols
+from .ngram import NGramModel, extend_hash, symbols
 
 CATEGORIES = ("ngram", "dynamic_memory", "rare_word", "word_initial", "punctuation", "other")
 # Per-character codes stored in a dump: -1 no prediction (a source's first character),
@@ -72,9 +72,8 @@ def _repeated_substring(text: str, context: int) -> np.ndarray:
     if n <= context:
         return out
     keys = np.zeros(n - context, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(context + 1):   # hash of syms[t-context .. t] for t >= context
-            keys = keys * np.uint64(0x100000001B3) + syms[j:n - context + j].astype(np.uint64) + np.uint64(1)
+    for j in range(context + 1):   # hash of syms[t-context .. t] for t >= context
+        keys = extend_hash(keys, syms[j:n - context + j])
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     out[context:] = first[inverse] < np.arange(n - context)
     return out

@@ -26,7 +26,7 @@ def symbols(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
 
 
-def _extend(keys: np.ndarray, syms: np.ndarray) -> np.ndarray:
+def extend_hash(keys: np.ndarray, syms: np.ndarray) -> np.ndarray:
     """Hash of a context one character longer: the old hash mixed with the new character."""
     with np.errstate(over="ignore"):
         return keys * _MULT + (syms.astype(np.uint64) + np.uint64(1))
@@ -44,7 +44,7 @@ class _Table:
 
     @classmethod
     def build(cls, ctx_keys: np.ndarray, nxt: np.ndarray) -> "_Table":
-        grams, first, count = np.unique(_extend(ctx_keys, nxt), return_index=True, return_counts=True)
+        grams, first, count = np.unique(extend_hash(ctx_keys, nxt), return_index=True, return_counts=True)
         ctx, total = np.unique(ctx_keys, return_counts=True)
         ctx_of_gram, types = np.unique(ctx_keys[first], return_counts=True)
         assert np.array_equal(ctx_of_gram, ctx)
@@ -91,7 +91,7 @@ class NGramModel:
             keys = np.concatenate([c[k:] for c, s in zip(ctx, syms)])
             nxt = np.concatenate([s[k:] for s in syms])
             tables.append(_Table.build(keys, nxt))
-            ctx = [np.concatenate([c[:k + 1], _extend(c[k + 1:], s[:len(s) - k - 1])])
+            ctx = [np.concatenate([c[:k + 1], extend_hash(c[k + 1:], s[:len(s) - k - 1])])
                    for c, s in zip(ctx, syms)]
         return cls(tables, alphabet)
 
@@ -109,11 +109,11 @@ class NGramModel:
         ctx = np.zeros(n, dtype=np.uint64)
         for k, table in enumerate(self.tables):
             if k:
-                ctx[k:] = _extend(ctx[k:], syms[:n - k])
+                ctx[k:] = extend_hash(ctx[k:], syms[:n - k])
             have = np.arange(n) >= k
             total = np.where(have, _lookup(ctx, table.ctx, table.total), 0)
             types = _lookup(ctx, table.ctx, table.types)
-            count = _lookup(_extend(ctx, syms), table.gram, table.count)
+            count = _lookup(extend_hash(ctx, syms), table.gram, table.count)
             seen = total > 0
             p = np.where(seen, (count + types * p) / np.maximum(total + types, 1), p)
             out[k] = p
