@@ -168,11 +168,23 @@ def train(texts, output, preset, cell, layers, hidden, embedding, dropout, resum
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--argmax", is_flag=True, help="Always take the most likely character.")
 @_DEVICE
+@click.option("--clamp", multiple=True, metavar="SPEC",
+              help="Hold a unit at a value while sampling: layer2.c[76]=3.0, layer0.gate_f[12]=0.9, "
+                   "layer1.h[5]=mean; @START:STOP limits it to those steps (repeatable).")
+@click.option("--ablate", multiple=True, metavar="UNIT",
+              help="Switch a unit off: 0 for c, h and gate_g (GRU gate_n), its --reference mean for the "
+                   "sigmoid gates (repeatable).")
+@click.option("--reference", metavar="TEXT",
+              help="Where 'mean' comes from: a dump of this checkpoint, a text file, or 'heldout' "
+                   "(the checkpoint's validation text, re-read and checked by hash).")
+@click.option("--compare", is_flag=True, help="Print the sample without the intervention, then with it, "
+                                              "from the same seed.")
 @user_errors
-def sample(checkpoint, length, temperature, prime, seed, argmax, device):
-    """Generate text from a trained CHECKPOINT (to stdout)."""
+def sample(checkpoint, length, temperature, prime, seed, argmax, device, clamp, ablate, reference, compare):
+    """Generate text from a trained CHECKPOINT (to stdout), optionally under an intervention."""
     from .workflows import sample_stream
-    stream = sample_stream(checkpoint, length, temperature, prime, seed, argmax, device=device)
+    stream = sample_stream(checkpoint, length, temperature, prime, seed, argmax, device=device,
+                           clamp=clamp, ablate=ablate, reference=reference, compare=compare)
     first = next(stream)                    # the checks and the load, before anything is printed
     click.echo(first, nl=False)
     for ch in stream:

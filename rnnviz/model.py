@@ -121,12 +121,14 @@ class CharRNN(nn.Module):
         return self.head(self.drop(out)), state
 
     def sample(self, vocab: Vocab, length: int, prime: str = "", temperature: float = 1.0,
-               argmax: bool = False, generator: torch.Generator | None = None) -> str:
-        """Generate ``length`` characters after ``prime``; temperature divides the logits."""
-        return "".join(self.generate(vocab, length, prime, temperature, argmax, generator))
+               argmax: bool = False, generator: torch.Generator | None = None, clamps=()) -> str:
+        """Generate ``length`` characters after ``prime``; temperature divides the logits.
+        ``clamps`` (rnnviz.intervene): units held at values, steps counted from the first
+        character of ``prime`` (or of the newline that starts an empty prime)."""
+        return "".join(self.generate(vocab, length, prime, temperature, argmax, generator, clamps))
 
     def generate(self, vocab: Vocab, length: int, prime: str = "", temperature: float = 1.0,
-                 argmax: bool = False, generator: torch.Generator | None = None):
+                 argmax: bool = False, generator: torch.Generator | None = None, clamps=()):
         """The characters of :meth:`sample`, one at a time, as they are drawn."""
         was_training = self.training
         self.eval()
@@ -135,7 +137,14 @@ class CharRNN(nn.Module):
                 device = next(self.parameters()).device
                 prime_ids, _ = vocab.encode(prime or "\n")
                 ids = torch.as_tensor(prime_ids, device=device).unsqueeze(0)
-                logits, state = self(ids)
+                if clamps:
+                    from .intervene import clamped_forward
+                    step = clamped_forward(self, clamps)
+                else:
+                    def step(ids, state=None, t0=0):
+                        return self(ids, state)
+                logits, state = step(ids)
+                t = ids.shape[1]
                 last = logits[0, -1]
                 for _ in range(length):
                     if argmax:
@@ -146,7 +155,8 @@ class CharRNN(nn.Module):
                         probs[0] = 0.0  # never emit the unknown symbol
                         nxt = int(torch.multinomial(probs, 1, generator=generator))
                     yield vocab.chars[nxt]
-                    logits, state = self(torch.tensor([[nxt]], device=device), state)
+                    logits, state = step(torch.tensor([[nxt]], device=device), state, t0=t)
+                    t += 1
                     last = logits[0, -1]
         finally:
             self.train(was_training)

@@ -92,23 +92,39 @@ MAX_SAMPLE = 1_000_000      # characters per `rnnviz sample`: a bound on one com
 
 
 def sample_text(checkpoint, length=500, temperature=1.0, prime="", seed=0, argmax=False,
-                device: str = "auto") -> str:
-    return "".join(sample_stream(checkpoint, length, temperature, prime, seed, argmax, device))
+                device: str = "auto", **intervention) -> str:
+    return "".join(sample_stream(checkpoint, length, temperature, prime, seed, argmax, device, **intervention))
 
 
 def sample_stream(checkpoint, length=500, temperature=1.0, prime="", seed=0, argmax=False,
-                  device: str = "auto"):
-    """``prime``, then the generated characters one at a time (checked before the first)."""
+                  device: str = "auto", clamp=(), ablate=(), reference=None, compare=False):
+    """``prime``, then the generated characters one at a time (checked before the first).
+    ``clamp`` (specs like "layer2.c[76]=3.0") and ``ablate`` (units like "layer1.c[5]"):
+    the sample under that intervention (rnnviz.intervene), ``mean`` values over
+    ``reference`` (rnnviz.reference); with ``compare``, first the sample without it from
+    the same seed, each under a header line."""
+    from .intervene import ablation, parse_clamp, resolve
     if not temperature > 0:
         raise RnnvizError(f"--temperature must be > 0, got {temperature}")
     if not 0 <= length <= MAX_SAMPLE:
         raise RnnvizError(f"--length must be 0..{MAX_SAMPLE:,}, got {length:,}")
+    specs = [parse_clamp(s) for s in clamp] + [ablation(u) for u in ablate]
+    if compare and not specs:
+        raise RnnvizError("--compare shows a sample with and without an intervention: add --clamp or --ablate")
     ckpt = load_checkpoint(checkpoint, resolve_device(device))
+    clamps = resolve(specs, ckpt, reference) if specs else []
     _, unknown = ckpt.vocab.encode(prime)
     if unknown:
         log.warning("%d character(s) of --prime are not in the model's vocabulary", unknown)
-    gen = torch.Generator().manual_seed(seed)
-    return itertools.chain([prime], ckpt.model.generate(ckpt.vocab, length, prime, temperature, argmax, gen))
+
+    def one(clamps):
+        gen = torch.Generator().manual_seed(seed)
+        return ckpt.model.generate(ckpt.vocab, length, prime, temperature, argmax, gen, clamps)
+    if not compare:
+        return itertools.chain([prime], one(clamps))
+    said = ", ".join(map(str, clamps))
+    return itertools.chain([f"--- without the intervention (seed {seed}) ---\n", prime], one(()),
+                           [f"\n--- with {said} (seed {seed}) ---\n", prime], one(clamps))
 
 
 def describe_file(path) -> str:

@@ -15,6 +15,17 @@ def recording_kernel():
     return kernel_for("on")
 
 
+@pytest.fixture(params=["kernel", "pytorch"])
+def lstm_path(request, monkeypatch, recording_kernel):
+    """The LSTM backend a test runs on: the compiled kernel (skipped where it cannot be
+    built) or pure PyTorch, whatever `--kernel auto` would pick."""
+    if request.param == "kernel" and recording_kernel is None:
+        pytest.skip("the recording kernel could not be built here")
+    lib = recording_kernel if request.param == "kernel" else None
+    monkeypatch.setattr("rnnviz.kernel.kernel_for", lambda mode: lib)
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def stdlib_text_file():
     """A real Python source file every install has."""

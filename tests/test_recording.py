@@ -18,14 +18,10 @@ from rnnviz.recording import Recording, record, record_naive
 TOL = 1e-5  # the issue's bound on every recorded array, float32
 
 
-@pytest.fixture(params=["kernel", "pytorch"], autouse=True)
-def path(request, monkeypatch, recording_kernel):
+@pytest.fixture(autouse=True)
+def path(lstm_path):
     """Every test runs on both backends: the compiled kernel and pure PyTorch."""
-    if request.param == "kernel" and recording_kernel is None:
-        pytest.skip("the recording kernel could not be built here")
-    lib = recording_kernel if request.param == "kernel" else None
-    monkeypatch.setattr("rnnviz.kernel.kernel_for", lambda mode: lib)
-    return request.param
+    return lstm_path
 
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="no C++ compiler here")

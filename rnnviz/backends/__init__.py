@@ -13,6 +13,12 @@ layer's output ``h`` (the input of the layer above), its final ``state``, and
 :meth:`LayerRun.points`, which may do the time-parallel part of the work and may be
 called from another thread while the backend runs the next chunk.
 
+Interventions (rnnviz.intervene) go in as ``clamps`` with ``t0``, the text step of the
+chunk's first step: ``layer(0, x, clamps=[Clamp(0, "c", 5, 0.0)], t0=4096)``. A layer
+with no clamp active in the chunk takes the backend's usual path; the pure-PyTorch
+backends step a clamped layer one step at a time (the clamped values feed the next
+step), the kernel applies them inside its own loop.
+
 Two backends for LSTMs: :class:`~rnnviz.backends.pytorch.PytorchBackend` (any device
 and dtype) and :class:`~rnnviz.backends.compiled.KernelBackend` (the compiled kernel,
 CPU float32; rnnviz.kernel decides when it is used); one for GRUs and vanilla RNNs,
@@ -93,6 +99,19 @@ class LayerRun:
         raise NotImplementedError
 
 
+class SteppedRun(LayerRun):
+    """A layer stepped one step at a time (under clamps): every point is there at once."""
+
+    def __init__(self, arrays: dict[str, torch.Tensor], state, dtype: torch.dtype):
+        self.arrays, self.h, self.state, self.dtype = arrays, arrays["h"], state, dtype
+
+    def points(self, kinds=KINDS) -> dict[str, torch.Tensor]:
+        for kind in kinds:
+            if kind not in self.arrays:
+                raise RnnvizError(f"this layer has no {kind}: its points are {', '.join(self.arrays)}")
+        return {kind: self.arrays[kind].to(self.dtype, copy=kind == "h") for kind in kinds}
+
+
 class Backend:
     """Runs an nn.LSTM one layer and one chunk at a time. Inputs are batch-first."""
     name: str                 # "pytorch" or "kernel": which recorder ran, for reports and tests
@@ -108,20 +127,33 @@ class Backend:
         self.embedding = None if embedding is None else embedding.detach()  # (V, In): layer 0 takes ids
         self.dtype = dtype
 
-    def layer(self, layer: int, inputs, state=None) -> LayerRun:
+    def layer(self, layer: int, inputs, state=None, clamps=(), t0: int = 0) -> LayerRun:
         """Layer ``layer`` over a chunk from ``state`` ((B, H) h and c; default zeros).
         ``inputs``: the LayerRun of the layer below, or for layer 0 a float (B, T, In)
-        tensor, or (B, T) int64 ids where the backend was given an ``embedding``."""
+        tensor, or (B, T) int64 ids where the backend was given an ``embedding``.
+        ``clamps``: rnnviz.intervene Clamps (any layer's; or a ClampTable) applied where
+        this layer's are on, ``t0`` the text step of the chunk's first step."""
         raise NotImplementedError
 
-    def run(self, inputs, state=None) -> list[LayerRun]:
+    def run(self, inputs, state=None, clamps=(), t0: int = 0) -> list[LayerRun]:
         """Every layer over a chunk from ``state`` ((L, B, H) h and c; h alone for a GRU or
-        RNN; default zeros)."""
+        RNN; default zeros), under ``clamps`` (see :meth:`layer`)."""
+        from ..intervene import ClampTable
+        table = ClampTable.of(clamps)
         runs: list[LayerRun] = []
         for layer in range(self.num_layers):
             below = inputs if layer == 0 else runs[-1]
-            runs.append(self.layer(layer, below, None if state is None else tuple(s[layer] for s in state)))
+            runs.append(self.layer(layer, below, None if state is None else tuple(s[layer] for s in state),
+                                   table, t0))
         return runs
+
+    def layer_clamps(self, clamps, layer: int, t0: int, lanes: int, steps: int):
+        """This layer's clamps on in text steps [t0, t0 + steps) (rnnviz.intervene.LayerClamps),
+        or None: then the layer takes the backend's usual path."""
+        if not clamps:
+            return None
+        from ..intervene import ClampTable
+        return ClampTable.of(clamps).layer(layer, t0, steps, lanes, self.hidden_size, self.kinds)
 
     def layer_input(self, layer: int, inputs) -> torch.Tensor:
         """``inputs`` as a float (B, T, In) tensor, checked."""

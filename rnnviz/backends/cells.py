@@ -11,7 +11,9 @@ PyTorch's equations (torch.nn.GRU, torch.nn.RNN), per layer and step, x_t the in
 :meth:`CellBackend.layer` (the sequential half) runs PyTorch's fused single-layer
 module, which gives h at every step; :meth:`CellRun.points` (the time-parallel half)
 recomputes r, z and n of the whole chunk from [x_t, h_{t-1}] with two matrix products.
-Nothing is scanned, so nothing builds up over long texts.
+Nothing is scanned, so nothing builds up over long texts. A layer under clamps
+(rnnviz.intervene) is stepped by :func:`step_cell`, the clamped values written in before
+they are used.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from torch import nn
 
 from ..errors import RnnvizError
 from ..names import cell_kinds
-from . import Backend, LayerRun, check_cell, single_layer
+from ..intervene import Applier
+from . import Backend, LayerRun, SteppedRun, check_cell, single_layer
 
 
 class CellBackend(Backend):
@@ -49,15 +52,57 @@ class CellBackend(Backend):
             self.weights.append((w_ih, w_hh, b_ih, b_hh))
 
     @torch.no_grad()
-    def layer(self, layer: int, inputs, state=None) -> CellRun:
+    def layer(self, layer: int, inputs, state=None, clamps=(), t0: int = 0) -> LayerRun:
         x = self.layer_input(layer, inputs)
         h0 = self.zeros(x.shape[0])[0] if state is None else state[0]
+        lc = self.layer_clamps(clamps, layer, t0, x.shape[0], x.shape[1])
+        if lc is not None:
+            arrays, h_n = step_cell(self.cell, self.weights[layer], x, h0, lc)
+            return SteppedRun(arrays, (h_n,), self.dtype)
         out, h_n = self.fused[layer](x, h0[None].contiguous())
         return CellRun(self, layer, x, h0, out, (h_n[0],))
 
     def zeros(self, lanes: int) -> tuple[torch.Tensor]:
         w = self.weights[0][1]
         return (torch.zeros(lanes, self.hidden_size, dtype=w.dtype, device=w.device),)
+
+
+def step_cell(cell: str, weights, x: torch.Tensor, h: torch.Tensor, clamps) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One GRU or RNN layer over x (B, T, In) from h (B, H), one step at a time, under
+    ``clamps`` (rnnviz.intervene.LayerClamps): r and z clamped after their sigmoid (r then
+    enters n), n before it enters h, then h. Every point (B, T, H) and the final h."""
+    w_ih, w_hh, b_ih, b_hh = weights
+    B, T, _ = x.shape
+    H = w_hh.shape[1]
+    gi = torch.addmm(b_ih, x.reshape(B * T, -1), w_ih.t()).view(B, T, -1)
+    w_hh_t = w_hh.t()
+    hs = x.new_empty(B, T, H)
+    on_h = Applier(clamps, ("h",), x.device, x.dtype)
+    if cell != "gru":
+        act = torch.tanh if cell == "rnn_tanh" else torch.relu
+        for t in range(T):
+            h = act(torch.addmm(gi[:, t] + b_hh, h, w_hh_t))
+            if on_h:
+                on_h.apply(t, h)
+            hs[:, t] = h
+        return {"h": hs}, h
+    gates = x.new_empty(B, T, 3, H)  # r, z, n
+    on_rz = Applier(clamps, ("gate_r", "gate_z"), x.device, x.dtype)
+    on_n = Applier(clamps, ("gate_n",), x.device, x.dtype)
+    for t in range(T):
+        gh = torch.addmm(b_hh, h, w_hh_t).view(B, 3, H)
+        g, i = gates[:, t], gi[:, t].view(B, 3, H)
+        torch.sigmoid(i[:, :2] + gh[:, :2], out=g[:, :2])
+        if on_rz:
+            on_rz.apply(t, g[:, :2])
+        torch.tanh(torch.addcmul(i[:, 2], g[:, 0], gh[:, 2]), out=g[:, 2])
+        if on_n:
+            on_n.apply(t, g[:, 2])
+        h = (1 - g[:, 1]) * g[:, 2] + g[:, 1] * h
+        if on_h:
+            on_h.apply(t, h)
+        hs[:, t] = h
+    return {"h": hs, "gate_r": gates[:, :, 0], "gate_z": gates[:, :, 1], "gate_n": gates[:, :, 2]}, h
 
 
 class CellRun(LayerRun):

@@ -1,6 +1,7 @@
 """The compiled recorder (csrc/lstm_record.cpp, built by rnnviz.kernel): each layer of a
 chunk stepped through time, writing c, h and all four gates as it goes. The fused
-LSTM's work and nothing recomputed; CPU and float32 only.
+LSTM's work and nothing recomputed; CPU and float32 only. Clamps (rnnviz.intervene) go
+to the kernel as a table grouped by lane and are applied inside its loop.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class KernelBackend(Backend):
             self.table = torch.addmm(w.bias, self.embedding.to(w.w_ih.dtype), w.w_ih.t()).contiguous()
 
     @torch.no_grad()
-    def layer(self, layer: int, inputs, state=None) -> KernelRun:
+    def layer(self, layer: int, inputs, state=None, clamps=(), t0: int = 0) -> KernelRun:
         x, init, ids = _EMPTY, None, _EMPTY
         if isinstance(inputs, KernelRun) and inputs.next_term is not None:
             init = inputs.next_term  # (B, T, 4H), computed by the layer below
@@ -68,11 +69,14 @@ class KernelBackend(Backend):
             else:
                 x, init = x.contiguous(), self.biases[layer]
         state = self.zeros(B) if state is None else state
+        lc = self.layer_clamps(clamps, layer, t0, B, T)
+        table = (_EMPTY, _EMPTY, _EMPTY) if lc is None else lc.kernel_table(t0)
         out = torch.empty(6, B, T, self.hidden_size, dtype=self.dtype)
         h32 = torch.empty(B, T, self.hidden_size) if self.dtype == torch.float16 else _EMPTY
         h, c = state[0].contiguous().clone(), state[1].contiguous().clone()
         packed = self.packed[layer] if B > 1 else _EMPTY
-        self.lib.run_layer(x, self.w_ih_t[layer], init, ids, self.w_hh_t[layer], packed, h, c, out, h32)
+        self.lib.run_layer(x, self.w_ih_t[layer], init, ids, self.w_hh_t[layer], packed, h, c, out, h32,
+                           *table, t0)
         run = KernelRun(out, out[1] if h32 is _EMPTY else h32, (h, c))
         if layer + 1 < self.num_layers and B < PROJECT_BELOW:
             run.next_term = self.project(run.h, layer + 1)

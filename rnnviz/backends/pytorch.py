@@ -7,6 +7,10 @@ blocks of ``anchor`` steps, keeping c at each block start, and :meth:`TorchRun.p
 on [x_t, h_{t-1}], and c by the linear scan c_t = f_t c_{t-1} + i_t g_t in float64,
 restarted every ``anchor`` steps from the fused run's own c so that rounding cannot
 build up over long texts.
+
+A layer under clamps (rnnviz.intervene) is stepped by :func:`step_lstm` instead: the
+input term of the chunk is one product, then one step at a time, the clamped values
+written in before they are used.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ import torch
 from torch import nn
 
 from ..names import KINDS
-from . import Backend, LayerRun, LayerWeights, single_layer
+from ..intervene import Applier
+from . import Backend, LayerRun, LayerWeights, SteppedRun, single_layer
 
 ANCHOR = 128  # steps between exact restarts of the c scan (also the fused call length)
 
@@ -72,9 +77,13 @@ class PytorchBackend(Backend):
         self._local = threading.local()
 
     @torch.no_grad()
-    def layer(self, layer: int, inputs, state=None) -> TorchRun:
+    def layer(self, layer: int, inputs, state=None, clamps=(), t0: int = 0) -> LayerRun:
         x = self.layer_input(layer, inputs)
         state = self.zeros(x.shape[0]) if state is None else state
+        lc = self.layer_clamps(clamps, layer, t0, x.shape[0], x.shape[1])
+        if lc is not None:
+            arrays, state = step_lstm(self.weights[layer], x, state, lc)
+            return SteppedRun(arrays, state, self.dtype)
         h, c = state[0][None].contiguous(), state[1][None].contiguous()
         outs, starts = [], []
         for t in range(0, x.shape[1], self.anchor):
@@ -93,6 +102,38 @@ class PytorchBackend(Backend):
             if self.reuse:
                 buffers[name] = buf
         return buf[:n].view(shape)
+
+
+def step_lstm(w: LayerWeights, x: torch.Tensor, state, clamps) -> tuple[dict[str, torch.Tensor], tuple]:
+    """One LSTM layer over x (B, T, In) from ``state`` (h, c), one step at a time, under
+    ``clamps`` (rnnviz.intervene.LayerClamps): gates clamped after their nonlinearity,
+    then c (before h = o tanh(c)), then h. Every point (B, T, H) and the final (h, c)."""
+    B, T, _ = x.shape
+    H = w.w_hh.shape[1]
+    xw = torch.addmm(w.bias, x.reshape(B * T, -1), w.w_ih.t()).view(B, T, 4 * H)
+    w_hh_t = w.w_hh.t()
+    gates = x.new_empty(B, T, 4, H)  # i, f, g, o
+    cs, hs = x.new_empty(B, T, H), x.new_empty(B, T, H)
+    on_gates = Applier(clamps, ("gate_i", "gate_f", "gate_g", "gate_o"), x.device, x.dtype)
+    on_c, on_h = (Applier(clamps, (k,), x.device, x.dtype) for k in ("c", "h"))
+    h, c = state
+    for t in range(T):
+        pre = torch.addmm(xw[:, t], h, w_hh_t).view(B, 4, H)
+        g = gates[:, t]
+        torch.sigmoid(pre, out=g)
+        torch.tanh(pre[:, 2], out=g[:, 2])
+        if on_gates:
+            on_gates.apply(t, g)
+        c = torch.addcmul(g[:, 1] * c, g[:, 0], g[:, 2])
+        if on_c:
+            on_c.apply(t, c)
+        h = g[:, 3] * torch.tanh(c)
+        if on_h:
+            on_h.apply(t, h)
+        cs[:, t], hs[:, t] = c, h
+    arrays = {"c": cs, "h": hs, "gate_i": gates[:, :, 0], "gate_f": gates[:, :, 1],
+              "gate_g": gates[:, :, 2], "gate_o": gates[:, :, 3]}
+    return arrays, (h, c)
 
 
 class TorchRun(LayerRun):

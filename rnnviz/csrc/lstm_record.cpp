@@ -116,6 +116,46 @@ inline void cell_update(const float* RNNVIZ_RESTRICT i, const float* RNNVIZ_REST
   }
 }
 
+// The clamp table of a chunk: lane b's entries are [off[b], off[b + 1]); each entry's
+// meta is (kind, unit, start, stop) in text steps, val its value. Null off: none.
+struct Clamps {
+  const int64_t* off = nullptr;
+  const int64_t* meta = nullptr;
+  const float* val = nullptr;
+};
+
+enum ClampKind : int64_t { kC = 0, kH = 1, kGateI = 2 };
+
+// Lane b at text step t: gates (sc + 2H .. sc + 6H, i f g o) before the cell update.
+inline void clamp_gates(const Clamps& cl, int64_t b, int64_t t, float* sc, int64_t H) {
+  for (int64_t e = cl.off[b]; e < cl.off[b + 1]; ++e) {
+    const int64_t* m = cl.meta + 4 * e;
+    if (m[0] >= kGateI && m[2] <= t && t < m[3]) sc[m[0] * H + m[1]] = cl.val[e];
+  }
+}
+
+// After the cell update: c (the float64 state, the row sc, and h = o tanh(c) from it),
+// then h (the state and the row sc + H).
+inline void clamp_state(const Clamps& cl, int64_t b, int64_t t, float* sc, double* c, float* h, int64_t H) {
+  for (int pass = kC; pass <= kH; ++pass) {
+    for (int64_t e = cl.off[b]; e < cl.off[b + 1]; ++e) {
+      const int64_t* m = cl.meta + 4 * e;
+      if (m[0] != pass || t < m[2] || t >= m[3]) continue;
+      const int64_t u = m[1];
+      const float v = cl.val[e];
+      if (pass == kC) {
+        c[u] = v;
+        sc[u] = v;
+        h[u] = sc[5 * H + u] * static_cast<float>(2.0 / (1.0 + expf(clamp30(-2.f * v))) - 1.0);
+        sc[H + u] = h[u];
+      } else {
+        h[u] = v;
+        sc[H + u] = v;
+      }
+    }
+  }
+}
+
 // n float32 values to float16, rounding to nearest even like PyTorch's .to(float16).
 inline void store_half(const float* RNNVIZ_RESTRICT src, at::Half* RNNVIZ_RESTRICT dst, int64_t n) {
   int64_t j = 0;
@@ -239,9 +279,13 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor&
 // AVX-512 loop). h, c (B, H): the state before the chunk, overwritten with the state
 // after it. out (6, B, T, H) float32 or float16, written in full; with float16, h32
 // (B, T, H) float32 receives h as computed (the next layer's input), else it is empty.
+// Clamps: offsets (B + 1) int64, meta (N, 4) int64 (kind, unit, start, stop), values
+// (N,) float32, or three empty tensors; t0 is the text step of the chunk's first step.
 void run_layer(const at::Tensor& x, const at::Tensor& w_ih_t, const at::Tensor& init,
                const at::Tensor& ids, const at::Tensor& w_hh_t, const at::Tensor& packed,
-               at::Tensor& h, at::Tensor& c, at::Tensor& out, at::Tensor& h32) {
+               at::Tensor& h, at::Tensor& c, at::Tensor& out, at::Tensor& h32,
+               const at::Tensor& clamp_offsets, const at::Tensor& clamp_meta,
+               const at::Tensor& clamp_values, int64_t t0) {
   const at::ScalarType f32 = at::kFloat;
   const bool half = out.scalar_type() == at::kHalf;
   check(out.dim() == 4 && out.size(0) == 6 && out.is_contiguous() && (half || out.scalar_type() == f32),
@@ -270,6 +314,26 @@ void run_layer(const at::Tensor& x, const at::Tensor& w_ih_t, const at::Tensor& 
   check(h.sizes() == at::IntArrayRef({B, H}) && c.sizes() == h.sizes() && h.is_contiguous() &&
             c.is_contiguous() && h.scalar_type() == f32 && c.scalar_type() == f32,
         "h, c: expected contiguous float32 (B, H) tensors");
+  Clamps cl;
+  if (clamp_offsets.numel() > 0) {
+    check(clamp_offsets.dim() == 1 && clamp_offsets.size(0) == B + 1 && clamp_offsets.is_contiguous() &&
+              clamp_offsets.scalar_type() == at::kLong,
+          "clamp offsets: expected a contiguous int64 (B + 1,) tensor");
+    const int64_t n = clamp_values.numel();
+    check(clamp_meta.sizes() == at::IntArrayRef({n, 4}) && clamp_meta.is_contiguous() &&
+              clamp_meta.scalar_type() == at::kLong && clamp_values.is_contiguous() &&
+              clamp_values.scalar_type() == f32,
+          "clamps: expected int64 meta (N, 4) and float32 values (N,), contiguous");
+    cl.off = clamp_offsets.data_ptr<int64_t>();
+    cl.meta = clamp_meta.data_ptr<int64_t>();
+    cl.val = clamp_values.data_ptr<float>();
+    check(cl.off[0] == 0 && cl.off[B] == n, "clamp offsets: expected 0 .. N");
+    for (int64_t b = 0; b < B; ++b) check(cl.off[b] <= cl.off[b + 1], "clamp offsets: expected a rising run");
+    for (int64_t e = 0; e < n; ++e) {
+      check(cl.meta[4 * e] >= 0 && cl.meta[4 * e] < 6 && cl.meta[4 * e + 1] >= 0 && cl.meta[4 * e + 1] < H,
+            "clamps: a kind or unit out of range");
+    }
+  }
   const int64_t V = per_step ? 0 : init.size(0);
   const int64_t* idp = has_ids ? ids.data_ptr<int64_t>() : nullptr;
   if (has_ids) {
@@ -334,7 +398,10 @@ void run_layer(const at::Tensor& x, const at::Tensor& w_ih_t, const at::Tensor& 
       sigmoid_into(p + H, sc + 3 * H, H);
       tanh_into(p + 2 * H, sc + 4 * H, H);
       sigmoid_into(p + 3 * H, sc + 5 * H, H);
+      const bool clamped = cl.off != nullptr && cl.off[b] != cl.off[b + 1];
+      if (clamped) clamp_gates(cl, b, t0 + t, sc, H);
       cell_update(sc + 2 * H, sc + 3 * H, sc + 4 * H, sc + 5 * H, cp + b * H, hp + b * H, sc, sc + H, H);
+      if (clamped) clamp_state(cl, b, t0 + t, sc, cp + b * H, hp + b * H, H);
       for (int k = 0; k < 6; ++k) {
         if (half) {
           store_half(sc + k * H, out16 + k * plane + row, H);
