@@ -22,7 +22,7 @@ from ..names import kinds_in, parse_point, unit_name
 from ..render import colours
 from ..render.layout import shown
 from .panels import SIDE_W, _on_pick, _table
-from .selectmatch import SIGNS, Matcher, matches_csv, select
+from .selectmatch import SIGNS, Matcher, matches_csv, on_almost_everywhere, select
 
 MAX_SPAN = 20_000          # chars a span may have
 AROUND = 10                # chars each side for the "mean around" column
@@ -33,6 +33,7 @@ READ_ROWS = 1 << 14        # chars per read: short reads keep the file free for 
 SIGN_LABELS = ("on at ≥ +t", "on at ≤ −t", "either")
 BLOCK = 0.8 + 1.0 + 1.2 + 0.4      # a snippet's label, text, heatmap and gap, in text rows
 _HEAT = colours._ramp(("#ffffff", "#fde0c5", "#f59e4c", "#c4530a", "#6b2a00"))
+_EMPTY_UNITS = {"unit": [], "sign": [], "mean_inside": [], "mean_around": [], "everywhere": []}
 _EMPTY_MATCHES = {"rank": [], "start": [], "end": [], "length": [], "selected_on": [], "others_on": [],
                   "text": []}
 
@@ -51,13 +52,13 @@ class DiscoverPanel:
         self.kinds = CheckboxButtonGroup(labels=list(kinds), active=[], name="select_kinds")
         self.layer_ids = list(layers)
         self.note = Div(text="", width=SIDE_W, name="select_note", styles={"color": "#555", "min-height": "36px"})
-        self.units = ColumnDataSource({"unit": [], "sign": [], "mean_inside": [], "mean_around": []},
-                                      name="selected_units")
+        self.units = ColumnDataSource(dict(_EMPTY_UNITS), name="selected_units")
         fmt = NumberFormatter(format="0.000")
         self.units_table = _table(self.units, [
-            TableColumn(field="unit", title="unit", width=120), TableColumn(field="sign", title="on at", width=50),
-            TableColumn(field="mean_inside", title="mean in span", formatter=fmt, width=90),
-            TableColumn(field="mean_around", title=f"mean ±{AROUND} around", formatter=fmt, width=110)],
+            TableColumn(field="unit", title="unit", width=105), TableColumn(field="sign", title="on at", width=42),
+            TableColumn(field="mean_inside", title="mean in span", formatter=fmt, width=80),
+            TableColumn(field="mean_around", title=f"mean ±{AROUND}", formatter=fmt, width=70),
+            TableColumn(field="everywhere", title="on ≥ 99% of text", width=130)],
             "units_table", height=130)
         self.find = Button(label="Find where they fire together", button_type="primary", width=230,
                            name="find_matches")
@@ -100,7 +101,7 @@ class DiscoverPanel:
 
     # ----- results
     def clear_units(self, note: str) -> None:
-        self.units.data = {"unit": [], "sign": [], "mean_inside": [], "mean_around": []}
+        self.units.data = dict(_EMPTY_UNITS)
         self.note.text = note
 
     def clear_matches(self, note: str = "") -> None:
@@ -183,8 +184,8 @@ class SelectMatch:
 
     def __init__(self, view, panel: DiscoverPanel):
         self.view, self.panel = view, panel
-        self.selected: list[tuple[str, int, int]] = []     # (point, index, sign) of the selected units
-        self.query = None            # what the selected units were found for: (span, points, threshold, sign)
+        self.selected: list[tuple[str, int, int]] = []     # (point, index, sign): the units matched
+        self.query = None            # what they were found for: (span, points, threshold, sign, selection)
         self.generation = 0          # bumped whenever the question changes; late answers are dropped
 
     def _source_of(self, pos: int) -> tuple[int, int]:
@@ -226,30 +227,58 @@ class SelectMatch:
         sel = select(inside, rows[max(0, start - lo - before):start - lo], rows[end - lo:end - lo + after],
                      thr, sign)
         h = self.view.hidden_size
-        self.selected = [(points[c // h], int(c % h), int(s)) for c, s in zip(sel.columns, sel.signs)]
-        self.query = ((start, end), points, thr, sign, sel)
+        units = [(points[c // h], int(c % h), int(s)) for c, s in zip(sel.columns, sel.signs)]
+        everywhere = self._on_almost_everywhere(units, thr)
         around = np.concatenate([rows[:start - lo], rows[end - lo:]])
         mean_in = inside[:, sel.columns].mean(axis=0)
         mean_out = around[:, sel.columns].mean(axis=0) if len(around) else np.full(len(sel), np.nan)
-        order = np.argsort(-np.abs(mean_in), kind="stable")
-        self.selected = [self.selected[i] for i in order]
-        p.units.data = {"unit": [unit_name(pt, i) for pt, i, _ in self.selected],
-                        "sign": ["≥ +t" if s > 0 else "≤ −t" for _, _, s in self.selected],
+        order = np.lexsort((-np.abs(mean_in), everywhere))      # the units that are on everywhere last
+        # Units on almost everywhere are listed but not matched: they are on wherever a run could be.
+        self.selected = [units[i] for i in order if not everywhere[i]]
+        self.query = ((start, end), points, thr, sign, sel.keep(~everywhere))
+        p.units.data = {"unit": [unit_name(*units[i][:2]) for i in order],
+                        "sign": ["≥ +t" if units[i][2] > 0 else "≤ −t" for i in order],
                         "mean_inside": mean_in[order].astype(np.float64),
-                        "mean_around": mean_out[order].astype(np.float64)}
+                        "mean_around": mean_out[order].astype(np.float64),
+                        "everywhere": ["yes: not matched" if everywhere[i] else "" for i in order]}
         where = ", ".join(points) if len(points) <= 4 else f"{len(points)} layer/kind pairs"
         rule = {"positive": f"≥ {thr:g}", "negative": f"≤ −{thr:g}", "both": f"≥ {thr:g} or ≤ −{thr:g}"}[sign]
         off = f", below it on the {before} char(s) before" if before else ""
         off += f" and {after} after" if after else ""
-        p.note.text = (f"<b>{len(sel)}</b> unit(s) of {html.escape(where)} are {rule} on every one of chars "
-                       f"{start:,}–{end:,} ({end - start} chars){off}. "
-                       + ("Click one to show it." if len(sel) else "Try a lower threshold, the other sign, "
-                          "or fewer chars before/after."))
+        note = (f"<b>{len(sel)}</b> unit(s) of {html.escape(where)} are {rule} on every one of chars "
+                f"{start:,}–{end:,} ({end - start} chars){off}. ")
+        n_every = int(everywhere.sum())
+        if n_every:
+            note += (f"<b>{n_every}</b> of them {'is' if n_every == 1 else 'are'} on at ≥ 99% of all the text "
+                     f"(the analysis's 1st/99th percentile is past the threshold) and {'is' if n_every == 1 else 'are'} "
+                     f"left out of the match. ")
+        if before and start == first:
+            note += ("The span starts a file, where the model starts from a zero state: there is no char "
+                     "before it to be off. ")
+        note += ("Click one to show it." if self.selected else
+                 "Try a lower threshold, the other sign, or chars that must be off after the span." if n_every else
+                 "Try a lower threshold, the other sign, or fewer chars before/after.")
+        p.note.text = note
+
+    def _on_almost_everywhere(self, units: list[tuple[str, int, int]], thr: float) -> np.ndarray:
+        """(k,) bool, from /analysis/units' percentiles (all False without an analysis)."""
+        a = self.view.analysis
+        table = None if a is None else a.units
+        if table is None or not len(units) or not {"unit", "p1", "p99"} <= set(table.columns):
+            return np.zeros(len(units), bool)
+        stats = table.set_index("unit").reindex([unit_name(pt, i) for pt, i, _ in units])
+        return on_almost_everywhere(np.array([s for _, _, s in units]), stats["p1"].to_numpy(float),
+                                    stats["p99"].to_numpy(float), thr)
 
     def match_job(self):
         """(generation, work) for a background thread: work(progress) -> the ranked runs and their views."""
-        if self.query is None or not self.selected:
+        if self.query is None:
             raise RnnvizError("no units selected: select a span where some units are on first")
+        if not self.selected:
+            raise RnnvizError("no unit to match: " + ("every selected unit is on at ≥ 99% of the text, so it "
+                              "fires everywhere; try chars that must be off after the span, or another "
+                              "threshold" if len(self.panel.units.data["unit"]) else
+                              "select a span where some units are on first"))
         span, points, thr, sign, sel = self.query
         gen, view = self.generation, self.view
         breaks = view.sources["start"].to_numpy()

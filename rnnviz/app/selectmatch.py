@@ -47,6 +47,9 @@ class Selection:
     def __len__(self) -> int:
         return len(self.columns)
 
+    def keep(self, mask: np.ndarray) -> "Selection":
+        return Selection(self.columns[mask], self.signs[mask])
+
 
 def check_query(threshold: float, sign: str) -> None:
     if sign not in SIGNS:
@@ -107,6 +110,16 @@ def select(inside: np.ndarray, before: np.ndarray, after: np.ndarray, threshold:
     columns = np.concatenate(picked).astype(np.int64)
     order = np.argsort(columns, kind="stable")
     return Selection(columns[order], np.concatenate(signs)[order])
+
+
+def on_almost_everywhere(signs: np.ndarray, p1: np.ndarray, p99: np.ndarray, threshold: float) -> np.ndarray:
+    """(k,) bool: units already on at their 1st percentile (99th for the negative sign) over the
+    whole text, so on at >= 99% of its characters. Such a unit is on wherever a run could be,
+    and "off before" cannot rule it out when the span starts a source (the state starts from
+    zero there, and many c units drift away from it and never come back). NaN: not known."""
+    signs = np.asarray(signs)
+    with np.errstate(invalid="ignore"):
+        return np.where(signs > 0, np.asarray(p1, float) >= threshold, np.asarray(p99, float) <= -threshold)
 
 
 def runs(mask: np.ndarray, breaks=()) -> tuple[np.ndarray, np.ndarray]:

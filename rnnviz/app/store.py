@@ -23,7 +23,7 @@ from ..names import parse_point, parse_unit
 
 # Windows of state blocks kept per process; a 10k-char window of 256 float16 units is 5 MB.
 BLOCK_CACHE_BYTES = 64 << 20
-_ANALYSIS_TABLES = ("ranking", "saturation", "contexts")
+_ANALYSIS_TABLES = ("ranking", "saturation", "contexts", "units")
 
 _VIEWS: dict[str, "DumpView"] = {}
 _VIEWS_LOCK = threading.Lock()
@@ -45,6 +45,7 @@ class AnalysisTables:
     ranking: pd.DataFrame | None = None
     saturation: pd.DataFrame | None = None
     contexts: pd.DataFrame | None = None
+    units: pd.DataFrame | None = None                        # per-unit percentiles (colour scales)
     features: dict[str, str] = field(default_factory=dict)   # name -> kind (binary, continuous, ordinal)
     row_index: dict = field(default_factory=dict)            # table -> {unit: row numbers}, built on first use
     options: dict = field(default_factory=dict)              # how it was made (analysed_chars, z_bound, ...)
