@@ -168,6 +168,7 @@ def test_units_on_everywhere_are_listed_but_left_out_of_the_match(tmp_path, stdl
     app.discover.find._trigger_event(ButtonClick(app.discover.find))
     rows = list(csv.DictReader(io.StringIO(app.discover.csv.text)))
     assert rows and all(r["selected_total"] == "1" for r in rows)
+    assert "the 1 selected unit(s) not on almost everywhere fire together" in app.discover.match_note.text
     assert all(word[int(r["start"]):int(r["end"])].all() for r in rows)          # runs of the word unit alone
     assert text[:3] == '"""'                                  # a.py starts with quotes: only the everywhere-unit
     app.set_span((0, 3))

@@ -339,7 +339,9 @@ class SelectMatch:
         p.csv.text = matches_csv(found, runs, names)
         p.export.disabled = not len(found)
         more = f"; the heatmaps show the first {HEAT_ROWS} of the {k} units" if k > HEAT_ROWS else ""
-        p.match_note.text = (f"{len(found)} run(s) where the {k} selected unit(s) fire together, most of them on "
+        left = len(p.units.data["unit"]) - k
+        which = f"{k} selected unit(s) not on almost everywhere" if left else f"{k} selected unit(s)"
+        p.match_note.text = (f"{len(found)} run(s) where the {which} fire together, most of them on "
                              f"first, then fewest other units on, then longest{more}. Click a run to jump there."
                              if len(found) else "No other run of 2+ chars where these units are on together.")
         return True
