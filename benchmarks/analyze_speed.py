@@ -35,7 +35,7 @@ def make_dump(path: Path, n: int) -> None:
     states are tiled random blocks, written 64k rows at a time."""
     import pandas as pd
     from rnnviz.dumpfile import DumpWriter
-    from rnnviz.names import point_name
+    from rnnviz.names import KINDS, point_name
     text, sources = stdlib_text(n)
     n = len(text)
     vocab = ["\ufffd"] + sorted(set(text))

@@ -14,7 +14,9 @@ a block of characters at a time, so memory does not grow with the text:
    unit) and float64 values, multiplied by the block's feature columns. AUC and rho are
    linear in the ranks and r in the values, so every score of every unit against every
    feature comes from two (H, K) sums of products accumulated in float64. Rank sums
-   against 0/1 masks are sums of integers below 2^53, hence exact.
+   against 0/1 masks are sums of integers below 2^53, hence exact. The compiled kernel
+   (:mod:`rnnviz.rankkernel`) gets the same sums with fewer operations, from sums per group
+   of characters (:mod:`rnnviz.grouped`); numpy does the products.
 
 Both are plain sums over characters: the results of separate blocks of characters merge
 by adding (``merge``), so the same code can run per shard.
@@ -27,12 +29,14 @@ value on).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .contexts import LEFT, QUANTILES, RIGHT
+from .rankkernel import as_bits, threads
 
 BINS = 1 << 16
 PERCENTILES = (1.0, 50.0, 99.0)
@@ -60,8 +64,6 @@ def _key_tables() -> tuple[np.ndarray, np.ndarray]:
 
 KEY_VALUE, KEY_FINITE = _key_tables()   # (65536,) value of each key (0 where not finite), finite?
 NEG_ZERO, POS_ZERO = 0x7FFF, 0x8000
-BITS_VALUE = torch.from_numpy(np.arange(BINS, dtype=np.uint32).astype(np.uint16).view(np.float16)
-                              .astype(np.float64))          # value of each bit pattern, inf and NaN included
 
 
 def rank_kernel():
@@ -148,22 +150,34 @@ class FeatureColumns:
                 c += 1
         return FeatureColumns.build(cols, self.names, self.kinds)
 
-    def weights(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    def weights(self, lo: int, hi: int, cols=None) -> tuple[np.ndarray, np.ndarray]:
         """Rows lo:hi as float64 (c, K) weights: for ranks (0/1 masks; centred doubled
-        midranks) and for values (centred values)."""
-        c = hi - lo
-        wr = np.empty((c, len(self.names)))
-        wx = np.empty((c, len(self.names)))
-        bi = np.flatnonzero(self.binary)
-        ci = np.flatnonzero(~self.binary)
-        if len(bi):
-            wr[:, bi] = self.masks[lo:hi]
-            wx[:, bi] = wr[:, bi] - self.mean[bi]
-        for j, col in enumerate(ci):
-            inv = self.inverse[lo:hi, j]
-            wr[:, col] = self.ranks2[j][inv]
-            wx[:, col] = self.values[j][inv] - self.mean[col]
+        midranks) and for values (centred values); ``cols``: only those features."""
+        return self.weights_at(slice(lo, hi), cols)
+
+    def weights_at(self, rows, cols=None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`weights` of the characters ``rows`` (a slice or indices)."""
+        cols = np.arange(len(self.names)) if cols is None else np.asarray(cols, int)
+        c = len(range(self.n)[rows]) if isinstance(rows, slice) else len(rows)
+        wr = np.empty((c, len(cols)))
+        wx = np.empty((c, len(cols)))
+        bcol = np.cumsum(self.binary) - 1           # feature -> its column in masks / inverse
+        ccol = np.cumsum(~self.binary) - 1
+        for i, j in enumerate(cols):
+            if self.binary[j]:
+                wr[:, i] = self.masks[rows, bcol[j]]
+                wx[:, i] = wr[:, i] - self.mean[j]
+            else:
+                inv = self.inverse[rows, ccol[j]]
+                wr[:, i] = self.ranks2[ccol[j]][inv]
+                wx[:, i] = self.values[ccol[j]][inv] - self.mean[j]
         return wr, wx
+
+    @functools.cached_property
+    def grouping(self):
+        """:class:`rnnviz.grouped.Grouping` of these characters (built once)."""
+        from .grouped import Grouping
+        return Grouping.build(self)
 
 
 # ----- pass 1: value counts (float16)
@@ -179,7 +193,7 @@ class Counts:
     def add(self, bits: np.ndarray, lib=None) -> None:
         """Count a (c, H) block of float16 bit patterns (uint16); ``lib``: rank_kernel()."""
         if lib is not None:
-            lib.count_keys(torch.from_numpy(np.ascontiguousarray(bits).view(np.int16)), torch.from_numpy(self.hist))
+            lib.count_keys(as_bits(bits), torch.from_numpy(self.hist), threads())
             return
         keys = f16_keys(bits)
         for u in range(keys.shape[1]):
@@ -206,8 +220,11 @@ class UnitStats:
     quantile_keys: np.ndarray  # (H, Q) key of the order statistic at each context quantile
 
 
-def unit_stats(counts: Counts, quantiles=QUANTILES) -> UnitStats:
-    """Per unit, from the values it holds (the non-zero counts), never the whole 65,536-bin row."""
+def unit_stats(counts: Counts, quantiles=QUANTILES, lib=None) -> UnitStats:
+    """Per unit, from the values it holds (the non-zero counts); ``lib``: rank_kernel()."""
+    if lib is not None:
+        from .grouped import kernel_unit_stats
+        return kernel_unit_stats(counts, quantiles, lib)
     hist = counts.hist
     h = len(hist)
     lut2 = np.zeros((h, BINS), np.int32)
@@ -261,7 +278,6 @@ class Sums:
     feature. Mergeable."""
     gr: np.ndarray   # (H, K)
     gx: np.ndarray   # (H, K)
-    _buffers: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def empty(cls, h: int, k: int) -> "Sums":
@@ -270,19 +286,18 @@ class Sums:
     def add(self, bits: np.ndarray, lut2: np.ndarray, wr: np.ndarray, wx: np.ndarray, lib=None) -> None:
         """A (c, H) block of float16 bit patterns against its (c, K) feature weights."""
         c, h = bits.shape
-        if lib is not None:
-            if self._buffers.get("shape") != (h, c):     # fresh pages cost more than the work
-                self._buffers = {"shape": (h, c), "r": torch.empty(h, c, dtype=torch.float64),
-                                 "x": torch.empty(h, c, dtype=torch.float64)}
-            ranks, x = self._buffers["r"], self._buffers["x"]
-            lib.rank_values(torch.from_numpy(np.ascontiguousarray(bits).view(np.int16)), torch.from_numpy(lut2),
-                            BITS_VALUE, ranks, x)
-        else:
-            keys = f16_keys(bits)
-            r32 = np.empty((h, c), np.int32)
-            for u in range(h):
-                np.take(lut2[u], keys[:, u], out=r32[u], mode="clip")
-            ranks, x = torch.from_numpy(r32).double(), torch.from_numpy(bits.view(np.float16)).double().T
+        if lib is not None:          # every feature weighted per character: one group
+            lib.accumulate(as_bits(bits), torch.from_numpy(lut2), torch.zeros(c, dtype=torch.int32),
+                           *(torch.from_numpy(np.ascontiguousarray(w, np.float64)) for w in (wr, wx)),
+                           torch.zeros(h, 1, dtype=torch.float64), torch.zeros(h, 1, dtype=torch.float64),
+                           torch.from_numpy(self.gr), torch.from_numpy(self.gx),
+                           *(torch.zeros(0, dtype=torch.int32),) * 3, torch.zeros(0, dtype=torch.int64), 0, threads())
+            return
+        keys = f16_keys(bits)
+        r32 = np.empty((h, c), np.int32)
+        for u in range(h):
+            np.take(lut2[u], keys[:, u], out=r32[u], mode="clip")
+        ranks, x = torch.from_numpy(r32).double(), torch.from_numpy(bits.view(np.float16)).double().T
         self.gr += (ranks @ torch.from_numpy(wr)).numpy()
         self.gx += (x @ torch.from_numpy(wx)).numpy()
 

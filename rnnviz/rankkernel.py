@@ -1,5 +1,6 @@
-"""The analysis kernel (csrc/rank_count.cpp): counts float16 values and looks up their
-ranks for rnnviz.exact, the two loops that touch every value of a dump.
+"""The analysis kernel (csrc/rank_count.cpp): the loops of rnnviz.exact and rnnviz.grouped
+that touch every value of a dump (counting float16 values, their midranks, the sums per
+group of characters), on every core the process may use.
 
 Built with PyTorch's extension builder the first time an analysis needs it (a C++
 compiler and ninja; about 30 s, once per machine) and cached beside the recording kernel
@@ -13,8 +14,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from . import kernel
 from .kernel import _first_line, _ninja_on_path, clear_stale_lock, cpu, disabled, flag_sets
@@ -59,3 +64,16 @@ def rank_kernel():
     log.warning("analysing with numpy (several times slower): the analysis kernel could not be built (%s)",
                 error)
     return None
+
+
+def threads() -> int:
+    """Threads for the kernel: the cores this process may use (RNNVIZ_THREADS to choose)."""
+    given = os.environ.get("RNNVIZ_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def as_bits(bits: np.ndarray) -> torch.Tensor:
+    """float16 bit patterns as the kernel takes them: (c, H) int16, contiguous."""
+    return torch.from_numpy(np.ascontiguousarray(bits).view(np.int16))

@@ -7,6 +7,7 @@ analysed characters (0..n), in the dump's dtype; this module never opens a file.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,10 +16,12 @@ import torch
 from .contexts import LEFT, QUANTILES, RIGHT
 from .exact import (BINS, KEY_FINITE, KEY_VALUE, PERCENTILES, Counts, FeatureColumns, Scores, Sums,
                     column_scores, f16_keys, finish, midranks_1d, rank_kernel, unit_stats)
+from .grouped import GroupSums
 from .rank import shift_rows
 
-COUNT_ROWS = 1 << 15      # characters per block in the counting pass (16 MB of float16 for 256 units)
-SUM_ROWS = 1 << 13        # in the pass of products (its float64 copies are 4x the block)
+COUNT_ROWS = 1 << 16      # characters per block in the counting pass (32 MB of float16 for 256 units)
+SUM_ROWS = 1 << 15        # in the pass of sums: each unit's 256 KiB rank table serves this many in a row
+NUMPY_ROWS = 1 << 13      # the same without the kernel (its float64 copies are 8x the block)
 COLUMN_BYTES = 64 << 20   # whole columns held at once (float32 dumps, inf/NaN units, the null)
 SPREAD = 32               # at most one top and one bottom context per 32 analysed characters
 
@@ -52,27 +55,35 @@ class Extremes:
         c, h = keys.shape
         if self.k == 0 or c == 0:
             return
-        nb = -(-c // SPREAD)
-        if nb * SPREAD != c:
-            keys = np.concatenate([keys, np.repeat(keys[-1:], nb * SPREAD - c, axis=0)])
+        blocks = _spread_blocks(keys)
+        self.add_blocks(blocks.max(axis=1), blocks.min(axis=1), lambda rows, cols: keys[rows, cols], c, offset, bad)
+
+    def add_blocks(self, most: np.ndarray, least: np.ndarray, keys_at, c: int, offset: int,
+                   bad: np.ndarray | None = None) -> None:
+        """The same from the (nb, H) largest and smallest key of every SPREAD characters;
+        ``keys_at(rows, cols)``: the keys there (broadcast index arrays)."""
+        nb, h = most.shape
+        if self.k == 0 or c == 0:
+            return
         cols = np.arange(h)[None, :]
-        blocks = keys.reshape(nb, SPREAD, h)
+        bad_idx = np.flatnonzero(bad) if bad is not None else np.zeros(0, int)
+        if len(bad_idx):
+            sub = _spread_blocks(keys_at(np.arange(c)[:, None], bad_idx[None, :])).astype(np.int64)
+            finite = KEY_FINITE[sub]
         for side in ("top", "bottom"):
             # Scores: keys (top) or reversed keys (bottom); inf and NaN of the ``bad`` units score -1.
-            best = (blocks.max(axis=1) if side == "top" else BINS - 1 - blocks.min(axis=1)).astype(np.int64)
-            inside = None
-            if bad is not None and bad.any():
-                sub = blocks[:, :, bad].astype(np.int64)
-                sub = sub if side == "top" else BINS - 1 - sub
-                sub[~KEY_FINITE[blocks[:, :, bad]]] = -1
-                best[:, bad] = sub.max(axis=1)
+            best = (most if side == "top" else BINS - 1 - least.astype(np.int64)).astype(np.int64)
+            if len(bad_idx):
+                score = np.where(finite, sub if side == "top" else BINS - 1 - sub, -1)
+                best[:, bad_idx] = score.max(axis=1)
             kk = min(self.k, nb)
-            pick = np.argpartition(-best, kk - 1, axis=0)[:kk] if kk < nb else np.tile(
-                np.arange(nb)[:, None], (1, h))
-            inside = blocks[pick, :, cols].astype(np.int64)                    # (kk, H, SPREAD)
-            inside = inside if side == "top" else BINS - 1 - inside
-            if bad is not None and bad.any():
-                inside[:, bad] = np.where(KEY_FINITE[blocks[pick, :, cols][:, bad]], inside[:, bad], -1)
+            # Ties go to the earlier block, so the contexts do not depend on the block size.
+            pick = np.argsort(-best, axis=0, kind="stable")[:kk]
+            rows = np.minimum(pick[:, :, None] * SPREAD + np.arange(SPREAD), c - 1)    # (kk, H, SPREAD)
+            found = keys_at(rows, cols[:, :, None])
+            inside = found.astype(np.int64) if side == "top" else BINS - 1 - found.astype(np.int64)
+            if len(bad_idx):
+                inside[:, bad_idx] = np.where(KEY_FINITE[found[:, bad_idx]], inside[:, bad_idx], -1)
             pos = offset + pick * SPREAD + inside.argmax(axis=2)
             allk = np.concatenate([self.key[side], best[pick, cols]])
             allp = np.concatenate([self.pos[side], pos])
@@ -87,6 +98,15 @@ class Extremes:
         return pos.T, np.where(ok, KEY_VALUE[key], np.nan).T
 
 
+def _spread_blocks(keys: np.ndarray) -> np.ndarray:
+    """(c, H) keys -> (nb, SPREAD, H), the last block padded with its last row."""
+    c, h = keys.shape
+    nb = -(-c // SPREAD)
+    if nb * SPREAD != c:
+        keys = np.concatenate([keys, np.repeat(keys[-1:], nb * SPREAD - c, axis=0)])
+    return keys.reshape(nb, SPREAD, h)
+
+
 def scan_point(point: str, read, n: int, h: int, dtype, fc: FeatureColumns, *, contexts: int = 8,
                probe_at: np.ndarray | None = None) -> PointResult:
     """Score the H units of one point against ``fc`` on all n analysed characters."""
@@ -98,28 +118,32 @@ def scan_point(point: str, read, n: int, h: int, dtype, fc: FeatureColumns, *, c
 
 def _scan_float16(point, read, n, h, fc, contexts, probe_at) -> PointResult:
     lib = rank_kernel()
-    counts = Counts.empty(h)
-    for lo in range(0, n, COUNT_ROWS):
-        counts.add(read(lo, min(n, lo + COUNT_ROWS)).view(np.uint16), lib)
-    st = unit_stats(counts, QUANTILES)
-    del counts
+    st = unit_stats(_count(read, n, h, lib), QUANTILES, lib)
     bad = st.nonfinite > 0
-    sums = Sums.empty(h, len(fc.names))
+    sums = GroupSums.empty(h, fc.grouping) if lib is not None else Sums.empty(h, len(fc.names))
     ext = Extremes(h, contexts)
     qat = np.full((h, len(QUANTILES)), -1, np.int64)
+    targets = st.quantile_keys.astype(np.int32)
     probe_x = np.zeros((len(probe_at), h), np.float32)
-    for lo in range(0, n, SUM_ROWS):
-        hi = min(n, lo + SUM_ROWS)
-        bits = read(lo, hi).view(np.uint16)
-        wr, wx = fc.weights(lo, hi)
-        sums.add(bits, st.lut2, wr, wx, lib)
-        keys = f16_keys(bits)
-        ext.add(keys, lo, bad)
-        _find_quantiles(keys, st.quantile_keys, qat, lo)
+
+    def block_sums(lo: int, bits: np.ndarray) -> None:
+        bits = bits.view(np.uint16)
+        hi = lo + len(bits)
+        if lib is not None:          # the kernel also finds the extremes and the quantile characters
+            nb = -(-(hi - lo) // SPREAD)
+            most, least = np.empty((h, nb), np.int32), np.empty((h, nb), np.int32)
+            sums.add(bits, st.lut2, fc, lo, lib, most=most, least=least, targets=targets, found=qat)
+            ext.add_blocks(most.T, least.T, lambda rows, cols: f16_keys(bits[rows, cols]), hi - lo, lo, bad)
+        else:
+            sums.add(bits, st.lut2, *fc.weights(lo, hi))
+            keys = f16_keys(bits)
+            ext.add(keys, lo, bad)
+            _find_quantiles(keys, st.quantile_keys, qat, lo)
         at = probe_at[(probe_at >= lo) & (probe_at < hi)]
         if len(at):
             probe_x[np.searchsorted(probe_at, at)] = bits[at - lo].view(np.float16)
-    scores = finish(sums, st.n, st.rank_ss, st.ss, fc)
+    _blocks(read, n, SUM_ROWS if lib is not None else NUMPY_ROWS, block_sums, lib is not None)
+    scores = finish(sums.sums(fc.grouping) if lib is not None else sums, st.n, st.rank_ss, st.ss, fc)
     stats = {"n": st.n, "nonfinite": st.nonfinite, "mean": st.mean,
              "sd": np.sqrt(st.ss / np.maximum(st.n, 1)), "min": st.minimum, "max": st.maximum}
     stats.update({f"p{int(q)}": st.percentiles[:, j] for j, q in enumerate(PERCENTILES)})
@@ -136,6 +160,31 @@ def _scan_float16(point, read, n, h, fc, contexts, probe_at) -> PointResult:
     qv = np.where(qat >= 0, KEY_VALUE[st.quantile_keys], np.nan)
     return PointResult(point, scores, stats, st.below, st.above, top, bottom, qat,
                        {"top": top_v, "bottom": bottom_v, "quantile": qv}, probe_x, luts)
+
+
+def _count(read, n: int, h: int, lib) -> Counts:
+    counts = Counts.empty(h)
+    _blocks(read, n, COUNT_ROWS, lambda lo, block: counts.add(block.view(np.uint16), lib), lib is not None)
+    return counts
+
+
+def _blocks(read, n: int, rows: int, work, ahead: bool) -> None:
+    """work(lo, block) for every block of ``rows`` characters, in order. With ``ahead``, the
+    next block is read (h5py holds the GIL) while a worker thread runs the kernel on this
+    one (without it): reading and counting overlap, on two cores."""
+    if not ahead:
+        for lo in range(0, n, rows):
+            work(lo, read(lo, min(n, lo + rows)))
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="rnnviz-analysis") as pool:
+        pending = None
+        for lo in range(0, n, rows):
+            block = read(lo, min(n, lo + rows))
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(work, lo, block)
+        if pending is not None:
+            pending.result()
 
 
 def _find_quantiles(keys: np.ndarray, targets: np.ndarray, found: np.ndarray, offset: int) -> None:

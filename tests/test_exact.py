@@ -16,6 +16,7 @@ from rnnviz.analyze import analyze_dump
 from rnnviz.cli import cli
 from rnnviz.exact import Counts, FeatureColumns, Sums, finish, rank_kernel, unit_stats
 from rnnviz.features import compute_features
+from rnnviz.grouped import Grouping, GroupSums
 from rnnviz.dumpfile.tables import read_table
 from rnnviz.stream import shifted_sums
 
@@ -188,3 +189,71 @@ def test_max_chars_is_an_explicit_sample_and_says_so(hard_dump, tmp_path):
         assert list(units.columns[:5]) == ["unit", "point", "layer", "kind", "index"]
         assert {"p1", "p50", "p99", "nonfinite"} <= set(units.columns) and len(units) == 12
         assert not json.loads(f["analysis"].attrs["options"])["sampled"]
+
+
+def kernel_or_skip():
+    lib = rank_kernel()
+    if lib is None:
+        pytest.skip("the analysis kernel is not available here (no C++ compiler, or RNNVIZ_KERNEL=0)")
+    return lib
+
+
+@pytest.mark.parametrize("max_groups", [512, 6])
+def test_grouped_sums_equal_the_products_and_merge(stdlib_text_file, max_groups):
+    """The kernel's pass 2 (sums per group of characters, the rest per character) gives the
+    numpy products' sums, whichever features are grouped, and merges across shards."""
+    lib = kernel_or_skip()
+    text = stdlib_text_file.read_text()[:9000]
+    feats = compute_features(text, FEATURES)
+    with np.errstate(over="ignore"):
+        x = hard_states(np.random.default_rng(7), len(text), feats)["layer0.c"].astype(np.float16)
+    x = np.where(np.isfinite(x), x, np.float16(0.5))        # units with inf/NaN are scored from columns
+    bits = np.ascontiguousarray(np.tile(x, (1, 7))).view(np.uint16)     # 42 units: lanes and a partial piece
+    fc = FeatureColumns.build([feats[nm].to_numpy() for nm in FEATURES], FEATURES, [KINDS[nm] for nm in FEATURES])
+    fc.grouping = Grouping.build(fc, max_groups)
+    assert 0 < len(fc.grouping.dense) < len(FEATURES)          # some features grouped, some not
+    counts = Counts.empty(bits.shape[1])
+    counts.add(bits)
+    stats = unit_stats(counts)
+    want = Sums.empty(bits.shape[1], len(FEATURES))
+    want.add(bits, stats.lut2, *fc.weights(0, len(text)))            # numpy
+    parts = []
+    for lo, hi in ((0, 2500), (2500, 2501), (2501, len(text))):
+        part = GroupSums.empty(bits.shape[1], fc.grouping)
+        part.add(bits[lo:hi], stats.lut2, fc, lo, lib)
+        parts.append(part)
+    got = parts[0].merge(parts[1]).merge(parts[2]).sums(fc.grouping)
+    assert np.array_equal(got.gr[:, fc.binary], want.gr[:, fc.binary])      # integer rank sums: exact
+    np.testing.assert_allclose(got.gr, want.gr, rtol=1e-12)
+    np.testing.assert_allclose(got.gx, want.gx, rtol=1e-10, atol=1e-9)
+
+
+def test_the_kernel_counts_and_unit_statistics_equal_numpy(hard_dump):
+    lib = kernel_or_skip()
+    path, stored, _ = hard_dump
+    with np.errstate(over="ignore"):
+        bits = np.ascontiguousarray(np.concatenate(list(stored.values()), axis=1).astype(np.float16)).view(np.uint16)
+    ours, ref = Counts.empty(bits.shape[1]), Counts.empty(bits.shape[1])
+    ours.add(bits, lib)
+    ref.add(bits)
+    assert np.array_equal(ours.hist, ref.hist)
+    a, b = unit_stats(ours, lib=lib), unit_stats(ref)
+    held = ours.hist > 0                     # the ranks of the values each unit holds
+    assert np.array_equal(a.lut2[held], b.lut2[held])
+    for name in ("n", "nonfinite", "below", "above", "quantile_keys"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for name in ("rank_ss", "mean", "ss", "percentiles", "minimum", "maximum"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12, err_msg=name)
+
+
+def test_the_kernel_finds_the_same_contexts_as_numpy(hard_dump, monkeypatch):
+    kernel_or_skip()
+    path, stored, _ = hard_dump
+    if next(iter(stored.values())).dtype != np.float16:
+        pytest.skip("contexts of float32 dumps come from whole columns either way")
+    with_kernel = analyze_dump(path, features=FEATURES, store=False, shifts=0)
+    monkeypatch.setattr("rnnviz.stream.rank_kernel", lambda: None)
+    without = analyze_dump(path, features=FEATURES, store=False, shifts=0)
+    pd.testing.assert_frame_equal(with_kernel.contexts, without.contexts)
+    pd.testing.assert_frame_equal(with_kernel.saturation, without.saturation)
+    pd.testing.assert_frame_equal(with_kernel.units, without.units, rtol=1e-12)
