@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -158,11 +158,6 @@ def resolve(specs, checkpoint, reference=None, means: dict[str, np.ndarray] | No
     return out
 
 
-def with_lanes(clamps, lanes: tuple[int, ...]) -> list[Clamp]:
-    """The same clamps, applied to ``lanes`` only."""
-    return [replace(c, lanes=tuple(lanes)) for c in clamps]
-
-
 class ClampTable:
     """Clamps as arrays, one row per (clamp, lane) (``lane`` -1: every lane), built once;
     :meth:`layer` cuts the rows of one layer and one chunk of steps for a backend."""
@@ -172,7 +167,7 @@ class ClampTable:
         rows = [(c.layer, ALL_KINDS.index(c.kind), c.unit, c.start, NEVER if c.stop is None else c.stop, lane,
                  c.value) for c in clamps for lane in (c.lanes if c.lanes is not None else (-1,))]
         a = np.array([r[:6] for r in rows], dtype=np.int64).reshape(-1, 6)
-        self.layer_, self.kind, self.unit, self.start, self.stop, self.lane = a.T
+        self.layer_ids, self.kind, self.unit, self.start, self.stop, self.lane = a.T
         self.value = np.array([r[6] for r in rows], dtype=np.float64)
 
     @classmethod
@@ -185,7 +180,7 @@ class ClampTable:
     def layer(self, layer: int, t0: int, steps: int, lanes: int, hidden: int, kinds) -> LayerClamps | None:
         """The rows of layer ``layer`` active somewhere in text steps [t0, t0 + steps) of a
         batch of ``lanes``, every-lane rows expanded; None when there are none."""
-        sel = (self.layer_ == layer) & (self.start < t0 + steps) & (self.stop > t0)
+        sel = (self.layer_ids == layer) & (self.start < t0 + steps) & (self.stop > t0)
         if not sel.any():
             return None
         idx = np.flatnonzero(sel)
@@ -203,7 +198,7 @@ class ClampTable:
         rep = np.where(every, lanes, 1)
         idx = np.repeat(idx, rep)
         lane = np.where(np.repeat(every, rep), _ranges(rep), np.repeat(lane, rep))
-        return LayerClamps(kinds, lane, self.kind[idx], self.unit[idx], self.start[idx] - t0,
+        return LayerClamps(lane, self.kind[idx], self.unit[idx], self.start[idx] - t0,
                            self.stop[idx] - t0, self.value[idx], lanes, steps)
 
 
@@ -218,8 +213,7 @@ class LayerClamps:
     PyTorch step loops: :meth:`segments` (index tensors per kind, constant over a run of
     steps); for the kernel: :meth:`kernel_table` (rows grouped by lane)."""
 
-    def __init__(self, kinds, lane, kind, unit, start, stop, value, lanes: int, steps: int):
-        self.kinds = tuple(kinds)
+    def __init__(self, lane, kind, unit, start, stop, value, lanes: int, steps: int):
         self.lane, self.kind, self.unit, self.value = lane, kind, unit, value
         self.start, self.stop = np.maximum(start, 0), np.minimum(stop, steps)
         self.lanes, self.steps = lanes, steps
@@ -288,7 +282,8 @@ def clamped_forward(model, clamps, kernel: str = "auto"):
     its own (a tuple of (L, B, H) tensors); pass back what it returned."""
     from .backends import make_backend
     cfg = model.config
-    check_clamps(clamps, cfg.num_layers, cfg.hidden_size, cfg.cell)
+    if not isinstance(clamps, ClampTable):
+        check_clamps(clamps, cfg.num_layers, cfg.hidden_size, cfg.cell)
     backend = make_backend(model.rnn, kernel=kernel, embedding=model.embed.weight)
     table = ClampTable.of(clamps)
 

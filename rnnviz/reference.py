@@ -11,6 +11,7 @@ training validated on).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ import torch
 
 from .errors import RnnvizError
 from .names import parse_point
+
+log = logging.getLogger(__name__)
 
 HELDOUT = "heldout"
 CHUNK = 4096          # steps per recorded chunk of a reference text
@@ -109,6 +112,7 @@ def text_means(model, vocab, texts: list[str], points: list[str], kernel: str = 
         layer, kind = parse_point(p)
         wanted.setdefault(layer, []).append(kind)
     device = model.embed.weight.device
+    log.info("averaging %s over the reference text (%s chars)", ", ".join(points), f"{sum(map(len, texts)):,}")
     sums = {p: torch.zeros(model.config.hidden_size, dtype=torch.float64) for p in points}
     n = 0
     for text in texts:

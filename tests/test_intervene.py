@@ -214,6 +214,15 @@ def test_a_gru_has_no_c_and_lanes_beyond_the_batch_are_refused():
         record(char_model(), torch.ones(2, 5, dtype=torch.long), clamps=[Clamp(0, "c", 1, 0.0, lanes=(2,))])
 
 
+def test_a_prebuilt_table_is_checked_against_the_network_too():
+    model = char_model()
+    ids = torch.ones(2, 5, dtype=torch.long)
+    with pytest.raises(RnnvizError, match="layer 4: the network has layers 0..1"):
+        record(model, ids, clamps=ClampTable([Clamp(4, "c", 1, 0.0)]))
+    with pytest.raises(RnnvizError, match="units 0..31"):
+        record(model, ids, clamps=ClampTable([Clamp(1, "c", 40, 0.0)]))
+
+
 def test_a_table_keeps_the_later_of_two_clamps_on_one_unit(path):
     model = char_model()
     ids = torch.randint(1, 20, (2, 10))

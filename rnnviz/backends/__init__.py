@@ -140,6 +140,9 @@ class Backend:
         RNN; default zeros), under ``clamps`` (see :meth:`layer`)."""
         from ..intervene import ClampTable
         table = ClampTable.of(clamps)
+        if len(table) and int(table.layer_ids.max()) >= self.num_layers:
+            raise RnnvizError(f"a clamp on layer {int(table.layer_ids.max())}: the network has layers "
+                              f"0..{self.num_layers - 1}")
         runs: list[LayerRun] = []
         for layer in range(self.num_layers):
             below = inputs if layer == 0 else runs[-1]
