@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import subprocess
 import tempfile
 import time
@@ -43,10 +42,9 @@ def baseline_kernel(rev: str):
     tmp.write_bytes(old)
     name = kernel_name(tmp)
     folder = cache_dir(name)
-    record = folder / "build.json"
-    if record.exists() and json.loads(record.read_text()).get("status") == "built":
-        info = json.loads(record.read_text())
-        spec = importlib.util.spec_from_file_location(info["module"], str(folder / info["library"]))
+    library = folder / f"{name}.so"   # as PyTorch's extension builder names it (Linux)
+    if library.exists():
+        spec = importlib.util.spec_from_file_location(name, str(library))
         lib = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(lib)
         return lib
