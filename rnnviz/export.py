@@ -24,8 +24,9 @@ CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"
 
 
 def export_span(dump_path, unit: str, start: int, end: int, out_path, *, scale: str = "auto",
-                limits: tuple[float, float] | None = None, force: bool = False) -> Path:
-    """Write chars [start, end) of the dump coloured by ``unit``; the format is ``out_path``'s suffix."""
+                colour=None, force: bool = False) -> Path:
+    """Write chars [start, end) of the dump coloured by ``unit``; the format is ``out_path``'s suffix.
+    ``colour``: a :class:`rnnviz.render.colours.Scale` to use instead of ``scale``'s."""
     out = Path(out_path)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
@@ -33,7 +34,7 @@ def export_span(dump_path, unit: str, start: int, end: int, out_path, *, scale: 
     if out.exists() and not force:
         raise RnnvizError(f"{out} exists; choose another name (or pass force=True)")
     with open_dump(dump_path) as d:
-        span = Span.from_dump(d, unit, start, end, scale, limits, max_chars=MAX_SPAN)
+        span = Span.from_dump(d, unit, start, end, scale, colour, max_chars=MAX_SPAN)
     if fmt == "html":
         data = span.page().encode()
     elif fmt == "svg":

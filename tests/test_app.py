@@ -132,21 +132,30 @@ def test_colour_map_follows_the_kind(dump):
     _, app = new_app(path, unit="layer0.gate_f[1]")
     assert app.text.mapper.palette == colours.SEQUENTIAL
     assert (app.text.mapper.low, app.text.mapper.high) == (0.0, 1.0)
+    # h and c: the unit's 1st..99th percentile over the whole text (this analysis has no
+    # /analysis/units: computed on opening), the same in every window. The planted word unit
+    # is -0.5 / +0.9: a diverging map symmetric about zero.
     app.select_unit_name("layer0.h[2]")
     assert app.text.mapper.palette == colours.DIVERGING
-    assert (app.text.mapper.low, app.text.mapper.high) == (-1.0, 1.0)
-    # The cell state is unbounded: its scale comes from the unit itself and is symmetric,
-    # by default from the window shown, or from its extremes over the whole text.
+    assert (app.text.mapper.low, app.text.mapper.high) == pytest.approx((-0.9, 0.9), abs=1e-6)
+    assert "computed on opening" in app.controls.legend.text
+    # The line-position counter is >= 0: one-signed, a sequential map from white at zero.
     app.select_unit_name("layer1.c[3]")
-    shown = states["layer1.c"][app.start:app.end, 3]
-    assert app.text.mapper.high == pytest.approx(np.percentile(shown, 99)) == -app.text.mapper.low
+    column = states["layer1.c"][:, 3]
+    first = (app.text.mapper.low, app.text.mapper.high)
+    assert app.text.mapper.palette == colours.POSITIVE
+    assert first == pytest.approx((0.0, np.percentile(column, 99)))
+    app.next_page()
+    assert (app.text.mapper.low, app.text.mapper.high) == first
+    app.controls.scale.value = "window"
+    shown = column[app.start:app.end]
+    assert app.text.mapper.high == pytest.approx(np.percentile(shown, 99))
+    assert "changes with the window" in app.controls.legend.text
     app.controls.scale.value = "whole text"
-    hi = float(np.abs(states["layer1.c"][:, 3]).max())
-    assert app.text.mapper.low == pytest.approx(-hi) and app.text.mapper.high == pytest.approx(hi)
-    assert "whole text" in app.controls.unit_line.text
+    assert app.text.mapper.high == pytest.approx(column.max())
     app.controls.scale.value = "fixed"
     assert (app.text.mapper.low, app.text.mapper.high) == (-colours.C_FIXED, colours.C_FIXED)
-    assert "layer1.c[3]" in app.text.colorbar.title
+    assert app.text.mapper.palette == colours.DIVERGING
 
 
 def test_paging_jumping_and_sources(dump):
@@ -326,7 +335,9 @@ def test_export_writes_svg_and_html_with_the_apps_colours(dump, tmp_path):
     root = ET.parse(svg).getroot()
     fills = [r.get("fill") for r in root.iter("{http://www.w3.org/2000/svg}rect")][1:301]
     values = states["layer0.h"][:300, 2]
-    assert fills == colours.to_hex(values, -1.0, 1.0, colours.DIVERGING)
+    whole = states["layer0.h"][:, 2]            # the unit's robust range over the whole text
+    m = max(-np.percentile(whole, 1), np.percentile(whole, 99))
+    assert fills == colours.to_hex(values, -m, m, colours.DIVERGING)
     glyphs = "".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
     assert "import" in glyphs and "layer0.h[2]" in glyphs
     page = export_span(path, "layer0.h[2]", 0, 300, tmp_path / "span.html").read_text()

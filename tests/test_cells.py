@@ -279,12 +279,11 @@ def test_unknown_device_is_a_one_line_error(gru_ckpt):
 def test_h_of_a_relu_rnn_is_coloured_over_its_own_range(tmp_path):
     """h of a ReLU RNN is >= 0 and unbounded: the app and the export scale it to the values
     shown, not to the [-1, 1] of tanh, so units above 1 are not all one colour."""
-    from rnnviz.render.colours import describe_scale, limits
+    from rnnviz.render.colours import unit_scale
     values = np.linspace(0.0, 6.0, 200, dtype=np.float32)
-    assert limits("h", values, "auto", cell="lstm") == (-1.0, 1.0)
-    low, high = limits("h", values, "auto", cell="rnn_relu")
-    assert high > 5.5 and low == -high
-    assert describe_scale("h", "auto", False, cell="rnn_relu") == "the unit's range in this window"
+    assert (unit_scale("h", values, "fixed", cell="lstm").low, unit_scale("h", values, "fixed").high) == (-1.0, 1.0)
+    s = unit_scale("h", values, "auto", cell="rnn_relu")       # no stats: the window's range
+    assert s.high > 5.5 and s.low == 0 and s.map == "positive" and "this window" in s.rule
     path = tiny_checkpoint(tmp_path, "rnn_relu")
     (tmp_path / "a.py").write_text(SOURCE[:2000])
     dump(path, [tmp_path / "a.py"], tmp_path / "d.h5", DumpOptions(progress=False))
@@ -292,7 +291,7 @@ def test_h_of_a_relu_rnn_is_coloured_over_its_own_range(tmp_path):
         column = d["layer1.h"][:, 3].astype(np.float32)
         span = d.show("layer1.h[3]", 0, 2000)
         assert float(column.min()) >= 0
-        assert span.high == pytest.approx(max(abs(np.percentile(column, 1)), np.percentile(column, 99)), rel=1e-3)
+        assert span.high == pytest.approx(np.percentile(column, 99), rel=1e-3) and span.colour.map == "positive"
     import yaml
     from rnnviz.lstmvis import export_lstmvis
     export_lstmvis(tmp_path / "d.h5", tmp_path / "lv")

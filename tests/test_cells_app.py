@@ -75,7 +75,8 @@ def test_the_app_shows_a_gru_dump(gru_dump):
     assert app.unit == app.saturation.sources["gate_z"].data["unit"][5]
     app.controls.kind.value, app.controls.index.value = "gate_n", 2
     assert app.unit == "layer" + app.controls.layer.value + ".gate_n[2]"
-    assert "candidate (GRU, tanh)" in app.controls.unit_line.text and "-1 … 1" in app.controls.unit_line.text
+    assert "candidate (GRU, tanh)" in app.controls.unit_line.text
+    assert "-1 … +1" in app.controls.legend.text and "range of tanh" in app.controls.legend.text
 
 
 def test_the_app_and_export_show_a_vanilla_rnn_dump(rnn_dump, tmp_path):

@@ -74,7 +74,7 @@ class DiscoverPanel:
         self.snippets = _SnippetView(on_match)
         _on_pick(self.units, on_unit, "unit")
         self.layout = column(
-            row(self.start, self.end, self.threshold, self.before, self.after),
+            row(self.start, self.end, self.threshold), row(self.before, self.after),
             row(Div(text="select from", width=75, styles={"color": "#555"}), self.layers),
             row(Div(text="kinds", width=75, styles={"color": "#555"}), self.kinds),
             self.sign, self.note, self.units_table, row(self.find, self.export), self.match_note,
@@ -122,7 +122,7 @@ class _SnippetView:
         self.heat = ColumnDataSource({"x": [], "y": [], "h": [], "v": []}, name="snippet_heat")
         self.labels = ColumnDataSource({"x": [], "y": [], "text": []})
         self.mapper = LinearColorMapper(palette=_HEAT, low=0, high=2)
-        fig = figure(frame_width=SNIP_W * 9, frame_height=int(self.ROWS_SHOWN * BLOCK * 17), tools=[],
+        fig = figure(frame_width=min(SNIP_W * 9, SIDE_W - 12), frame_height=int(self.ROWS_SHOWN * BLOCK * 17), tools=[],
                      x_range=Range1d(-0.5, SNIP_W - 0.5), y_range=Range1d(-self.ROWS_SHOWN * BLOCK, 0.3),
                      toolbar_location=None, name="match_snippets", min_border=2, outline_line_color="#d0d0d0")
         fig.axis.visible = False

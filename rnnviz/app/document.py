@@ -26,13 +26,16 @@ from ..errors import RnnvizError
 from ..names import kinds_in, parse_point, unit_name
 from ..render import colours
 from . import urlstate
-from .controls import STATUS_STYLE, Controls
+from .controls import MAIN_W, STATUS_STYLE, Controls
 from .discover import DiscoverPanel, SelectMatch
 from .navigation import Navigator
 from .spans import NO_SPAN_HINT, Spans
 from .panels import SIDE_W, ContextsPanel, ExportPanel, RankingPanel, SaturationPanel
 from .store import open_view
-from .textview import TextView
+from .heatmap import MAX_UNITS, Heatmap, legend_html, parse_units
+from .strip import empty_strip, strip_data
+from .textview import CELL_W, TextView
+from ..render.layout import WRAP
 
 log = logging.getLogger(__name__)
 CONTEXTS_TAB = 1
@@ -88,7 +91,8 @@ class Explorer(Navigator, Spans):
         self._restoring = True          # no address updates until the address's view is restored
         self.text = TextView()
         self.controls = Controls(self.view, paths, dump_index)
-        self.ranking = RankingPanel(self._guard(self.select_unit_name), self._guard(self.set_feature))
+        self.ranking = RankingPanel(self._guard(self.select_unit_name), self._guard(self.set_feature),
+                                    self._guard(self.set_heat_units))
         self.contexts = ContextsPanel(self._guard(self.jump))
         self.saturation = SaturationPanel(self._guard(self.select_unit_name),
                                           [k for k in kinds_in(self.view.points) if k in SATURATING])
@@ -96,14 +100,17 @@ class Explorer(Navigator, Spans):
                                       kinds_in(self.view.points), self._guard(self.select_unit_name),
                                       self._guard(self.jump_to_match))
         self.selectmatch = SelectMatch(self.view, self.discover)
-        self.span_hint = Div(text=NO_SPAN_HINT, name="span_hint", width=980,
-                             styles={"color": "#555", "height": "20px", "overflow": "hidden"})
+        self.span_hint = Div(text=NO_SPAN_HINT, name="span_hint", width=MAIN_W - 440,
+                             styles={"color": "#555", "height": "20px", "overflow": "hidden", "font-size": "12px",
+                                     "white-space": "nowrap", "text-overflow": "ellipsis"})
         # The address bar follows the view (history.replaceState), so that a view can be shared.
         self.url = Div(text="", visible=False, name="url_state")
         self.url.js_on_change("text", CustomJS(code="""
             const q = cb_obj.text;
             window.history.replaceState(null, '', window.location.pathname + (q ? '?' + q : ''));"""))
         self.export = ExportPanel()
+        self.heatmap = Heatmap(self.text.plot.x_range, WRAP * CELL_W, 4, SIDE_W)
+        self._extras_key = None         # (window, scale, units, k) the heatmap and strip were drawn for
         self.banner = Div(text="", width=SIDE_W, name="analysis_banner")
         self.run_analysis = Button(label="Run the analysis now", button_type="warning", width=200,
                                    name="run_analysis")
@@ -183,6 +190,14 @@ class Explorer(Navigator, Spans):
         for w in (c.layer, c.kind, c.index):
             w.on_change("value", g(lambda a, o, n: self._unit_from_widgets()))
         c.scale.on_change("value", g(lambda a, o, n: self.paint()))
+        c.strip.on_change("value", g(lambda a, o, n: self._show_extras()))
+        h = self.heatmap
+        h.input.on_change("value", g(lambda a, o, n: self.set_heat_units(parse_units(n, self.view.check_unit))))
+        h.add.on_click(g(lambda: self.set_heat_units(
+            [u for u in self.heatmap.units if u != self.unit][:MAX_UNITS - 1] + [self.unit])))
+        h.top.on_click(g(lambda: self.set_heat_units(self.ranking.top_units(8))))
+        h.matched.on_click(g(self.heat_from_selection))
+        h.clear.on_click(g(lambda: self.set_heat_units([])))
         c.window.on_change("value", g(lambda a, o, n: self.load_window(self.start)))
         c.prev_page.on_click(g(self.prev_page))
         c.next_page.on_click(g(self.next_page))
@@ -210,22 +225,68 @@ class Explorer(Navigator, Spans):
         self.run_analysis.on_click(g(self.start_analysis))
 
     def _layout(self):
-        tabs = Tabs(tabs=[TabPanel(child=self.ranking.layout, title="Ranking"),
-                          TabPanel(child=self.contexts.layout, title="Top contexts"),
-                          TabPanel(child=self.saturation.layout, title="Gate saturation"),
-                          TabPanel(child=self.discover.layout, title="Select & match"),
-                          TabPanel(child=self.export.layout, title="Export")], width=SIDE_W + 10,
+        # The ranking is always in view; the other panels share the tabs under it (tab indices:
+        # CONTEXTS_TAB here, spans.DISCOVER_TAB).
+        tabs = Tabs(tabs=[TabPanel(child=self.export.layout, title="Export"),
+                          TabPanel(child=self.contexts.layout, title="Contexts"),
+                          TabPanel(child=self.saturation.layout, title="Saturation"),
+                          TabPanel(child=self.discover.layout, title="Select & match")], width=SIDE_W,
                     name="side_tabs")
         self.tabs = tabs
         tabs.on_change("active", self._guard(lambda a, o, n: self._show_contexts()))
         # Tables filled while their tab was hidden are drawn at zero size: redraw them on show.
         tabs.js_on_change("active", CustomJS(args={"tables": list(tabs.select({"type": DataTable}))},
                                              code="for (const t of tables) { t.change.emit() }"))
-        # Nested columns: a plain column would align the two frames and squeeze out the colour bar.
-        main = column(self.controls.unit_line, self.span_hint, column(self.text.figure), column(self.text.plot),
-                      self.url)
-        side = column(self.banner, self.run_analysis, tabs)
-        return column(self.controls.layout(), row(main, side))
+        # Nested columns: a plain column would align the frames of the figures and squeeze them.
+        main = column(self.controls.top(self.span_hint), column(self.text.figure), column(self.heatmap.figure),
+                      column(self.text.plot), self.url)
+        side = column(self.banner, self.run_analysis, self.controls.side(), self.heatmap.controls,
+                      self.ranking.layout, tabs)
+        return row(main, side)
+
+    # ----- several units, predictions
+    def set_heat_units(self, units: list[str]) -> None:
+        """Show ``units`` (at most MAX_UNITS) as heatmap rows under the text."""
+        if len(units) > MAX_UNITS:
+            raise RnnvizError(f"the heatmap shows at most {MAX_UNITS} units ({len(units)} given)")
+        with self._quiet():
+            self.heatmap.set_units(units)
+        self._show_extras()
+
+    def heat_from_selection(self) -> None:
+        units = [unit_name(p, i) for p, i, _ in self.selectmatch.selected]
+        if not units:
+            raise RnnvizError("select & match has no selected units: drag over a span of text first")
+        self.set_heat_units(units[:MAX_UNITS])
+        if len(units) > MAX_UNITS:
+            self.info(f"the heatmap shows the first {MAX_UNITS} of the {len(units)} selected units")
+
+    def _show_extras(self, force: bool = True) -> None:
+        """The heatmap rows and the prediction strip for the window (sent only when they change)."""
+        k = int(self.controls.strip.value)
+        key = (self.start, self.end, self.controls.scale.value, tuple(self.heatmap.units), k)
+        if key == self._extras_key and not force:
+            return
+        self._extras_key = key
+        self.heatmap.show(self.view, self.start, self.end, self.controls.scale.value)
+        top = self.text.top_row()
+        data = empty_strip()
+        if k:
+            d = self.text.source.data
+            _, ids, probs = self.view.predictions(self.start, self.end)
+            data = strip_data(self.view.text(self.start, self.end), self._next_chars(), np.asarray(d["x"]),
+                              np.asarray(d["y"]), np.asarray(d["w"]), self.start, ids, probs, self.view.vocab, k,
+                              self.text.text_share(k))
+        self.text.set_strip(k, data, top)
+
+    def _next_chars(self) -> str:
+        """The character after each one of the window ('\0' at the end of a source)."""
+        following = list(self.view.text(self.start + 1, self.end + 1).ljust(self.end - self.start, "\0"))
+        for b in self.view.source_breaks(self.start + 1, self.end + 1):
+            following[b - 1] = "\0"
+        if self.end >= self.view.n_chars:
+            following[-1] = "\0"
+        return "".join(following)
 
     # ----- units
     def _first_unit(self, unit: str | None) -> tuple[str, int]:
@@ -264,6 +325,7 @@ class Explorer(Navigator, Spans):
         self.paint()
         self._show_contexts()
         self.saturation.mark(self.unit)
+        self.ranking.shown(self.unit)
         self.controls.status.text = ""
         self._sync_url()
 
@@ -277,12 +339,13 @@ class Explorer(Navigator, Spans):
         kind = parse_point(self.point)[1]
         values = self.view.values(self.point, self.index, self.start, self.end)
         scale = self.controls.scale.value
-        extent = self.view.unit_extent(self.unit) if scale == "whole text" else None
-        low, high = colours.limits(kind, values, scale, extent, self.view.cell)
-        self.text.show_values(values, kind, low, high, self.unit)
-        how = colours.describe_scale(kind, scale, extent is not None, self.view.cell)
-        self.controls.unit_line.text = (f"<b style='font-size:15px'>{self.unit}</b> &nbsp;{_KIND_WORDS[kind]}, "
-                                        f"colour {low:.3g} … {high:.3g} ({how}){self._top_features()}")
+        stats = None if scale in ("fixed", "window") or colours.is_gate(kind) else self.view.unit_stats(self.unit)
+        self.colour = colours.unit_scale(kind, values, scale, stats, self.view.cell)
+        self.text.show_values(values, self.colour, self.unit)
+        self.controls.unit_line.text = (f"<b style='font-size:15px'>{self.unit}</b> &nbsp;{_KIND_WORDS[kind]}"
+                                        f"{self._top_features()}")
+        self.controls.legend.text = legend_html(self.colour)
+        self._show_extras(force=False)      # a new window or scale: the heatmap and strip follow
 
     def _top_features(self) -> str:
         r = self.view.unit_rows("ranking", self.unit).head(3)
@@ -332,11 +395,11 @@ class Explorer(Navigator, Spans):
         fmt = self.export.format.value
         out = free_name(Path(self.view.path), self.unit, start, end, fmt)
         # The colours on screen, exactly: the window's scale would otherwise be recomputed on the span.
-        unit, limits = self.unit, (self.text.mapper.low, self.text.mapper.high)
+        unit, colour = self.unit, self.colour
 
         def done(path):
             self.export.note.text = f"Wrote <code>{html.escape(str(path))}</code> (chars {start:,}–{end:,}, {unit})"
             self.export.offer(path)
             self.info(f"wrote {path}")
         self._background(f"Exporting {fmt.upper()}",
-                         lambda progress: export_span(self.view.path, unit, start, end, out, limits=limits), done)
+                         lambda progress: export_span(self.view.path, unit, start, end, out, colour=colour), done)

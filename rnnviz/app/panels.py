@@ -5,6 +5,8 @@ explorer (``on_unit(name)`` / ``on_jump(position)``), which owns the state.
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 from bokeh.layouts import column, row
@@ -16,9 +18,9 @@ from bokeh.plotting import figure
 from ..names import parse_point
 from ..render.layout import snippet
 
-SIDE_W = 440
+SIDE_W = 378
 MAX_RANKED = 500
-_MONO_CSS = ".slick-cell { font-family: 'DejaVu Sans Mono', Menlo, monospace; }"
+_MONO_CSS = ".slick-cell { font-family: 'DejaVu Sans Mono', Menlo, monospace; font-size: 11px !important; }"
 ALL = "(all)"
 NONE = "(none)"
 
@@ -47,25 +49,49 @@ _RANK_COLUMNS = ("unit", "feature", "stat", "z", "p", "beats")
 
 
 class RankingPanel:
-    def __init__(self, on_unit, on_feature):
-        self.feature = Select(title="Feature", options=[NONE], value=NONE, width=220, name="feature_select")
-        self.kind = Select(title="Kind", options=[ALL], value=ALL, width=120, name="rank_kind_select")
+    def __init__(self, on_unit, on_feature, on_units=None):
+        """``on_unit(name)``: a row was clicked; ``on_units(names)``: several rows were
+        selected (ctrl/shift-click), for the heatmap."""
+        self.feature = Select(options=[NONE], value=NONE, width=200, name="feature_select")
+        self.kind = Select(options=[ALL], value=ALL, width=90, name="rank_kind_select")
         self.source = ColumnDataSource({k: [] for k in _RANK_COLUMNS}, name="ranking_source")
         self.table = _table(self.source, [
-            TableColumn(field="unit", title="unit", width=118),
-            TableColumn(field="feature", title="feature", width=97),
-            TableColumn(field="stat", title="AUC / ρ", width=80),
-            TableColumn(field="z", title="z", formatter=NumberFormatter(format="0.0", nan_format=""), width=45),
-            TableColumn(field="p", title="p", formatter=NumberFormatter(format="0.000", nan_format=""), width=50),
-            TableColumn(field="beats", title="> null", width=45)],
-            "ranking_table", height=420)
-        self.note = Div(text="", width=SIDE_W, styles={"color": "#555"}, name="ranking_note")
+            TableColumn(field="unit", title="unit", width=126),
+            TableColumn(field="feature", title="feature", width=66),
+            TableColumn(field="stat", title="AUC / ρ", width=70),
+            TableColumn(field="z", title="z", formatter=NumberFormatter(format="0.0", nan_format=""), width=42),
+            TableColumn(field="p", title="p", formatter=NumberFormatter(format="0.000", nan_format=""), width=42),
+            TableColumn(field="beats", title="> null", width=38)],
+            "ranking_table", height=236)
+        self.note = Div(text="", width=SIDE_W, styles={"color": "#555", "font-size": "11px"}, name="ranking_note")
         self.ranking: pd.DataFrame | None = None
         self.options: dict = {}
-        _on_pick(self.source, on_unit, "unit")
+        self.source.selected.on_change("indices", lambda a, o, n: self._picked(n, on_unit, on_units))
         self.feature.on_change("value", lambda a, o, n: on_feature(None if n == NONE else n))
         self.kind.on_change("value", lambda a, o, n: self.refresh())
-        self.layout = column(row(self.feature, self.kind), self.table, self.note)
+        self.layout = column(row(Div(text="<b>Ranking</b>", width=60), self.feature, self.kind), self.table,
+                             self.note)
+
+    def _picked(self, rows, on_unit, on_units) -> None:
+        units = [self.source.data["unit"][i] for i in rows]
+        if len(units) == 1:
+            on_unit(units[0])
+        elif len(units) > 1 and on_units is not None:
+            on_units(list(dict.fromkeys(units)))
+
+    def shown(self, unit: str) -> None:
+        """Another unit is shown: forget a selected row of another unit, so that a click on it works again."""
+        rows = self.source.selected.indices
+        if len(rows) == 1 and self.source.data["unit"][rows[0]] != unit:
+            self.source.selected.indices = []
+
+    def top_units(self, n: int) -> list[str]:
+        """The first ``n`` distinct units of the table as filtered now."""
+        units = list(dict.fromkeys(self.source.data["unit"]))[:n]
+        if not units:
+            from ..errors import RnnvizError
+            raise RnnvizError("the ranking is empty: this dump has not been analysed yet")
+        return units
 
     def set_ranking(self, ranking: pd.DataFrame | None, features: list[str], options: dict | None = None) -> None:
         self.ranking, self.options = ranking, options or {}
@@ -95,13 +121,18 @@ class RankingPanel:
         sampled = (f" <b>Sampled</b>: analysed on {o['analysed_chars']:,} of {o['n_chars']:,} chars."
                    if o.get("analysed_chars") and o.get("n_chars") and o["analysed_chars"] < o["n_chars"] else "")
         bound = f"|z| ≥ {o['z_bound']:.2f}" if o.get("z_bound") else "|z| above a Bonferroni bound"
-        self.note.text = (
-            f"{n} of {len(r):,} (unit, feature) pairs, strongest first; click a row to show the unit.{sampled}<br>"
-            "<b>AUC</b> (on/off features): the chance that a char with the feature has a higher value than one "
-            "without, as max(AUC, 1−AUC), its sign in brackets (−: lower on the feature). <b>ρ</b> (counts): "
-            "Spearman's rank correlation. <b>z</b>: the score against circular shifts of the feature "
-            "(score − their mean) / their s.d.; <b>p</b>: (1 + shifts at least as strong) / (shifts + 1), for "
-            f"each feature's top units. <b>&gt; null</b>: yes when {bound} and stronger than every shift.")
+        help_ = {
+            "AUC": "On/off features: the chance that a char with the feature has a higher value than one without, "
+                   "as max(AUC, 1−AUC); its sign in brackets (−: lower on the feature).",
+            "ρ": "Counts (position in the line, depth...): Spearman's rank correlation.",
+            "z": "The score against circular shifts of the feature: (score − their mean) / their s.d. "
+                 "(each feature's top units).",
+            "p": "(1 + shifts at least as strong) / (shifts + 1).",
+            "> null": f"yes when {bound} and stronger than every shift."}
+        tips = " ".join(f"<span title=\"{html.escape(t)}\" style='border-bottom:1px dotted #777;cursor:help'>"
+                        f"{html.escape(k)}</span>" for k, t in help_.items())
+        self.note.text = (f"{n} of {len(r):,} (unit, feature) pairs, strongest first. Click a row to show the unit; "
+                          f"ctrl/shift-click several for the heatmap.{sampled}<br>What the columns mean (hover): {tips}")
 
 
 def _stat(row) -> str:

@@ -19,7 +19,8 @@ import pandas as pd
 from ..dumpfile import Dump, open_dump
 from ..dumpfile.reader import check_unit
 from ..errors import RnnvizError
-from ..names import parse_point, parse_unit
+from ..names import parse_point, parse_unit, unit_name
+from ..render.scales import computed_stats, stored_stats
 
 # Windows of state blocks kept per process; a 10k-char window of 256 float16 units is 5 MB.
 BLOCK_CACHE_BYTES = 64 << 20
@@ -61,6 +62,7 @@ class DumpView:
         self._busy: str | None = None       # why the file is closed right now (e.g. analysis running)
         self._blocks: OrderedDict = OrderedDict()
         self._analysis: AnalysisTables | None | bool = False   # False = not read yet
+        self._stats: dict = {}              # unit -> its distribution over the text (colour scales)
         self._file = None
         self._open()
 
@@ -97,6 +99,13 @@ class DumpView:
             if self._file is None:
                 raise RnnvizError(f"{self.name}: {self._busy or 'closed'}; try again when it finishes")
             yield self._file
+
+    def close(self) -> None:
+        """Close the file (a view from ``open_view`` is shared: only for views made directly)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file, self._busy = None, "closed"
 
     def describe(self) -> str:
         return (f"{self.name}: {self.n_chars:,} chars in {len(self.sources)} source(s), "
@@ -211,14 +220,29 @@ class DumpView:
                 index = a.row_index[table] = df.groupby("unit", sort=False).indices
         return df.iloc[index.get(unit, [])]
 
-    def unit_extent(self, unit: str) -> tuple[float, float] | None:
-        """Lowest and highest value of ``unit`` over the whole dump, from /analysis/contexts."""
-        a = self.analysis
-        if a is None or a.contexts is None or "unit" not in a.contexts:
-            return None
-        values = self.unit_rows("contexts", unit)["value"].to_numpy(np.float64)
-        values = values[np.isfinite(values)]
-        return (float(values.min()), float(values.max())) if len(values) else None
+    def unit_stats(self, unit: str) -> dict:
+        """``unit``'s p1, p50, p99, min and max over the whole text (its colour scale).
+
+        From /analysis/units; without it, computed from the states on first use, for the
+        unit's whole chunk column at once (kept in memory, never written to the dump).
+        """
+        with self._lock:
+            if not self._stats:
+                a = self.analysis
+                self._stats.update(stored_stats(None if a is None else a.units, None if a is None else a.options))
+            hit = self._stats.get(unit)
+            if hit is not None:
+                return hit
+            point, index = self.check_unit(unit)
+            with self._h5() as d:
+                ds = d[point]
+                width = ds.chunks[1] if ds.chunks else ds.shape[1]
+                lo = index // width * width
+                cols = slice(lo, min(lo + width, ds.shape[1]))
+                stats = computed_stats(lambda a, b: ds[a:b, cols], self.n_chars, cols.stop - lo, ds.dtype)
+            for i, st in enumerate(stats):
+                self._stats.setdefault(unit_name(point, lo + i), st)
+            return self._stats[unit]
 
     def run_analysis(self) -> None:
         """Run ``rnnviz analyze`` on this dump; its file is closed meanwhile (the analyzer writes it)."""
@@ -234,6 +258,7 @@ class DumpView:
         finally:
             with self._lock:
                 self._analysis = False
+                self._stats.clear()
                 self._busy = None
                 self._open()
 

@@ -8,17 +8,17 @@ the browser by a LinearColorMapper over ``v``.
 from __future__ import annotations
 
 import numpy as np
-from bokeh.models import (BoxAnnotation, BoxSelectTool, ColorBar, ColumnDataSource, HoverTool,
+from bokeh.models import (BoxAnnotation, BoxSelectTool, ColumnDataSource, Dodge, HoverTool,
                           LinearAxis, LinearColorMapper, Range1d, Span, WheelPanTool)
 from bokeh.core.properties import value
 from bokeh.plotting import figure
-from bokeh.transform import dodge
 
 from ..render import colours
 from ..render.layout import WRAP, described, grid, is_whitespace_mark, predictions_text, shown
+from .strip import STRIP_PX, Strip
 
-CELL_W, CELL_H = 9, 18        # pixels per character cell
-ROWS_VISIBLE = 32             # rows shown at once; the wheel scrolls through the rest of the window
+CELL_W, ROW_PX = 8, 16        # pixels per character cell
+TEXT_H = 550                  # the text's height in pixels; the wheel scrolls through the rest of the window
 FONT = "'DejaVu Sans Mono', Menlo, Consolas, monospace"
 _COLUMNS = ("pos", "x", "y", "w", "ch", "raw", "tc", "v", "f", "pred", "loss")
 
@@ -62,39 +62,49 @@ class TextView:
         self.span_range: tuple[int, int] | None = None
         self.seps = ColumnDataSource({"x": [], "y": [], "name": []})
         self.rows = 0
+        self.pitch = ROW_PX             # pixels per text row: the row and its prediction strip
+        self.title = ""
         self.figure = self._text_figure()
+        self.strip = Strip(self.figure, self.text_dodge)
         self.plot = self._value_plot()
 
+    @property
+    def rows_visible(self) -> float:
+        """Text rows in the figure's height (fractional: the scale is exactly ``pitch`` px a row)."""
+        return TEXT_H / self.pitch
+
     def _text_figure(self):
-        y_range = Range1d(-ROWS_VISIBLE + 0.5, 0.5, bounds=(-ROWS_VISIBLE + 0.5, 0.5))
-        fig = figure(frame_width=WRAP * CELL_W, frame_height=ROWS_VISIBLE * CELL_H,
+        y_range = Range1d(-TEXT_H / ROW_PX + 0.5, 0.5, bounds=(-TEXT_H / ROW_PX + 0.5, 0.5))
+        fig = figure(frame_width=WRAP * CELL_W, frame_height=TEXT_H,
                      x_range=Range1d(-0.5, WRAP - 0.5), y_range=y_range, tools=[],
-                     toolbar_location="above", name="text_figure", min_border=4,
-                     min_border_right=90,   # room for the colour bar's labels: no jitter on unit switch
+                     toolbar_location=None, name="text_figure", min_border=4,
                      outline_line_color="#d0d0d0", background_fill_color="#ffffff")
         fig.axis.visible = False
         fig.grid.visible = False
+        # Each row is a band of height 1: the text on top, the prediction strip (when shown) under it.
+        self.text_dodge = Dodge(value=0.0, range=y_range)
+        self.track_dodge = Dodge(value=-0.41, range=y_range)
+        text_y = {"field": "y", "transform": self.text_dodge}
         # The outline in the fill colour covers the hairline seams anti-aliasing leaves between cells.
         colour = {"field": "v", "transform": self.mapper}
-        cells = fig.rect(x="x", y="y", width="w", height=1, source=self.source, fill_color=colour,
+        cells = fig.rect(x="x", y=text_y, width="w", height=1, source=self.source, fill_color=colour,
                          line_color=colour, line_width=1)
         # The feature track: a thin bar along the bottom of each cell, like LSTMVis' meta tracks.
-        fig.rect(x="x", y=dodge("y", -0.41, range=fig.y_range), width="w", height=0.18,
-                 source=self.source, line_color=None, name="feature_track", visible=False,
-                 fill_color={"field": "f", "transform": self.feature_mapper})
-        fig.text(x="x", y="y", text="ch", source=self.source, text_color="tc", text_font=value(FONT),
-                 text_font_size="13px", text_align="center", text_baseline="middle")
+        track = fig.rect(x="x", y={"field": "y", "transform": self.track_dodge}, width="w", height=0.18,
+                         source=self.source, line_color=None, name="feature_track", visible=False,
+                         fill_color={"field": "f", "transform": self.feature_mapper})
+        fig.text(x="x", y=text_y, text="ch", source=self.source, text_color="tc", text_font=value(FONT),
+                 text_font_size="12px", text_align="center", text_baseline="middle")
         # Marks are one outline per row of a run (a span, a match), not one box per character.
-        fig.rect(x="x", y="y", width="w", height=1, source=self.span, fill_color="#ff7f0e", fill_alpha=0.18,
-                 line_color="#e6550d", line_width=2.5, name="span_outline")
-        fig.rect(x="x", y="y", width="w", height=1, source=self.marks, fill_color=None,
-                 line_color="#111111", line_width=2)
+        span = fig.rect(x="x", y=text_y, width="w", height=1, source=self.span, fill_color="#ff7f0e",
+                        fill_alpha=0.18, line_color="#e6550d", line_width=2, name="span_outline")
+        marks = fig.rect(x="x", y=text_y, width="w", height=1, source=self.marks, fill_color=None,
+                         line_color="#111111", line_width=1.5)
+        self._text_glyphs = [cells.glyph, span.glyph, marks.glyph]
+        self._track = track.glyph
         fig.hspan(y="y", source=self.seps, line_color="#888888", line_dash="dashed")
         fig.text(x="x", y="y", text="name", source=self.seps, text_color="#666666",
-                 text_font_size="10px", text_align="right", text_baseline="top")
-        self.colorbar = ColorBar(color_mapper=self.mapper, width=14, title="", padding=6,
-                                 title_text_font_size="11px", major_label_text_font_size="11px")
-        fig.add_layout(self.colorbar, "right")
+                 text_font_size="10px", text_align="left", text_baseline="top")
         # A drag selects the span from its first to its last character in reading order; that span is
         # drawn by `span_outline`, so the selection itself must not fade the other characters.
         cells.nonselection_glyph = cells.glyph.clone()
@@ -115,10 +125,10 @@ class TextView:
 
     def _value_plot(self):
         # Locked to the rows in view (no pan or zoom of its own); a click marks that character.
-        fig = figure(frame_width=WRAP * CELL_W, frame_height=110, x_range=Range1d(0, 1),
-                     y_range=Range1d(-1, 1), tools=[], name="value_plot",
-                     toolbar_location=None, min_border_left=4, y_axis_label="value",
-                     y_axis_location="right", x_axis_label="character position")
+        fig = figure(frame_width=WRAP * CELL_W, frame_height=56, x_range=Range1d(0, 1),
+                     y_range=Range1d(-1, 1), tools=[], name="value_plot", min_border_top=2,
+                     toolbar_location=None, min_border_left=4, y_axis_location="right")
+        fig.axis.major_label_text_font_size = "9px"
         fig.add_layout(Span(location=0, dimension="width", line_color="#bbbbbb"))
         # The marked characters (a jump, a match, a click here), shaded at their positions.
         self.plot_marks = BoxAnnotation(fill_color="#111111", fill_alpha=0.15, line_color="#111111",
@@ -141,22 +151,21 @@ class TextView:
         self.seps.data = seps
         self.marks.data = {"x": [], "y": [], "w": []}
         self._draw_span()
-        bottom = min(-ROWS_VISIBLE, -rows) + 0.5
-        yr = self.figure.y_range
-        yr.update(bounds=(bottom, 0.5), start=-ROWS_VISIBLE + 0.5, end=0.5)
+        self._set_rows(0)
         self.plot_marks.visible = False
         self.update_visible_box()
 
-    def show_values(self, values: np.ndarray, kind: str, low: float, high: float, title: str) -> None:
+    def show_values(self, values: np.ndarray, scale: colours.Scale, title: str) -> None:
         """New unit: only the ``v`` column, the colour map and a few scalars change."""
         self.source.data["v"] = values.astype(np.float32)
-        palette = colours.palette(kind)
-        if self.mapper.palette != palette:        # validating 256 colours costs ~8 ms: only when it changes
-            self.mapper.palette = palette
+        if self.mapper.palette != scale.palette:  # validating 256 colours costs ~8 ms: only when it changes
+            self.mapper.palette = scale.palette
+        low, high = scale.low, scale.high
         self.mapper.update(low=low, high=high)
-        self.colorbar.title = title
+        self.title = title
         pad = 0.05 * (high - low)
-        self.plot.y_range.update(start=low - pad, end=high + pad)
+        self.plot.y_range.update(start=min(low, 0) - pad if scale.map != "gate" else low - pad,
+                                 end=max(high, 0) + pad if scale.map != "gate" else high + pad)
 
     def show_feature(self, values: np.ndarray | None, name: str = "") -> None:
         n = len(self.source.data["pos"])
@@ -225,21 +234,51 @@ class TextView:
         if not len(pos):
             return 0
         top = int(round(0.5 - self.figure.y_range.end))
-        row = min(top + ROWS_VISIBLE // 3, self.rows - 1)
+        row = min(top + int(self.rows_visible) // 3, self.rows - 1)
         i = int(np.searchsorted(-y, row))            # rows grow downwards: -y is sorted
         return int(pos[min(i, len(pos) - 1)])
 
     def scroll_to_row(self, row: int) -> None:
         """Put ``row`` about a third of the way down the visible rows."""
-        top = max(0, min(row - ROWS_VISIBLE // 3, self.rows - ROWS_VISIBLE))
-        self.figure.y_range.update(start=-top - ROWS_VISIBLE + 0.5, end=-top + 0.5)
+        top = max(0, min(row - int(self.rows_visible) // 3, self.rows - int(self.rows_visible)))
+        self._set_rows(top)
+
+    def _set_rows(self, top: int) -> None:
+        """Show rows from ``top`` down, at ``pitch`` pixels a row."""
+        span = self.rows_visible
+        self.figure.y_range.update(bounds=(min(0.5 - span, 0.5 - self.rows), 0.5), start=-top - span + 0.5,
+                                   end=-top + 0.5)
         self.update_visible_box()
+
+    @staticmethod
+    def text_share(k: int) -> float:
+        """The text's share of a row's band when ``k`` guesses are shown under it."""
+        return ROW_PX / (ROW_PX + k * STRIP_PX)
+
+    def top_row(self) -> int:
+        return int(round(0.5 - self.figure.y_range.end))
+
+    def set_strip(self, k: int, data: dict, top: int) -> None:
+        """Show the top-``k`` predictions (``data``: strip_data) under each row (k = 0: none),
+        keeping row ``top`` at the top."""
+        if k != self.strip.k:
+            self.pitch = ROW_PX + k * STRIP_PX
+            th = self.text_share(k)
+            self.text_dodge.value = 0.5 - th / 2
+            self.track_dodge.value = 0.5 - th + 0.09 * th
+            for g in self._text_glyphs:
+                g.height = th
+            self._track.height = 0.18 * th
+            self.strip.show(k, th, data)
+            self._set_rows(max(0, min(top, self.rows - int(self.rows_visible))))
+        elif k:
+            self.strip.source.data = data
 
     def visible_span(self) -> tuple[int, int]:
         """Chars [start, end) on the rows now visible in the text figure."""
         pos, y = np.asarray(self.source.data["pos"]), np.asarray(self.source.data["y"])
         yr = self.figure.y_range
-        inside = np.flatnonzero((y <= yr.end) & (y >= yr.start))
+        inside = np.flatnonzero((y <= yr.end) & (y >= yr.start - 0.5))
         if not len(inside):
             return (int(pos[0]), int(pos[0]) + 1) if len(pos) else (0, 0)
         return int(pos[inside[0]]), int(pos[inside[-1]]) + 1

@@ -260,15 +260,19 @@ class Dump(PointArrays):
         firsts = self.sources["start"].to_numpy()
         return (firsts[(firsts > start) & (firsts < stop)] - start).tolist()
 
-    def unit_extent(self, name: str) -> tuple[float, float] | None:
-        """Lowest and highest value of ``name`` over the whole dump, from /analysis/contexts."""
+    def unit_stats(self, name: str) -> dict:
+        """``name``'s distribution over the whole text (p1, p50, p99, min, max, n): from
+        /analysis/units, else computed from the states (not written): what colours it."""
+        from ..render.scales import computed_stats, stored_stats
         a = self.analysis
-        contexts = None if a is None else a.table("contexts")
-        if contexts is None or "unit" not in contexts:
-            return None
-        values = contexts.loc[contexts["unit"] == name, "value"].to_numpy(np.float64)
-        values = values[np.isfinite(values)]
-        return (float(values.min()), float(values.max())) if len(values) else None
+        units = None if a is None else a.table("units")
+        if units is not None:
+            stats = stored_stats(units[units["unit"] == name], a.options)
+            if name in stats:
+                return stats[name]
+        point, index = self.check_unit(name)
+        ds = self[point]
+        return computed_stats(lambda lo, hi: ds[lo:hi, index:index + 1], self.n_chars, 1, ds.dtype)[0]
 
 
 def check_unit(name: str, points: list[str], hidden_size: int) -> tuple[str, int]:

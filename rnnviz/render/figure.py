@@ -28,16 +28,14 @@ class Span:
     values: np.ndarray          # (T,) float32
     start: int
     title: str
-    kind: str                   # c, h, gate_i, ...: picks the palette
-    low: float
-    high: float
+    colour: colours.Scale       # how values become colours (range, map and the rule, for the legend)
     breaks: tuple = ()          # offsets where a source other than the first begins
 
     @classmethod
     def from_dump(cls, d, unit: str, start: int, stop: int, scale: str = "auto",
-                  limits: tuple[float, float] | None = None, max_chars: int = 50_000) -> Span:
+                  colour: colours.Scale | None = None, max_chars: int = 50_000) -> Span:
         """``d``: an open :class:`rnnviz.dumpfile.Dump`. ``scale`` as in the app
-        (:func:`rnnviz.render.colours.limits`); ``limits`` fixes (low, high) instead."""
+        (:func:`rnnviz.render.colours.unit_scale`); ``colour`` fixes the scale instead."""
         point, index = d.check_unit(unit)
         if not 0 <= start < stop <= d.n_chars:
             raise RnnvizError(f"expected 0 <= start < end <= {d.n_chars:,}, got {start:,}..{stop:,}")
@@ -47,19 +45,28 @@ class Span:
             raise RnnvizError(f"scale: expected one of {', '.join(colours.SCALES)}, found {scale!r}")
         kind = parse_point(point)[1]
         values = d[point][start:stop, index].astype(np.float32)
-        extent = d.unit_extent(unit) if scale == "whole text" else None
-        low, high = limits or colours.limits(kind, values, scale, extent, d.cell)
+        if colour is None:
+            stats = None if scale in ("fixed", "window") else d.unit_stats(unit)
+            colour = colours.unit_scale(kind, values, scale, stats, d.cell)
         return cls(d.text_slice(start, stop), values, start, f"{unit} · chars {start:,}–{stop:,} · {d.path.name}",
-                   kind, float(low), float(high), tuple(d.source_breaks(start, stop)))
+                   colour, tuple(d.source_breaks(start, stop)))
 
     @property
     def palette(self) -> list[str]:
-        return colours.palette(self.kind)
+        return self.colour.palette
+
+    @property
+    def low(self) -> float:
+        return self.colour.low
+
+    @property
+    def high(self) -> float:
+        return self.colour.high
 
     @cached_property
     def fills(self) -> list[str]:
         """Each character's background, as the app's colour mapper gives it."""
-        return colours.to_hex(self.values, self.low, self.high, self.palette)
+        return self.colour.colours(self.values)
 
     @cached_property
     def grid(self) -> Grid:
