@@ -12,6 +12,9 @@ then measures, in this process unless said otherwise:
 * a unit switch on a 10k-char window: server-side time of the callback, and the
   bytes of the PATCH-DOC message it produces (JSON + binary buffers), against a
   baseline in the same run: reloading the whole window;
+* the same with an 8-unit heatmap and the top-5 guesses under the text: what turning each
+  on sends, a change of one heatmap unit, unit switches with both shown, and a page turn
+  with both against one without them;
 * server RSS after the first page and a few switches, for the big dump and a
   100k-char one (each in a fresh process).
 
@@ -20,7 +23,8 @@ then measures, in this process unless said otherwise:
   the same run: only reading the same states; and unit switches made while the query
   runs in its background thread, as in the app.
 
-Targets: first document < 2 s, switch < 50 ms, switch message < 200 KB, RSS with the
+Targets: first document < 2 s, switch < 50 ms, switch message < 200 KB (also with the heatmap
+and the guesses shown), RSS with the
 big dump not meaningfully above the small one, match query <= 2 s, a switch during a
 query < 200 ms. Last line: one JSON object (``--match-only``: the match figures alone).
 """
@@ -46,6 +50,7 @@ import rnnviz
 from rnnviz.dumpfile import DumpWriter
 from rnnviz.names import KINDS, point_name
 
+from analyze_speed import cpu
 from common import proc_status_bytes, stdlib_text
 
 H, LAYERS, TOPK = 256, 2, 5
@@ -102,7 +107,13 @@ def write_analysis(d, points: list[str], n: int, rng) -> None:
                 "unit": np.repeat([f"{p}[{i}]" for p, i in units], per),
                 "which": np.tile(["top"] * 10 + ["bottom"] * 10, len(units)),
                 "rank": np.tile(np.arange(per) % 10, len(units)), "position": rng.integers(0, n, len(units) * per),
-                "value": rng.normal(0, 2, len(units) * per)})},
+                "value": rng.normal(0, 2, len(units) * per)}),
+            # Each unit's distribution, as analyze stores it (the colour scales; the states are N(0, 1)).
+            "units": pd.DataFrame({
+                "unit": [f"{p}[{i}]" for p, i in units], "point": [p for p, _ in units],
+                "layer": [int(p[5]) for p, _ in units], "kind": [p.split(".")[1] for p, _ in units],
+                "index": [i for _, i in units], "analysed_chars": n, "nonfinite": 0, "mean": 0.0, "sd": 1.0,
+                "min": -4.5, "max": 4.5, "p1": -2.33, "p50": 0.0, "p99": 2.33})},
         options={})
 
 
@@ -169,6 +180,47 @@ def switch_figures(path: Path, switches: int) -> dict:
     return {"window_chars": app.end - app.start, "switch_ms_median": 1e3 * float(np.median(times)),
             "switch_ms_max": 1e3 * max(times), "switch_bytes_max": max(sizes),
             "window_reload_ms": 1e3 * reload_s, "window_reload_bytes": patch_bytes(events)}
+
+
+def extras_figures(path: Path, switches: int, window: str = "10000") -> dict:
+    """The same switches with an 8-unit heatmap and the top-5 guesses shown; what enabling each
+    sends, and a page turn with them (baseline: a page turn without them, in the same run)."""
+    from bokeh.document import Document
+    from rnnviz.app.document import make_doc
+    doc = Document()
+    app = make_doc(doc, [str(path)])
+    app.controls.window.value = window
+    app.jump(app.view.n_chars // 2, mark=False)
+
+    def measured(action):
+        events = []
+        doc.on_change(events.append)
+        t0 = time.perf_counter()
+        action()
+        seconds = time.perf_counter() - t0
+        doc.remove_on_change(events.append)
+        return seconds, patch_bytes(events)
+    plain_turn = measured(lambda: app.load_window(app.end))
+    units = [f"{app.view.points[i % len(app.view.points)]}[{7 * i}]" for i in range(8)]
+    heat = measured(lambda: app.set_heat_units(units))
+    heat_one = measured(lambda: app.set_heat_units(units[:7] + [f"{app.view.points[0]}[200]"]))
+    strip = measured(lambda: setattr(app.controls.strip, "value", "5"))
+    rng = np.random.default_rng(3)
+    times, sizes = [], []
+    for k in range(switches):
+        t, b = measured(lambda: app.select_unit(app.view.points[int(rng.integers(len(app.view.points)))],
+                                                int(rng.integers(H))))
+        times.append(t)
+        sizes.append(b)
+    turn = measured(lambda: app.load_window(app.end))
+    return {"extras_window_chars": app.end - app.start,
+            "heat8_on_ms": 1e3 * heat[0], "heat8_on_bytes": heat[1],
+            "heat_change_one_ms": 1e3 * heat_one[0], "heat_change_one_bytes": heat_one[1],
+            "strip5_on_ms": 1e3 * strip[0], "strip5_on_bytes": strip[1],
+            "switch_with_extras_ms_median": 1e3 * float(np.median(times)), "switch_with_extras_ms_max": 1e3 * max(times),
+            "switch_with_extras_bytes_max": max(sizes),
+            "page_turn_with_extras_ms": 1e3 * turn[0], "page_turn_with_extras_bytes": turn[1],
+            "page_turn_plain_ms": 1e3 * plain_turn[0], "page_turn_plain_bytes": plain_turn[1]}
 
 
 def match_figures(path: Path) -> dict:
@@ -261,6 +313,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.rss_child:
         return rss_child(args.rss_child)
+    machine = cpu()
+    print(f"CPU: {machine['cpu']}, {machine['cores']} cores; has {', '.join(machine['flags']) or 'none of'} "
+          f"(no {', '.join(machine['no']) or '-'})", flush=True)
     big_n = args.chars or (200_000 if args.quick else 2_000_000)
     small_n = 100_000
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="rnnviz-serve-bench-"))
@@ -293,6 +348,15 @@ def main() -> None:
         print(f"baseline, reloading the window: {sw['window_reload_ms']:.1f} ms, "
               f"{sw['window_reload_bytes'] / 1e3:.1f} KB -> the switch sends "
               f"{sw['window_reload_bytes'] / sw['switch_bytes_max']:.1f}x less", flush=True)
+        ex = extras_figures(dumps["big"], 10 if args.quick else 30)
+        print(f"with an 8-unit heatmap and the top-5 guesses ({ex['extras_window_chars']:,}-char window): unit switch "
+              f"median {ex['switch_with_extras_ms_median']:.1f} ms, max {ex['switch_with_extras_ms_max']:.1f} ms, "
+              f"message <= {ex['switch_with_extras_bytes_max'] / 1e3:.1f} KB", flush=True)
+        print(f"  turning the heatmap on: {ex['heat8_on_ms']:.1f} ms, {ex['heat8_on_bytes'] / 1e3:.1f} KB; changing one "
+              f"of its units: {ex['heat_change_one_ms']:.1f} ms, {ex['heat_change_one_bytes'] / 1e3:.1f} KB; the guesses "
+              f"on: {ex['strip5_on_ms']:.1f} ms, {ex['strip5_on_bytes'] / 1e3:.1f} KB", flush=True)
+        print(f"  page turn with both: {ex['page_turn_with_extras_ms']:.1f} ms, {ex['page_turn_with_extras_bytes'] / 1e3:.1f} KB; "
+              f"baseline without: {ex['page_turn_plain_ms']:.1f} ms, {ex['page_turn_plain_bytes'] / 1e3:.1f} KB", flush=True)
         rss_big, rss_small = rss_of(dumps["big"]), rss_of(dumps["small"])
         print(f"server RSS: {rss_big['rss_mb']:.0f} MB with {big_n:,} chars, {rss_small['rss_mb']:.0f} MB with "
               f"{small_n:,} (ratio {rss_big['rss_mb'] / rss_small['rss_mb']:.2f})", flush=True)
@@ -303,8 +367,11 @@ def main() -> None:
                   "rss_big_mb": round(rss_big["rss_mb"], 1), "rss_small_mb": round(rss_small["rss_mb"], 1),
                   "rss_ratio": round(rss_big["rss_mb"] / rss_small["rss_mb"], 3),
                   **{k: round(v, 3) for k, v in match.items()},
+                  **{k: round(v, 3) if isinstance(v, float) else v for k, v in ex.items()},
                   "targets_met": {**match_met, "first_doc": first_s < 2, "switch": sw["switch_ms_max"] < 50,
                                   "bytes": sw["switch_bytes_max"] < 200_000,
+                                  "switch_with_extras": ex["switch_with_extras_ms_max"] < 50,
+                                  "bytes_with_extras": ex["switch_with_extras_bytes_max"] < 200_000,
                                   "rss": rss_big["rss_mb"] < 1.15 * rss_small["rss_mb"]}}
         print(json.dumps(result))
     finally:

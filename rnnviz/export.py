@@ -24,9 +24,11 @@ CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"
 
 
 def export_span(dump_path, unit: str, start: int, end: int, out_path, *, scale: str = "auto",
-                colour=None, force: bool = False) -> Path:
+                colour=None, heat_units=(), heat_scales=None, guesses: int = 0, force: bool = False) -> Path:
     """Write chars [start, end) of the dump coloured by ``unit``; the format is ``out_path``'s suffix.
-    ``colour``: a :class:`rnnviz.render.colours.Scale` to use instead of ``scale``'s."""
+    ``colour``: a :class:`rnnviz.render.colours.Scale` to use instead of ``scale``'s;
+    ``heat_units``: a heatmap of these units under the text (``heat_scales``: their scales);
+    ``guesses``: the model's top-N guesses under each line (0: none)."""
     out = Path(out_path)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
@@ -34,7 +36,8 @@ def export_span(dump_path, unit: str, start: int, end: int, out_path, *, scale: 
     if out.exists() and not force:
         raise RnnvizError(f"{out} exists; choose another name (or pass force=True)")
     with open_dump(dump_path) as d:
-        span = Span.from_dump(d, unit, start, end, scale, colour, max_chars=MAX_SPAN)
+        span = Span.from_dump(d, unit, start, end, scale, colour, max_chars=MAX_SPAN, heat_units=heat_units,
+                              heat_scales=heat_scales, guesses=guesses)
     if fmt == "html":
         data = span.page().encode()
     elif fmt == "svg":

@@ -125,10 +125,82 @@ def test_prediction_strip_shows_the_top_guesses_under_each_row(tmp_path, stdlib_
     assert [c for c in d["ch"][3 * i:3 * i + 3]] == [vocab[j] if vocab[j].strip() else d["ch"][3 * i + r]
                                                       for r, j in enumerate(ids[i, :3])]
     truth = text[app.start + i + 1]
-    assert [h == "1" for h in d["hit"][3 * i:3 * i + 3]] == [vocab[j] == truth for j in ids[i, :3]]
+    assert [h == 1 for h in d["hit"][3 * i:3 * i + 3]] == [vocab[j] == truth for j in ids[i, :3]]
     # Under its row: each guess below the text, inside the row's band; fewer rows fit.
     y_text = app.text.source.data["y"][i]
     assert all(y_text - 0.5 < y < y_text + 0.5 - app.text.text_share(3) for y in d["y"][3 * i:3 * i + 3])
     assert app.text.rows_visible < rows_before
     app.controls.strip.value = "0"
     assert len(app.text.strip.source.data["x"]) == 0 and app.text.rows_visible == rows_before
+
+
+def test_contexts_are_coloured_snippets_with_the_key_char_centred(tmp_path, stdlib_text_file):
+    from rnnviz.app.snippets import SIDE
+    path = tmp_path / "app.h5"
+    text, states = write_app_dump(path, stdlib_text_file)
+    _, app = new_app(path, unit="layer0.h[2]")
+    app.tabs.active = 1                                               # the Contexts tab
+    rows, chars = app.contexts.source.data, app.contexts.chars.data
+    assert rows["label"][:2] == ["top 0", "top 1"] and rows["label"][-1].startswith("bottom")
+    values = states["layer0.h"][:, 2]
+    for r, p in enumerate(rows["position"]):
+        on_row = np.asarray(chars["y"]) == -r
+        xs = np.asarray(chars["x"])[on_row]
+        key = int(np.flatnonzero(on_row)[np.flatnonzero(xs == SIDE)[0]])
+        assert rows["char"][r] == text[p] and app.contexts.keys.data["x"][r] == SIDE
+        assert chars["fill"][key] == app.colour.colours(values[p:p + 1])[0]      # the text's colours
+        assert len(xs) == min(p, SIDE) + 1 + min(len(text) - p - 1, SIDE)
+    app.contexts.source.selected.indices = [len(rows["position"]) - 1]          # click: jump there
+    assert app.start <= rows["position"][-1] < app.end
+
+
+def test_a_click_in_the_saturation_view_picks_the_nearest_dot(tmp_path, stdlib_text_file):
+    path = tmp_path / "app.h5"
+    write_app_dump(path, stdlib_text_file)
+    _, app = new_app(path, unit="layer0.h[2]")
+    d = app.saturation.sources["gate_o"].data
+    x, y = np.asarray(d["x"]), np.asarray(d["y"])
+    target = int(np.argmax(x))
+    app.saturation.pick_nearest("gate_o", float(x[target]) + 0.01, float(y[target]) - 0.01)
+    assert app.unit == d["unit"][target]
+    assert app.saturation.choose.active == 2 and app.saturation.figures["gate_o"].visible
+    assert app.saturation.current["gate_o"].data["unit"] == [app.unit]
+    assert not app.saturation.figures["gate_i"].visible
+
+
+def test_exports_hold_the_heatmap_the_guesses_and_the_legend(tmp_path, stdlib_text_file):
+    import xml.etree.ElementTree as ET
+    from bokeh.events import ButtonClick
+    path = tmp_path / "app.h5"
+    text, states = write_app_dump(path, stdlib_text_file)
+    _, app = new_app(path, unit="layer1.c[3]")
+    app.heatmap.input.value = "layer0.h[2], layer0.gate_f[1]"
+    app.controls.strip.value = "2"
+    app.export.button._trigger_event(ButtonClick(app.export.button))
+    svg = sorted(tmp_path.glob("app_layer1.c-3_*.svg"))[0]
+    start, end = (int(x) for x in svg.stem.rsplit("_", 1)[1].split("-"))
+    root = ET.parse(svg).getroot()
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert any(t.startswith("colour: ") and "1st … 99th percentile" in t for t in texts)
+    assert any(t.startswith("layer0.h[2] (") for t in texts) and any(t.startswith("layer0.gate_f[1] (0 … 1") for t in texts)
+    n = end - start
+    with rnnviz.open(path) as d:
+        ids = d.topk_ids[start:end, :2]
+        vocab = d.vocab
+    guess_fills = [t.get("fill") for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("fill") in
+                   ("#000000", "#8a8a8a")]
+    assert len(guess_fills) == 2 * n                                   # two guesses under every char
+    hits = sum(vocab[j] == text[start + i + 1] for i in range(n - 1) for j in ids[i])
+    assert guess_fills.count("#000000") == hits
+    # The heatmap row of layer0.h[2] starts with its first char's colour on the row's scale.
+    rects = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.get("height") == "10"]
+    first = app.heatmap.scales[0].colours(states["layer0.h"][start:start + 1, 2])[0]
+    assert rects[0].get("fill") == first
+    page = export_span_html(path, start, end, tmp_path)
+    assert "<svg" in page and "layer0.gate_f[1]" in page and "<script" not in page
+
+
+def export_span_html(path, start, end, tmp_path):
+    from rnnviz.export import export_span
+    return export_span(path, "layer1.c[3]", start, end, tmp_path / "x.html", heat_units=["layer0.h[2]", "layer0.gate_f[1]"],
+                       guesses=2).read_text()

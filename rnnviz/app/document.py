@@ -30,10 +30,13 @@ from .controls import MAIN_W, STATUS_STYLE, Controls
 from .discover import DiscoverPanel, SelectMatch
 from .navigation import Navigator
 from .spans import NO_SPAN_HINT, Spans
-from .panels import SIDE_W, ContextsPanel, ExportPanel, RankingPanel, SaturationPanel
+from .panels import SIDE_W, ExportPanel, RankingPanel
+from .saturation import SaturationPanel
+from .snippets import ContextsPanel
 from .store import open_view
 from .heatmap import MAX_UNITS, Heatmap, legend_html, parse_units
 from .strip import empty_strip, strip_data
+from ..render.extras import guesses, next_chars
 from .textview import CELL_W, TextView
 from ..render.layout import WRAP
 
@@ -110,7 +113,7 @@ class Explorer(Navigator, Spans):
             window.history.replaceState(null, '', window.location.pathname + (q ? '?' + q : ''));"""))
         self.export = ExportPanel()
         self.heatmap = Heatmap(self.text.plot.x_range, WRAP * CELL_W, 4, SIDE_W)
-        self._extras_key = None         # (window, scale, units, k) the heatmap and strip were drawn for
+        self._strip_key = None          # (start, end, k) the guesses under the text were drawn for
         self.banner = Div(text="", width=SIDE_W, name="analysis_banner")
         self.run_analysis = Button(label="Run the analysis now", button_type="warning", width=200,
                                    name="run_analysis")
@@ -261,32 +264,21 @@ class Explorer(Navigator, Spans):
         if len(units) > MAX_UNITS:
             self.info(f"the heatmap shows the first {MAX_UNITS} of the {len(units)} selected units")
 
-    def _show_extras(self, force: bool = True) -> None:
-        """The heatmap rows and the prediction strip for the window (sent only when they change)."""
-        k = int(self.controls.strip.value)
-        key = (self.start, self.end, self.controls.scale.value, tuple(self.heatmap.units), k)
-        if key == self._extras_key and not force:
-            return
-        self._extras_key = key
+    def _show_extras(self) -> None:
+        """The heatmap rows and the prediction strip for the window; only what changed is sent."""
         self.heatmap.show(self.view, self.start, self.end, self.controls.scale.value)
-        top = self.text.top_row()
+        k = int(self.controls.strip.value)
+        if (self.start, self.end, k) == self._strip_key:
+            return
+        self._strip_key = (self.start, self.end, k)
         data = empty_strip()
         if k:
-            d = self.text.source.data
-            _, ids, probs = self.view.predictions(self.start, self.end)
-            data = strip_data(self.view.text(self.start, self.end), self._next_chars(), np.asarray(d["x"]),
-                              np.asarray(d["y"]), np.asarray(d["w"]), self.start, ids, probs, self.view.vocab, k,
+            d, v = self.text.source.data, self.view
+            _, ids, probs = v.predictions(self.start, self.end)
+            after = next_chars(v.text, v.source_breaks, self.start, self.end, v.n_chars)
+            data = strip_data(np.asarray(d["x"]), np.asarray(d["y"]), guesses(ids, probs, v.vocab, after, k),
                               self.text.text_share(k))
-        self.text.set_strip(k, data, top)
-
-    def _next_chars(self) -> str:
-        """The character after each one of the window ('\0' at the end of a source)."""
-        following = list(self.view.text(self.start + 1, self.end + 1).ljust(self.end - self.start, "\0"))
-        for b in self.view.source_breaks(self.start + 1, self.end + 1):
-            following[b - 1] = "\0"
-        if self.end >= self.view.n_chars:
-            following[-1] = "\0"
-        return "".join(following)
+        self.text.set_strip(k, data, self.text.top_row())
 
     # ----- units
     def _first_unit(self, unit: str | None) -> tuple[str, int]:
@@ -331,8 +323,8 @@ class Explorer(Navigator, Spans):
 
     def _show_contexts(self) -> None:
         """Fill the contexts table, only while its tab is open (it reads ~20 snippets of text)."""
-        if self.tabs.active == CONTEXTS_TAB and self.contexts.unit != self.unit:
-            self.contexts.show(self.view, self.unit)
+        if self.tabs.active == CONTEXTS_TAB and self.contexts.shown != (self.unit, self.colour):
+            self.contexts.show(self.view, self.unit, self.colour)
 
     def paint(self) -> None:
         """Colour the window by the current unit: sends the ``v`` column and the scale only."""
@@ -345,7 +337,7 @@ class Explorer(Navigator, Spans):
         self.controls.unit_line.text = (f"<b style='font-size:15px'>{self.unit}</b> &nbsp;{_KIND_WORDS[kind]}"
                                         f"{self._top_features()}")
         self.controls.legend.text = legend_html(self.colour)
-        self._show_extras(force=False)      # a new window or scale: the heatmap and strip follow
+        self._show_extras()                 # a new window or scale: the heatmap and strip follow
 
     def _top_features(self) -> str:
         r = self.view.unit_rows("ranking", self.unit).head(3)
@@ -396,10 +388,14 @@ class Explorer(Navigator, Spans):
         out = free_name(Path(self.view.path), self.unit, start, end, fmt)
         # The colours on screen, exactly: the window's scale would otherwise be recomputed on the span.
         unit, colour = self.unit, self.colour
+        # What is shown goes into the picture too: the heatmap's rows on their scales, the guesses.
+        heat = list(self.heatmap.units)
+        extras = dict(heat_units=heat, heat_scales=self.heatmap.scales[:len(heat)],
+                      guesses=int(self.controls.strip.value))
 
         def done(path):
             self.export.note.text = f"Wrote <code>{html.escape(str(path))}</code> (chars {start:,}–{end:,}, {unit})"
             self.export.offer(path)
             self.info(f"wrote {path}")
         self._background(f"Exporting {fmt.upper()}",
-                         lambda progress: export_span(self.view.path, unit, start, end, out, colour=colour), done)
+                         lambda progress: export_span(self.view.path, unit, start, end, out, colour=colour, **extras), done)

@@ -65,7 +65,8 @@ class Heatmap:
                         name="heat_note")
         self.controls = column(self.input, row(self.add, self.top, self.matched, self.clear), self.note)
         self.units: list[str] = []
-        self.scales: list[colours.Scale] = []
+        self.scales: list = [None] * MAX_UNITS      # each row's colours.Scale
+        self._keys: list = [None] * MAX_UNITS       # what each row holds: (unit, start, end, scale)
         self.sources = [ColumnDataSource(dict(_EMPTY), name=f"heat_{i}") for i in range(MAX_UNITS)]
         self.mappers = [LinearColorMapper(palette=colours.DIVERGING, low=-1, high=1, nan_color=colours.NAN_COLOR)
                         for _ in range(MAX_UNITS)]
@@ -97,25 +98,30 @@ class Heatmap:
         fig.yaxis.major_label_overrides = {-i: _label(u) for i, u in enumerate(self.units)}
 
     def show(self, view, start: int, end: int, scale: str) -> None:
-        """Fill the rows with the units' values over chars [start, end) (the window)."""
-        self.scales = []
+        """Fill the rows with the units' values over chars [start, end) (the window); rows whose
+        unit, window and scale did not change are not sent again."""
         for i, src in enumerate(self.sources):
             if i >= len(self.units):
                 if len(src.data["image"]):
                     src.data = dict(_EMPTY)
+                    self._keys[i] = None
                 continue
             unit = self.units[i]
+            key = (unit, start, end, scale)
+            if self._keys[i] == key:
+                continue
             point, index = view.check_unit(unit)
             kind = parse_point(point)[1]
             values = view.values(point, index, start, end)
             stats = None if scale in ("fixed", "window") or colours.is_gate(kind) else view.unit_stats(unit)
             s = colours.unit_scale(kind, values, scale, stats, view.cell)
-            self.scales.append(s)
+            self.scales[i] = s
             if self.mappers[i].palette != s.palette:
                 self.mappers[i].palette = s.palette
             self.mappers[i].update(low=s.low, high=s.high)
             src.data = {"image": [values.reshape(1, -1)], "x": [start - 0.5], "y": [-i - 0.5],
                         "dw": [end - start], "dh": [1], "unit": [unit], "scale": [s.legend()]}
+            self._keys[i] = key
 
     def legend(self) -> str:
         """One line per unit: its range and rule."""

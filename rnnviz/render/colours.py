@@ -45,6 +45,7 @@ POSITIVE = _ramp(_POS)              # white (low) .. red (high)
 NEGATIVE = _ramp(_NEG)              # blue (low, most negative) .. white (high)
 SEQUENTIAL = _ramp(_GREENS)         # gates: white (0) .. green (1)
 FEATURE = _ramp(_FEATURE)
+PROB = _ramp(("#fcfbfd", "#dadaeb", "#bcbddc", "#9e9ac8", "#807dba"))   # probabilities 0..1 (Purples)
 PALETTES = {"diverging": DIVERGING, "positive": POSITIVE, "negative": NEGATIVE, "gate": SEQUENTIAL}
 
 

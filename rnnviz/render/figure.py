@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import RnnvizError
 from ..names import parse_point
 from . import colours
+from .extras import GUESS_H, HEAT_H, Guesses, HeatRow, guess_svg, heat_svg
 from .layout import WRAP, Grid, grid, shown
 
 CELL_W, CELL_H, PAD = 9, 18, 16
@@ -30,12 +31,17 @@ class Span:
     title: str
     colour: colours.Scale       # how values become colours (range, map and the rule, for the legend)
     breaks: tuple = ()          # offsets where a source other than the first begins
+    heat: tuple = ()            # HeatRow per unit of a heatmap under the text
+    guesses: Guesses | None = None   # the model's top-k guesses under each line
 
     @classmethod
     def from_dump(cls, d, unit: str, start: int, stop: int, scale: str = "auto",
-                  colour: colours.Scale | None = None, max_chars: int = 50_000) -> Span:
+                  colour: colours.Scale | None = None, max_chars: int = 50_000, heat_units=(),
+                  heat_scales=None, guesses: int = 0) -> Span:
         """``d``: an open :class:`rnnviz.dumpfile.Dump`. ``scale`` as in the app
-        (:func:`rnnviz.render.colours.unit_scale`); ``colour`` fixes the scale instead."""
+        (:func:`rnnviz.render.colours.unit_scale`); ``colour`` fixes the scale instead.
+        ``heat_units``: units for a heatmap under the text (``heat_scales``: their scales, else
+        by ``scale``); ``guesses``: how many of the model's guesses to show under each line (0-5)."""
         point, index = d.check_unit(unit)
         if not 0 <= start < stop <= d.n_chars:
             raise RnnvizError(f"expected 0 <= start < end <= {d.n_chars:,}, got {start:,}..{stop:,}")
@@ -48,8 +54,18 @@ class Span:
         if colour is None:
             stats = None if scale in ("fixed", "window") else d.unit_stats(unit)
             colour = colours.unit_scale(kind, values, scale, stats, d.cell)
+        heat = []
+        for i, name in enumerate(heat_units):
+            p, j = d.check_unit(name)
+            v = d[p][start:stop, j].astype(np.float32)
+            s = heat_scales[i] if heat_scales else colours.unit_scale(
+                parse_point(p)[1], v, scale, None if scale in ("fixed", "window") else d.unit_stats(name), d.cell)
+            heat.append(HeatRow(name, v, s))
+        if not 0 <= guesses <= d.topk:
+            raise RnnvizError(f"guesses: expected 0..{d.topk} (the dump keeps {d.topk}), found {guesses}")
         return cls(d.text_slice(start, stop), values, start, f"{unit} · chars {start:,}–{stop:,} · {d.path.name}",
-                   colour, tuple(d.source_breaks(start, stop)))
+                   colour, tuple(d.source_breaks(start, stop)), tuple(heat),
+                   Guesses.from_dump(d, start, stop, guesses) if guesses else None)
 
     @property
     def palette(self) -> list[str]:
@@ -95,9 +111,12 @@ class Span:
                 f'</div>\n')
 
     def page(self) -> str:
-        """A standalone HTML page of :meth:`fragment`."""
+        """A standalone HTML page: :meth:`fragment` and the legend, or, with a heatmap or the
+        guesses, the SVG picture that holds them."""
+        legend = f'<p style="font:12px Helvetica,Arial,sans-serif;color:#333">colour: {html.escape(self.colour.legend())}</p>'
+        body = render_svg(self) if self.heat or self.guesses is not None else self.fragment() + legend
         return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
-                f'</head>\n<body style="margin:16px">\n{self.fragment()}</body></html>\n')
+                f'</head>\n<body style="margin:16px">\n{body}</body></html>\n')
 
     def _repr_html_(self) -> str:   # Jupyter shows this inline
         return self.fragment()
@@ -112,22 +131,30 @@ def _bar_ticks(low: float, high: float) -> list[float]:
 
 
 def render_svg(span: Span) -> str:
-    """An SVG of the text on its grid: one rect and one glyph per character, a title and a colour bar."""
+    """An SVG of the text on its grid (one rect and one glyph per character), the guesses under
+    each line and the heatmap under the text when the span has them, a title, the legend and a
+    colour bar."""
     text, fills, g, title = span.text, span.fills, span.grid, span.title
     palette, low, high = span.palette, span.low, span.high
+    k = span.guesses.k if span.guesses is not None else 0
+    pitch = CELL_H + k * GUESS_H
     cols = int((g.col + g.width).max()) if len(text) else 1
-    text_w, text_h = cols * CELL_W, g.rows * CELL_H
-    top = PAD + 22
+    text_w, text_h = cols * CELL_W, g.rows * pitch
+    top = PAD + 40
     bar_x, bar_h = PAD + text_w + 20, min(max(text_h, 120), 260)
-    width, height = bar_x + 70, top + max(text_h, bar_h) + PAD
+    heat_y, heat_h = top + max(text_h, bar_h + 16) + 14, len(span.heat) * HEAT_H   # below the bar's labels
+    width = max(bar_x + 70, PAD + text_w + 250 if span.heat else 0)
+    height = max(top + max(text_h, bar_h), heat_y + heat_h if span.heat else 0) + PAD
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}">',
            f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
            f'<text x="{PAD}" y="{PAD + 10}" font-family="Helvetica, Arial, sans-serif" font-size="13" '
            f'fill="#222222">{html.escape(title)}</text>',
+           f'<text x="{PAD}" y="{PAD + 28}" font-family="Helvetica, Arial, sans-serif" font-size="11" '
+           f'fill="#333333">colour: {html.escape(span.colour.legend())}</text>',
            '<g shape-rendering="crispEdges">']
     for ch, fill, c, r, w in zip(text, fills, g.col, g.row, g.width):
-        out.append(f'<rect x="{PAD + c * CELL_W}" y="{top + r * CELL_H}" width="{w * CELL_W}" '
+        out.append(f'<rect x="{PAD + c * CELL_W}" y="{top + r * pitch}" width="{w * CELL_W}" '
                    f'height="{CELL_H}" fill="{fill}"/>')
     out.append(f'</g><g font-family="{html.escape(FONT)}" font-size="13" text-anchor="middle" '
                f'dominant-baseline="central" fill="#111111">')
@@ -135,9 +162,13 @@ def render_svg(span: Span) -> str:
         glyph = shown(ch)
         if glyph:
             grey = ' fill="#9a9a9a"' if glyph != ch else ""
-            out.append(f'<text x="{PAD + (c + w / 2) * CELL_W:.1f}" y="{top + (r + 0.5) * CELL_H:.1f}"'
+            out.append(f'<text x="{PAD + (c + w / 2) * CELL_W:.1f}" y="{top + r * pitch + 0.5 * CELL_H:.1f}"'
                        f'{grey}>{html.escape(glyph)}</text>')
     out.append("</g>")
+    if k:
+        out += guess_svg(span.guesses, PAD, lambda r: top + r * pitch, g.col, g.row, g.width, CELL_W, CELL_H)
+    if span.heat:
+        out += heat_svg(list(span.heat), PAD, heat_y, text_w)
     # Colour bar: high at the top, as in the app.
     steps = 64
     for i in range(steps):

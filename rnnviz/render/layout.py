@@ -89,10 +89,3 @@ def predictions_text(ids: np.ndarray, probs: np.ndarray, vocab: list[str]) -> li
     for row_ids, row_p in zip(ids.tolist(), (probs * 100).round().astype(int).tolist()):
         out.append("  ".join(f"{names[i] if 0 <= i < len(names) else '?'} {p}%" for i, p in zip(row_ids, row_p)))
     return out
-
-
-def snippet(text: str, at: int, before: int, after: int) -> tuple[str, str, str]:
-    """(left, char, right) around offset ``at`` of ``text`` with line breaks shown as ↵."""
-    def flat(s):
-        return s.replace("\n", "↵").replace("\t", "→").replace("\r", "␍")
-    return flat(text[max(0, at - before):at]), flat(text[at:at + 1]), flat(text[at + 1:at + 1 + after])
