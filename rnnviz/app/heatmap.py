@@ -80,7 +80,8 @@ class Heatmap:
                                                                 ("value", "@image{0.000}"), ("colour", "@scale")]))
         fig.xaxis.visible = False
         fig.grid.visible = False
-        fig.yaxis.ticker = FixedTicker(ticks=[])
+        self.ticker = FixedTicker(ticks=[])
+        fig.yaxis.ticker = self.ticker
         fig.yaxis.major_label_text_font_size = "9px"
         fig.yaxis.major_tick_line_color = None
         fig.yaxis.axis_line_color = None
@@ -94,7 +95,7 @@ class Heatmap:
         fig.visible = n > 0
         fig.frame_height = max(n, 1) * ROW_PX
         fig.y_range.update(start=-n + 0.5 if n else -0.5, end=0.5)
-        fig.yaxis.ticker = FixedTicker(ticks=[-i for i in range(n)])
+        self.ticker.ticks = [-i for i in range(n)]        # (a new ticker model would cost a document walk)
         fig.yaxis.major_label_overrides = {-i: _label(u) for i, u in enumerate(self.units)}
 
     def show(self, view, start: int, end: int, scale: str) -> None:
