@@ -384,7 +384,10 @@ def test_ranking_shows_auc_or_rho_z_p_and_beats_null(tmp_path, stdlib_text_file)
     counted = [r for r in rows if r[0] == "line_pos"]
     assert re.fullmatch(r"0\.\d{3} \([+−]\)", binary[0][1]) and counted[0][1].startswith("ρ ")
     assert np.isfinite(rows[0][2]) and 0 < rows[0][3] <= 1
-    assert "AUC" in app.ranking.note.text and "z</b>" in app.ranking.note.text
+    # What each column means, as hover text on its name.
+    note = app.ranking.note.text
+    assert re.search(r'title="On/off features: the chance[^"]*"[^>]*>AUC</span>', note)
+    assert re.search(r'title="The score against circular shifts[^"]*"[^>]*>z</span>', note)
 
 
 def test_small_things_a_user_notices(dump, tmp_path):
