@@ -23,7 +23,7 @@ class Controls:
     def __init__(self, view, paths: list[str], dump_index: int):
         n = view.n_chars
         self.title = Div(text=f"<b style='font-size:15px'>rnnviz</b> &nbsp; {_escape(view.describe())}",
-                         name="title", width=400, styles={"font-size": "13px", "white-space": "nowrap",
+                         name="title", width=470, styles={"font-size": "13px", "white-space": "nowrap",
                                                          "overflow": "hidden", "text-overflow": "ellipsis"})
         self.dump = Select(title="Dump", options=[(str(i), _short(p)) for i, p in enumerate(paths)],
                            value=str(dump_index), width=200, visible=len(paths) > 1, name="dump_select")

@@ -103,7 +103,7 @@ class Explorer(Navigator, Spans):
                                       kinds_in(self.view.points), self._guard(self.select_unit_name),
                                       self._guard(self.jump_to_match))
         self.selectmatch = SelectMatch(self.view, self.discover)
-        self.span_hint = Div(text=NO_SPAN_HINT, name="span_hint", width=MAIN_W - 440,
+        self.span_hint = Div(text=NO_SPAN_HINT, name="span_hint", width=MAIN_W - 490,
                              styles={"color": "#555", "height": "20px", "overflow": "hidden", "font-size": "12px",
                                      "white-space": "nowrap", "text-overflow": "ellipsis"})
         # The address bar follows the view (history.replaceState), so that a view can be shared.

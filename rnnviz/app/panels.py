@@ -16,14 +16,15 @@ from bokeh.models import (Button, ColumnDataSource, CustomJS, DataTable, Div, In
 
 SIDE_W = 378
 MAX_RANKED = 500
-_MONO_CSS = ".slick-cell { font-family: 'DejaVu Sans Mono', Menlo, monospace; font-size: 11px !important; }"
+_MONO_CSS = (":host { --data-table-font-size: 11px; } "
+             ".slick-cell { font-family: 'DejaVu Sans Mono', Menlo, monospace; }")
 ALL = "(all)"
 NONE = "(none)"
 
 
-def _table(source, columns, name, height=300):
+def _table(source, columns, name, height=300, autosize_mode="force_fit"):
     table = DataTable(source=source, columns=columns, width=SIDE_W, height=height, index_position=None,
-                      sortable=True, name=name, selectable=True,
+                      sortable=True, name=name, selectable=True, autosize_mode=autosize_mode,
                       stylesheets=[InlineStyleSheet(css=_MONO_CSS)])   # a model belongs to one document
     # BokehJS redraws a table's cells only when its row count changes: new rows of the same
     # count (the next unit's ten contexts) would keep showing the old ones. Redraw on every change.
@@ -52,13 +53,13 @@ class RankingPanel:
         self.kind = Select(options=[ALL], value=ALL, width=90, name="rank_kind_select")
         self.source = ColumnDataSource({k: [] for k in _RANK_COLUMNS}, name="ranking_source")
         self.table = _table(self.source, [
-            TableColumn(field="unit", title="unit", width=140),
-            TableColumn(field="feature", title="feature", width=58),
-            TableColumn(field="stat", title="AUC / ρ", width=68),
-            TableColumn(field="z", title="z", formatter=NumberFormatter(format="0.0", nan_format=""), width=42),
-            TableColumn(field="p", title="p", formatter=NumberFormatter(format="0.000", nan_format=""), width=42),
-            TableColumn(field="beats", title="> null", width=38)],
-            "ranking_table", height=236)
+            TableColumn(field="unit", title="unit", width=128),
+            TableColumn(field="feature", title="feature", width=56),
+            TableColumn(field="stat", title="AUC / ρ", width=66),
+            TableColumn(field="z", title="z", formatter=NumberFormatter(format="0.0", nan_format=""), width=46),
+            TableColumn(field="p", title="p", formatter=NumberFormatter(format="0.000", nan_format=""), width=40),
+            TableColumn(field="beats", title="> null", width=36)],
+            "ranking_table", height=236, autosize_mode="none")   # the widths as given: the unit's name fits
         self.note = Div(text="", width=SIDE_W, styles={"color": "#555", "font-size": "11px"}, name="ranking_note")
         self.ranking: pd.DataFrame | None = None
         self.options: dict = {}
