@@ -166,3 +166,46 @@ def test_at_1280x800_text_ranking_plot_heatmap_and_strip_are_in_view_together(de
     assert small_chrome.execute_script(DOC + "return d.get_model_by_name('side_tabs').tabs.map(t => t.title)") == \
         ["Export", "Contexts", "Saturation", "Select & match"]
     small_chrome.save_screenshot("/tmp/appview-1280.png")
+
+
+def test_saturation_is_large_picks_the_nearest_dot_and_names_one_under_the_pointer(demo, small_chrome):
+    from selenium.webdriver.common.action_chains import ActionChains
+    url, dump = demo
+    small_chrome.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                 {"width": W, "height": 1400, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        _open(small_chrome, f"{url}?unit=layer2.c[76]")
+        small_chrome.execute_script(DOC + "d.get_model_by_name('side_tabs').active = 2; "
+                                    "d.get_model_by_name('saturation_gate').active = 1")     # forget gates
+        time.sleep(1.5)
+        left, top, right, bottom = small_chrome.execute_script(BOX, "saturation_fig_gate_f")
+        assert right - left >= 300 and bottom - top >= 300                                # was 115 x 99 px
+        # The densest corner: forget gates right-saturated almost always (Karpathy et al.).
+        where = DOC + """
+        const v = Bokeh.index.get_one(d.get_model_by_name('saturation_fig_gate_f')), s = d.get_model_by_name('saturation_gate_f').data;
+        let best = 0; for (let i = 0; i < s.x.length; i++) if (s.x[i] - s.y[i] > s.x[best] - s.y[best]) best = i;
+        const box = v.canvas_view.el.getBoundingClientRect();
+        return [box.left + v.frame.x_scale.compute(s.x[best]) + 3, box.top + v.frame.y_scale.compute(s.y[best]) + 3];"""
+        x, y = small_chrome.execute_script(where)
+        ActionChains(small_chrome).move_by_offset(int(x), int(y)).perform()
+        label = _wait(lambda: small_chrome.execute_script(
+            DOC + "return d.get_model_by_name('saturation_fig_gate_f').center.find(a => a.text !== undefined && a.text).text"),
+            what="the hover's line")
+        assert label.startswith("layer") and "right " in label and "\n" not in label and len(label) < 90
+        ActionChains(small_chrome).click().perform()                    # a click: the nearest dot's unit
+        inverse = DOC + """
+        const v = Bokeh.index.get_one(d.get_model_by_name('saturation_fig_gate_f')), box = v.canvas_view.el.getBoundingClientRect();
+        return [v.frame.x_scale.invert(arguments[0] - box.left), v.frame.y_scale.invert(arguments[1] - box.top)];"""
+        dx, dy = small_chrome.execute_script(inverse, int(x), int(y))
+        with rnnviz.open(dump) as d:
+            sat = d.analysis.table("saturation")
+        sat = sat[sat["gate"] == "gate_f"]
+        nearest = sat.iloc[int(np.argmin((sat["frac_right"] - dx) ** 2 + (sat["frac_left"] - dy) ** 2))]
+        want = f"{nearest['point']}[{nearest['index']}]"
+        time.sleep(2)
+        shown = small_chrome.execute_script(DOC + "return d.get_model_by_name('unit_line').text")
+        assert want in shown, (shown, dx, dy, nearest.to_dict())
+        ActionChains(small_chrome).move_by_offset(-int(x), -int(y)).perform()
+    finally:
+        small_chrome.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                     {"width": W, "height": H, "deviceScaleFactor": 1, "mobile": False})
