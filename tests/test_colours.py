@@ -87,7 +87,7 @@ def test_heatmap_rows_come_from_names_the_ranking_and_select_and_match(tmp_path,
         assert src["x"] == [app.start - 0.5] and src["dw"] == [app.end - app.start]
     assert (app.heatmap.mappers[2].low, app.heatmap.mappers[2].high) == (0.0, 1.0)       # a gate's row
     # A page turn refills the rows with the new window.
-    app.next_page()
+    app.load_window(app.end)                                      # the next page
     np.testing.assert_array_equal(app.heatmap.sources[0].data["image"][0][0], states["layer1.c"][app.start:app.end, 3])
     # A bad name: one error line, the rows stay.
     app.heatmap.input.value = "layer9.c[1]"
