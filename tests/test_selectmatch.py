@@ -38,6 +38,16 @@ def test_float16_states_fire_exactly_where_their_float32_values_do(sign):
         np.testing.assert_array_equal(firing(v, t, sign), firing(v.astype(np.float32), t, sign))
 
 
+def test_runs_are_the_maximal_stretches_of_true():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 7, 300):
+        for _ in range(20):
+            mask = rng.random(n) < 0.6
+            s, e = runs(mask)
+            assert mask[s].all() and (e - s > 0).all() and mask.sum() == (e - s).sum()
+            assert not mask[s[s > 0] - 1].any() and not mask[e[e < n]].any()      # maximal
+
+
 def test_runs_are_cut_where_a_source_starts():
     s, e = runs(np.array([1, 1, 1, 1, 0, 1], bool), breaks=[2, 5])
     assert list(zip(s, e)) == [(0, 2), (2, 4), (5, 6)]

@@ -125,8 +125,11 @@ def on_almost_everywhere(signs: np.ndarray, p1: np.ndarray, p99: np.ndarray, thr
 def runs(mask: np.ndarray, breaks=()) -> tuple[np.ndarray, np.ndarray]:
     """Starts and ends (exclusive) of the runs of True in ``mask``, cut at each offset in ``breaks``."""
     mask = np.asarray(mask, bool)
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    rising = mask.copy()                  # bool shifts, not an int diff: this runs once per count level
+    rising[1:] &= ~mask[:-1]
+    falling = mask.copy()
+    falling[:-1] &= ~mask[1:]
+    starts, ends = np.flatnonzero(rising), np.flatnonzero(falling) + 1
     b = np.asarray(breaks, np.int64)
     b = b[(b > 0) & (b < len(mask))]
     cut = b[mask[b] & mask[b - 1]]          # a break inside a run splits it
@@ -205,7 +208,10 @@ class Matcher:
         selected = np.asarray(selected)
         if selected.ndim != 2 or selected.shape[1] != len(self.sel):
             raise ValueError(f"expected a (T, {len(self.sel)}) block, got {selected.shape}")
-        on = selected.astype(np.float32) * self.sel.signs >= self.threshold        # (T, k)
+        on = np.empty(selected.shape, bool)                                         # (T, k)
+        up = self.sel.signs > 0
+        on[:, up] = firing(selected[:, up], self.threshold, "positive")
+        on[:, ~up] = firing(selected[:, ~up], self.threshold, "negative")
         counts = on.sum(axis=1, dtype=np.int32)
         self._counts.append(counts)
         self._sel_bits.append(np.packbits(on[counts > 0], axis=1))
