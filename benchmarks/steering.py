@@ -9,7 +9,8 @@
    max(AUC, 1 - AUC).
 2. Its "inside" value: the 99th percentile of its c over that text if it is higher
    inside strings (AUC > 0.5), else the 1st percentile.
-3. Samples ``--seeds`` x ``--length`` characters at temperature 1.0 (prime: a newline)
+3. Samples ``--seeds`` x ``--length`` characters at temperature 1.0 (after ``--prime``;
+   by default a newline)
    without a clamp, with the string cell clamped at its inside value, with a random unit
    of the same layer clamped at its own inside value (same rule), and with the best k
    units of that layer at theirs; prints the fraction of sampled characters inside a
@@ -47,8 +48,9 @@ def inside_value(values: np.ndarray, auc: float) -> float:
     return float(np.percentile(values, 99 if auc > 0.5 else 1))
 
 
-def in_string_fraction(text: str) -> float:
-    return float(compute_features(text, ["in_string"], language="python")["in_string"].mean())
+def in_string_fraction(text: str, skip: int = 0) -> float:
+    """The share of ``text[skip:]`` inside a string literal, read in the context of ``text[:skip]``."""
+    return float(compute_features(text, ["in_string"], language="python")["in_string"].to_numpy()[skip:].mean())
 
 
 def main() -> None:
@@ -59,6 +61,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="*", default=[5])
     ap.add_argument("--unit", help="clamp this c unit (e.g. layer2.c[76]) instead of the best one")
     ap.add_argument("--show", type=int, default=0, help="print this many characters of a clamped sample")
+    ap.add_argument("--prime", default="", help="text read before sampling (e.g. an opened docstring); "
+                                                "in_string is measured on prime + sample, over the sample")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ckpt = load_checkpoint(args.checkpoint)
@@ -105,17 +109,18 @@ def main() -> None:
         conditions[f"best {k} units of layer {layer}"] = [clamp_of(int(j)) for j in order[:k]]
 
     # 3: samples.
-    print(f"\n{args.seeds} seeds x {args.length} chars at temperature 1.0; fraction of sampled characters "
-          f"inside a string literal:")
+    print(f"\n{args.seeds} seeds x {args.length} chars at temperature 1.0 after prime {args.prime!r}; fraction of "
+          f"sampled characters inside a string literal:")
     for name, clamps in conditions.items():
         fractions = []
         for seed in range(args.seeds):
             gen = torch.Generator().manual_seed(seed)
-            fractions.append(in_string_fraction(model.sample(ckpt.vocab, args.length, temperature=1.0,
-                                                             generator=gen, clamps=clamps)))
+            sample = model.sample(ckpt.vocab, args.length, args.prime, temperature=1.0, generator=gen, clamps=clamps)
+            fractions.append(in_string_fraction(args.prime + sample, len(args.prime)))
         if args.show and clamps and name.startswith(("string", "unit")):
             gen = torch.Generator().manual_seed(0)
-            shown = model.sample(ckpt.vocab, args.show, temperature=1.0, generator=gen, clamps=clamps)
+            shown = args.prime + model.sample(ckpt.vocab, args.show, args.prime, temperature=1.0, generator=gen,
+                                              clamps=clamps)
             print(f"  (seed 0 under {name}:)\n" + "\n".join("    | " + line for line in shown.splitlines()))
         f = np.array(fractions)
         print(f"  {name:58s} {f.mean():.3f}  (seeds: min {f.min():.3f}, max {f.max():.3f}, "
