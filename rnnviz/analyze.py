@@ -32,13 +32,12 @@ from .features import BUILTIN, Feature, TextIndex, feature_values, select_featur
 from .language import summarize
 from .names import h5_path, parse_point
 from .outputs import check_space, check_writable, disk_full
-from .probe import PER_FEATURE, PROBE_COLUMNS, probe_table
 from .rank import one_thread, z_bound
 from .stream import rank_columns, scan_point
 from .ranking import build_tables, hold_column, null_candidates
+from .unitsets import PARTS, SET_COLUMNS, Inputs, check_parts, part_bounds, set_columns, set_lines, unit_sets
 
 BLOCK = 512                 # characters per sampled block (--max-chars): HDF5 reads of fewer rows cost more per row
-PROBE_CHARS = 2048
 
 
 @dataclass
@@ -47,7 +46,7 @@ class Analysis:
     ranking: pd.DataFrame      # one row per (feature, unit), see rnnviz.ranking
     saturation: pd.DataFrame   # one row per sigmoid gate unit
     contexts: pd.DataFrame     # per unit: top, bottom and quantile characters with their text
-    probes: pd.DataFrame       # one row per feature, see rnnviz.probe
+    sets: pd.DataFrame         # one row per (feature, k): the best k units together, see rnnviz.unitsets
     features: pd.DataFrame     # name, kind, description, mean on the analysed characters, scored
     info: dict = field(default_factory=dict)
     units: pd.DataFrame | None = None   # one row per unit: percentiles, mean, sd, inf/NaN count
@@ -77,10 +76,14 @@ class Analysis:
         if i["holdout_chars"]:
             lines.append(f"holdout = the same score on the last {i['holdout']:.0%} of the text "
                          f"({i['holdout_chars']:,} characters analysed), not used for ranking.")
+        if i["part_chars"]:
+            f, s, t = i["part_chars"]
+            lines.append(f"Best k units together: probes fitted on the first {f:,} analysed characters, units "
+                         f"chosen on the next {s:,}, scored on the last {t:,} (test AUC for on/off features, r "
+                         f"for the others; see rnnviz.unitsets).")
         head = (f"{'feature':<18}{'kind':<11}{'rank':>4}  {'unit':<19}{'score':>7}{'AUC/rho':>8}{'r':>8}"
                 f"{'null z':>8}{'null p':>8}  {'beats null':<11}" + ("holdout" if i["holdout_chars"] else ""))
         lines += ["", head, "-" * len(head)]
-        probes = self.probes.set_index("feature") if len(self.probes) else None
         for feat in self.features.itertuples():
             if not feat.scored:
                 lines.append(f"{feat.name:<18}{feat.kind:<11}   -  constant on the analysed characters: not scored")
@@ -93,13 +96,7 @@ class Analysis:
                     f"{row.unit:<19}{row.score:>+7.3f}{stat:>8.3f}{row.r:>+8.3f}{_num(row.null_z, '>8.1f')}"
                     f"{_num(row.null_p, '>8.3f')}  {'yes' if row.beats_null else '':<11}"
                     + (_num(row.holdout_score, '>+7.3f') if i["holdout_chars"] else ""))
-            if probes is not None and feat.name in probes.index:
-                p = probes.loc[feat.name]
-                picked = ", ".join(u.split(":")[0] for u in str(p.selected).split()[:3])
-                lines.append(f"{'':<35}probe, held-out {p.metric.upper()}: {_num(p.l1, '.3f')} L1 over "
-                             f"{'all ' if p.l1_candidates == i['units'] else ''}{p.l1_candidates} units "
-                             f"({p.n_selected} used{': ' + picked if picked else ''}), {_num(p.top_k, '.3f')} "
-                             f"top {p.k}, {_num(p.random_k, '.3f')} random {p.k}")
+            lines += [f"{'':<35}{line}" for line in set_lines(self.sets, feat.name)]
         return "\n".join(lines)
 
 
@@ -181,7 +178,7 @@ def _text(d: Dump, path) -> tuple[str, pd.DataFrame]:
 
 def analyze_dump(path, *, features=None, extra_features: tuple[Feature, ...] = (), points: str | None = None,
                  top: int = 5, shifts: int = 99, holdout: float = 0.0, max_chars: int | None = None,
-                 contexts: int = 8, probe_chars: int = PROBE_CHARS, probe_k: int = 5, store: bool = True,
+                 contexts: int = 8, parts: tuple = PARTS, all_units: bool = True, store: bool = True,
                  language: str = "auto", tab_size: int = 8, seed: int = 0) -> Analysis:
     """Rank the dump's units against text features (see module doc); ``store`` writes /analysis.
 
@@ -192,34 +189,43 @@ def analyze_dump(path, *, features=None, extra_features: tuple[Feature, ...] = (
     blocks spread over the text (a quick look: the summary says it was sampled).
     ``language``: auto (per source, from its extension or else its content), python, c or
     text; ``tab_size``: tab stops for indentation and position in the line.
+    ``parts``: the fit, select and test fractions of the analysed characters for the best k
+    units together (:mod:`rnnviz.unitsets`; ``None``: no sets); ``all_units``: also the probe
+    on every unit (a (U, U) product over the fit part).
     """
     with one_thread():
         return _analyze(Path(path), select_features(features, extra_features), points=points, top=top,
                         shifts=shifts, holdout=holdout, max_chars=max_chars, contexts=contexts,
-                        probe_chars=probe_chars, probe_k=probe_k, store=store, language=language,
+                        parts=parts, all_units=all_units, store=store, language=language,
                         tab_size=tab_size, seed=seed)
 
 
-def _feature_columns(ti: TextIndex, feats, cache, pos: np.ndarray | None, probe_at: np.ndarray):
+def _feature_columns(ti: TextIndex, feats, cache, pos: np.ndarray | None, fit: int = 0):
     """FeatureColumns of the analysed characters (``pos``; None = all), built one feature at a
-    time, and the (len(probe_at), K) feature values at the probe characters."""
-    probe_y = np.empty((len(probe_at), len(feats)), np.float32)
+    time; with ``fit``, also those of the first ``fit`` of them and the (n, K) float32 values."""
+    y = np.empty((ti.n if pos is None else len(pos), len(feats) if fit else 0), np.float32)
+    fit_cols = []
 
     def columns():
         for j, feat in enumerate(feats):
             v = cache[feat.name] if feat.name in cache else feature_values(ti, feat)
             v = v if pos is None else v[pos]
-            probe_y[:, j] = v[probe_at]
+            if fit:
+                y[:, j] = v
+                fit_cols.append(v[:fit])
             yield v
-    return FeatureColumns.build(columns(), [ft.name for ft in feats], [ft.kind for ft in feats]), probe_y
+    names, kinds = [ft.name for ft in feats], [ft.kind for ft in feats]
+    fc = FeatureColumns.build(columns(), names, kinds)
+    return fc, (FeatureColumns.build(fit_cols, names, kinds) if fit else None), y
 
 
 def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, max_chars, contexts,
-             probe_chars, probe_k, store, language, tab_size, seed) -> Analysis:
+             parts, all_units, store, language, tab_size, seed) -> Analysis:
     if not feats:
         raise RnnvizError("no features to rank: name built-ins with --features or add --feature NAME=REGEX")
     if not 0.0 <= holdout < 1.0:
         raise RnnvizError(f"--holdout must be a fraction in [0, 1), found {holdout}")
+    parts = check_parts(parts) if parts else None
     if top < 1 or shifts < 0 or (max_chars is not None and max_chars < BLOCK):
         raise RnnvizError(f"expected top >= 1, shifts >= 0 and max-chars >= {BLOCK}; found "
                           f"{top}, {shifts}, {max_chars}")
@@ -234,16 +240,15 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
         pos = None if n == len(text) else plan.positions(plan.rank_blocks)
         ti = TextIndex(text, sources, language, tab_size)
         cache = {ft.name: feature_values(ti, ft) for ft in feats if ft.name not in BUILTIN}  # user code runs once
-        probe_at = np.unique(np.linspace(0, n - 1, min(probe_chars, n)).astype(np.int64))
-        fc, probe_y = _feature_columns(ti, feats, cache, pos, probe_at)
-        hold_fc = (_feature_columns(ti, feats, cache, plan.positions(plan.hold_blocks), probe_at[:0])[0]
-                   if plan.hold_blocks else None)
+        fit_n = part_bounds(n, parts)[0] if parts else 0
+        fc, fit_fc, y = _feature_columns(ti, feats, cache, pos, fit_n)
+        hold_fc = _feature_columns(ti, feats, cache, plan.positions(plan.hold_blocks))[0] if plan.hold_blocks else None
         used_shifts = min(shifts, n // 20)     # fewer than ~20 characters per lag says little
         readers = {p: d.reader(p, plan.rank_blocks) for p in names}
         results, keep_luts, hold_scores = [], {}, []
         for p in names:
             ds = d[p]
-            res = scan_point(p, readers[p], n, ds.shape[1], ds.dtype, fc, contexts=contexts, probe_at=probe_at)
+            res = scan_point(p, readers[p], n, ds.shape[1], ds.dtype, fc, contexts=contexts, fit=fit_fc)
             results.append(res)
             keep_luts = null_candidates(results, keep_luts, top)
             res.luts = {}
@@ -253,19 +258,22 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
                 hold_scores.append(hold.scores.score)
         tables = build_tables(results, fc, n, top=top, shifts=used_shifts,
                               null_columns=lambda p, cols: rank_columns(readers[p], n, cols, keep_luts.get(p)))
+        units = tables.units["unit"].tolist()
+        sets = pd.DataFrame(columns=SET_COLUMNS)
+        if fit_fc is not None:
+            valid = np.flatnonzero(fc.valid)
+            sets = unit_sets(Inputs([readers[p] for p in names], [len(r.scores.score) for r in results], y[:, valid],
+                                    [fc.names[j] for j in valid], [fc.kinds[j] for j in valid],
+                                    np.concatenate([r.fit_scores.score[:, valid] for r in results]),
+                                    np.nan_to_num(tables.units["mean"].to_numpy(float))),
+                             units, parts=parts, all_units=all_units, seed=seed)
     ranking = tables.ranking
     if hold_scores:
         ranking["holdout_score"] = hold_column(ranking, tables.units["unit"].tolist(),
                                                np.concatenate(hold_scores), fc.names)
-    units = tables.units["unit"].tolist()
-    column = {u: i for i, u in enumerate(units)}
-    ranked = {nm: [column[u] for u in g["unit"].head(max(PER_FEATURE, probe_k))]
-              for nm, g in ranking.groupby("feature", sort=False)}
-    valid = np.flatnonzero(fc.valid)
-    probe_x = np.concatenate([r.probe_x for r in results], axis=1)
-    probes = (probe_table(probe_x, probe_y[:, valid], [fc.names[j] for j in valid],
-                          [fc.kinds[j] for j in valid], units, ranked, k=probe_k, seed=seed)
-              if len(valid) and len(probe_at) >= 16 else pd.DataFrame(columns=PROBE_COLUMNS))
+    if fit_fc is not None:
+        fit_score = np.concatenate([r.fit_scores.score for r in results])
+        ranking = ranking.join(set_columns(ranking, units, fit_score, fc.names, sets))
     feature_df = pd.DataFrame({"name": fc.names, "kind": fc.kinds, "description": [ti.describe(ft) for ft in feats],
                                "mean": fc.mean, "scored": fc.valid})
     positions = (lambda i: i) if pos is None else (lambda i: pos[i])
@@ -275,15 +283,23 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
             "points": names, "units": len(units), "shifts": used_shifts, "top": top,
             "z_bound": z_bound(len(units)), "max_chars": max_chars, "seed": seed, "stored": False,
             "language": language, "languages": [[nm, lang] for nm, lang in zip(ti.names, ti.languages)],
-            "tab_size": ti.tab_size,
+            "tab_size": ti.tab_size, "parts": list(parts) if parts else None,
+            "part_chars": _part_chars(n, parts), "all_units": bool(all_units),
             "nonfinite_units": int((tables.units["nonfinite"] > 0).sum()),
             "nonfinite_values": int(tables.units["nonfinite"].sum())}
-    result = Analysis(ranking, tables.saturation, with_text(tables.contexts(positions), text), probes,
+    result = Analysis(ranking, tables.saturation, with_text(tables.contexts(positions), text), sets,
                       feature_df, info, tables.units)
     if store:
         _store(path, ti, feats, cache, result, plan)
         result.info["stored"] = True
     return result
+
+
+def _part_chars(n: int, parts) -> list[int] | None:
+    if not parts:
+        return None
+    f, s = part_bounds(n, parts)
+    return [f, s - f, n - s]
 
 
 def _store(path: Path, ti: TextIndex, feats, cache, result: Analysis, plan: _Plan) -> None:
@@ -303,7 +319,7 @@ def _store(path: Path, ti: TextIndex, feats, cache, result: Analysis, plan: _Pla
                        ti.describe(ft)) for ft in feats),     # one at a time: each is N floats
             # Context positions only: the text around them is in /text/codes (strings would double the group).
             tables={"ranking": result.ranking, "saturation": result.saturation,
-                    "contexts": result.contexts[CONTEXT_COLUMNS], "probes": result.probes,
+                    "contexts": result.contexts[CONTEXT_COLUMNS], "sets": result.sets,
                     "units": result.units},
             options=options)
 

@@ -315,13 +315,19 @@ def _list_features(ctx, _param, value):
                    "extension (.py, .c, ...) or else the content (text = prose).")
 @click.option("--tab-size", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Tab stops for indentation and position in the line.")
+@click.option("--parts", default="60/20/20", show_default=True, metavar="FIT/SELECT/TEST",
+              help="The best k units together: contiguous parts of the analysed characters, in text order, "
+                   "to fit the probes on, choose the units on and score them on; 'none' skips the sets.")
+@click.option("--all-units/--no-all-units", default=True, show_default=True,
+              help="Also score a probe on every unit (a units x units product over the fit part).")
 @user_errors
 def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_chars, csv_path, parquet_path,
-            force, no_store, language, tab_size):
+            force, no_store, language, tab_size, parts, all_units):
     """Rank every unit of DUMP against text features; store the results in it under /analysis."""
     from .analyze import analyze_dump, check_exports, export_ranking
     from .errors import RnnvizError
     from .features import parse_feature_option
+    from .unitsets import parse_parts
     extra = tuple(parse_feature_option(r) for r in regexes)
     if max_chars is None or max_chars.strip().lower() == "all":
         limit = None
@@ -332,7 +338,7 @@ def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_char
     check_exports(csv_path, parquet_path, force)
     result = analyze_dump(dump_file, features=builtins, extra_features=extra, points=points, top=top,
                           shifts=shifts, holdout=holdout, max_chars=limit, store=not no_store,
-                          language=language, tab_size=tab_size)
+                          language=language, tab_size=tab_size, parts=parse_parts(parts), all_units=all_units)
     click.echo(result.summary(top))
     # Which language each source got, on every row: a CSV has nowhere else to say it.
     langs = "; ".join(f"{nm}={lang}" for nm, lang in result.info["languages"])

@@ -1,5 +1,5 @@
 """One recording point over every analysed character: the passes of :mod:`rnnviz.exact`,
-plus what the same passes give for free (contexts, gate saturation, probe rows), and the
+plus what the same passes give for free (contexts, gate saturation, the fit part's own scores), and the
 circular-shift null of a few units over all characters.
 
 A *reader* is ``read(lo, hi, cols=None) -> (hi - lo, H or len(cols)) array`` over the
@@ -37,8 +37,8 @@ class PointResult:
     bottom: np.ndarray
     quantile_at: np.ndarray             # (H, Q)
     values: dict                        # "top", "bottom", "quantile": (H, k) values at those characters
-    probe_x: np.ndarray                 # (len(probe_at), H) float32
     luts: dict = field(default_factory=dict)   # unit index -> (65536,) int32 doubled midranks (float16 only)
+    fit_scores: Scores | None = None    # the same scores on the first fit.n characters alone (``fit``)
 
 
 class Extremes:
@@ -108,23 +108,36 @@ def _spread_blocks(keys: np.ndarray) -> np.ndarray:
 
 
 def scan_point(point: str, read, n: int, h: int, dtype, fc: FeatureColumns, *, contexts: int = 8,
-               probe_at: np.ndarray | None = None) -> PointResult:
-    """Score the H units of one point against ``fc`` on all n analysed characters."""
-    probe_at = np.zeros(0, np.int64) if probe_at is None else probe_at
+               fit: FeatureColumns | None = None) -> PointResult:
+    """Score the H units of one point against ``fc`` on all n analysed characters; with
+    ``fit`` (the features of the first fit.n characters), also on those alone (``fit_scores``:
+    the counting pass is shared, its counts of those characters merged with the rest's)."""
     if np.dtype(dtype) == np.float16:
-        return _scan_float16(point, read, n, h, fc, contexts, probe_at)
-    return _scan_columns(point, read, n, h, fc, contexts, probe_at)
+        return _scan_float16(point, read, n, h, fc, contexts, fit)
+    res = _scan_columns(point, read, n, h, fc, contexts)
+    if fit is not None:
+        res.fit_scores = _column_group_scores(read, fit.n, h, fit)
+    return res
 
 
-def _scan_float16(point, read, n, h, fc, contexts, probe_at) -> PointResult:
+def _empty_sums(h: int, fc: FeatureColumns, lib):
+    return GroupSums.empty(h, fc.grouping) if lib is not None else Sums.empty(h, len(fc.names))
+
+
+def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
     lib = rank_kernel()
-    st = unit_stats(_count(read, n, h, lib), QUANTILES, lib)
+    cut = fit.n if fit is not None else 0
+    counts, fit_counts = _count(read, n, h, lib, cut)
+    fit_st = unit_stats(fit_counts, QUANTILES, lib) if fit is not None else None
+    del fit_counts
+    st = unit_stats(counts, QUANTILES, lib)
+    del counts
     bad = st.nonfinite > 0
-    sums = GroupSums.empty(h, fc.grouping) if lib is not None else Sums.empty(h, len(fc.names))
+    sums = _empty_sums(h, fc, lib)
+    fit_sums = _empty_sums(h, fit, lib) if fit is not None else None
     ext = Extremes(h, contexts)
     qat = np.full((h, len(QUANTILES)), -1, np.int64)
     targets = st.quantile_keys.astype(np.int32)
-    probe_x = np.zeros((len(probe_at), h), np.float32)
 
     def block_sums(lo: int, bits: np.ndarray) -> None:
         bits = bits.view(np.uint16)
@@ -139,33 +152,65 @@ def _scan_float16(point, read, n, h, fc, contexts, probe_at) -> PointResult:
             keys = f16_keys(bits)
             ext.add(keys, lo, bad)
             _find_quantiles(keys, st.quantile_keys, qat, lo)
-        at = probe_at[(probe_at >= lo) & (probe_at < hi)]
-        if len(at):
-            probe_x[np.searchsorted(probe_at, at)] = bits[at - lo].view(np.float16)
+        if lo < cut:                 # the fit part's characters again, with its own midranks
+            m = min(hi, cut)
+            if lib is not None:
+                fit_sums.add(bits[:m - lo], fit_st.lut2, fit, lo, lib)
+            else:
+                fit_sums.add(bits[:m - lo], fit_st.lut2, *fit.weights(lo, m))
     _blocks(read, n, SUM_ROWS if lib is not None else NUMPY_ROWS, block_sums, lib is not None)
     scores = finish(sums.sums(fc.grouping) if lib is not None else sums, st.n, st.rank_ss, st.ss, fc)
+    fit_scores = None
+    if fit is not None:
+        fit_scores = finish(fit_sums.sums(fit.grouping) if lib is not None else fit_sums, fit_st.n,
+                            fit_st.rank_ss, fit_st.ss, fit)
     stats = {"n": st.n, "nonfinite": st.nonfinite, "mean": st.mean,
              "sd": np.sqrt(st.ss / np.maximum(st.n, 1)), "min": st.minimum, "max": st.maximum}
     stats.update({f"p{int(q)}": st.percentiles[:, j] for j, q in enumerate(PERCENTILES)})
     if bad.any():                      # units with inf/NaN: scored from their whole columns
         idx = np.flatnonzero(bad)
-        for part in _column_groups(idx, n):
-            x = _columns(read, n, part)
-            sc, _ = column_scores(x, fc)
-            for key in ("score", "auc", "r", "rho"):
-                getattr(scores, key)[part] = getattr(sc, key)
-            scores.n[part] = sc.n
+        _rescore(scores, read, n, idx, fc)
+        if fit is not None:
+            _rescore(fit_scores, read, cut, idx, fit)
     luts = {u: st.lut2[u] for u in range(h)}   # trimmed by the caller to the units it keeps
     (top, top_v), (bottom, bottom_v) = ext.result("top", n), ext.result("bottom", n)
     qv = np.where(qat >= 0, KEY_VALUE[st.quantile_keys], np.nan)
     return PointResult(point, scores, stats, st.below, st.above, top, bottom, qat,
-                       {"top": top_v, "bottom": bottom_v, "quantile": qv}, probe_x, luts)
+                       {"top": top_v, "bottom": bottom_v, "quantile": qv}, luts, fit_scores)
 
 
-def _count(read, n: int, h: int, lib) -> Counts:
-    counts = Counts.empty(h)
-    _blocks(read, n, COUNT_ROWS, lambda lo, block: counts.add(block.view(np.uint16), lib), lib is not None)
-    return counts
+def _rescore(scores: Scores, read, n: int, units: np.ndarray, fc: FeatureColumns) -> None:
+    """Replace the scores of ``units`` by those of their whole columns over the first n characters."""
+    for part in _column_groups(units, n):
+        sc, _ = column_scores(_columns(read, n, part), fc)
+        for key in ("score", "auc", "r", "rho"):
+            getattr(scores, key)[part] = getattr(sc, key)
+        scores.n[part] = sc.n
+
+
+def _column_group_scores(read, n: int, h: int, fc: FeatureColumns) -> Scores:
+    """Scores of all h units from their whole columns over the first n characters."""
+    scores = Scores(*(np.full((h, len(fc.names)), np.nan) for _ in range(4)), np.zeros(h, np.int64))
+    _rescore(scores, read, n, np.arange(h), fc)
+    return scores
+
+
+def _count(read, n: int, h: int, lib, cut: int = 0) -> tuple[Counts, Counts | None]:
+    """Value counts of all n characters, and of the first ``cut`` alone (None without a cut):
+    those are counted on their own, then added into the others'."""
+    counts, first = Counts.empty(h), Counts.empty(h) if cut else None
+
+    def work(lo: int, block: np.ndarray) -> None:
+        bits = block.view(np.uint16)
+        m = min(max(cut - lo, 0), len(bits))           # rows of this block before the cut
+        if m:
+            first.add(bits[:m], lib)
+        if m < len(bits):
+            counts.add(bits[m:], lib)
+    _blocks(read, n, COUNT_ROWS, work, lib is not None)
+    if first is not None:
+        counts.hist += first.hist
+    return counts, first
 
 
 def _blocks(read, n: int, rows: int, work, ahead: bool) -> None:
@@ -212,7 +257,7 @@ def _columns(read, n: int, cols: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scan_columns(point, read, n, h, fc, contexts, probe_at) -> PointResult:
+def _scan_columns(point, read, n, h, fc, contexts) -> PointResult:
     """float32 (or float64) states: whole columns a few units at a time, sorted to midranks."""
     k = len(fc.names)
     scores = Scores(*(np.full((h, k), np.nan) for _ in range(4)), np.zeros(h, np.int64))
@@ -223,7 +268,6 @@ def _scan_columns(point, read, n, h, fc, contexts, probe_at) -> PointResult:
     qat = np.full((h, len(QUANTILES)), -1, np.int64)
     values = {"top": np.full((h, contexts), np.nan), "bottom": np.full((h, contexts), np.nan),
               "quantile": np.full((h, len(QUANTILES)), np.nan)}
-    probe_x = np.zeros((len(probe_at), h), np.float32)
     for part in _column_groups(np.arange(h), n):
         x = _columns(read, n, part)
         sc, cst = column_scores(x, fc)
@@ -252,9 +296,7 @@ def _scan_columns(point, read, n, h, fc, contexts, probe_at) -> PointResult:
             if len(order):
                 qat[c] = order[(np.asarray(QUANTILES) * (len(order) - 1)).astype(int)]
                 values["quantile"][c] = x[qat[c], j]
-        if len(probe_at):
-            probe_x[:, part] = x[probe_at]
-    return PointResult(point, scores, stats, below, above, top, bottom, qat, values, probe_x, {})
+    return PointResult(point, scores, stats, below, above, top, bottom, qat, values, {})
 
 
 # ----- circular-shift null over all characters

@@ -45,3 +45,13 @@ def write_synthetic_dump(path, text: str, states: dict[str, np.ndarray], *, sour
                 "model_config": {"num_layers": layer_count, "hidden_size": hidden, "vocab_size": len(vocab)},
                 "checkpoint": "synthetic", "checkpoint_sha256": "0" * 64, "versions": {"rnnviz": "test"},
                 "command": "tests/dumpfactory.py", **(attrs or {})})
+
+
+def ar1(rng, n: int, units: int, phi: float) -> np.ndarray:
+    """(n, units) autocorrelated noise, like a recurrent unit drifting on its own."""
+    out = np.empty((n, units))
+    out[0] = rng.standard_normal(units)
+    eps = rng.standard_normal((n, units)) * np.sqrt(1 - phi ** 2)
+    for t in range(1, n):
+        out[t] = phi * out[t - 1] + eps[t]
+    return out

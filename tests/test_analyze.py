@@ -89,12 +89,13 @@ def test_planted_units_rank_first_and_beat_the_null(result):
     assert res.info["analysed_chars"] + res.info["holdout_chars"] == res.info["n_chars"]
 
 
-def test_probes_find_the_planted_unit(result):
-    probes = result[1].probes.set_index("feature")
-    assert probes.loc["in_string", "selected"].startswith("layer1.c[3]:+")
-    assert probes.loc["in_string", "l1"] > 0.95 and probes.loc["in_string", "top_k"] > 0.95
-    assert probes.loc["in_string", "random_k"] < probes.loc["in_string", "top_k"]
-    assert probes.loc["line_pos", "metric"] == "r" and probes.loc["line_pos", "top_k"] > 0.8
+def test_sets_start_with_the_planted_unit(result):
+    sets = result[1].sets.set_index(["feature", "k"])
+    assert sets.loc[("in_string", 1), "unit"] == "layer1.c[3]" == sets.loc[("in_string", 1), "top_unit"]
+    assert sets.loc[("in_string", 1), "greedy"] > 0.95 and sets.loc[("in_string", 5), "greedy"] > 0.95
+    assert sets.loc[("in_string", 5), "random_k"] < 0.9
+    assert sets.loc[("line_pos", 1), "unit"] == "layer0.h[5]"
+    assert sets.loc[("line_pos", 1), "metric"] == "r" and sets.loc[("line_pos", 5), "greedy"] > 0.8
 
 
 def test_saturation_and_contexts(result, planted):
@@ -128,7 +129,7 @@ def test_analysis_is_stored_as_documented(result):
         assert list(read_table(g["saturation"]).columns[:7]) == ["unit", "point", "layer", "gate", "index",
                                                                 "frac_left", "frac_right"]
         assert list(read_table(g["contexts"]).columns) == ["unit", "which", "rank", "quantile", "position", "value"]
-        assert len(read_table(g["probes"])) == len(res.features)
+        assert len(read_table(g["sets"])) == 16 * res.features["scored"].sum()
         assert json.loads(g.attrs["options"])["holdout"] == 0.2 and g.attrs["created"]
 
 
@@ -171,7 +172,7 @@ def test_cli_prints_a_table_and_writes_the_ranking(planted, tmp_path):
         assert col in header
     string_row = next(line for line in lines if line.startswith("in_string"))
     assert "layer1.c[3]" in string_row and "yes" in string_row
-    assert any("probe, held-out AUC" in line for line in lines)
+    assert any("test AUC at k = 1, 2, 5, 10, 16: best k together" in line for line in lines)
     import pandas as pd
     table = pd.read_csv(csv)
     assert len(table) == 3 * 6 * H and set(table["feature"]) == {"in_string", "depth", "call"}

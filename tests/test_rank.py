@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from dumpfactory import ar1
 
 from rnnviz.errors import RnnvizError
 from rnnviz.rank import (fp16_keys, null_scores, prepare_features, rank_units, score_point, shift_plan,
@@ -11,16 +12,6 @@ from rnnviz.rank import (fp16_keys, null_scores, prepare_features, rank_units, s
 def exact_auc(x, f):
     pos, neg = x[f == 1], x[f == 0]
     return (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-
-
-def ar1(rng, n, units, phi):
-    """Autocorrelated noise, like a recurrent unit drifting on its own."""
-    out = np.empty((n, units))
-    out[0] = rng.standard_normal(units)
-    eps = rng.standard_normal((n, units)) * np.sqrt(1 - phi ** 2)
-    for t in range(1, n):
-        out[t] = phi * out[t - 1] + eps[t]
-    return out
 
 
 def runs(rng, n, mean_length):

@@ -14,7 +14,7 @@ from .groups import replace_group
 from .tables import json_attr, read_table
 
 GROUP = "analysis"
-TABLES = ("ranking", "saturation", "contexts", "probes")   # what rnnviz analyze writes today
+TABLES = ("ranking", "saturation", "contexts", "sets", "units")   # what rnnviz analyze writes today
 ARRAYS: tuple[str, ...] = ()                               # per-unit or per-char arrays beside them
 
 
