@@ -99,6 +99,14 @@ def test_a_c_txt_and_an_extensionless_python_file_get_their_own_features(mixed_d
         assert json.dumps(d.analysis.options["languages"]) == '[["header.txt", "c"], ["walker", "c"]]'
         assert d.analysis.feature_descriptions()["in_comment"].startswith("inside a C comment")
     assert feats[text.index("# every file") + 2] == 0                     # '#' starts no comment in C
+    out = CliRunner().invoke(cli, ["analyze", str(path), "--features", "in_comment", "--shifts", "0",
+                                   "--language", "python"])
+    assert out.exit_code == 0 and "Languages (chosen with --language): python (2 sources: header.txt, walker)" in out.output
+    with rnnviz.open(path) as d:
+        feats = d.analysis.feature("in_comment")[()]
+        assert d.analysis.options["languages"] == [["header.txt", "python"], ["walker", "python"]]
+    assert feats[text.index("# every file") + 2] == 1                     # the extensionless file: Python
+    assert feats[text.index("/* Print") + 3] == 0                         # '/*' starts no comment in Python
 
 
 def test_prose_gets_no_comments_or_literals(tmp_path):
