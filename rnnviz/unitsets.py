@@ -155,13 +155,12 @@ def unit_sets(inp: Inputs, units: list[str], *, parts=PARTS, all_units: bool = T
     rand = random_orders(len(units), draws, max_k, seed)
     # The units the moments cover: all of them for the all-units probe, else what the sets can use.
     every = np.arange(len(units)) if all_units else np.unique(np.concatenate([*cands.values(), rand.ravel()]))
-    sym = _point_blocks(inp.widths) if all_units else None
+    sym = [(a, min(a + 256, len(every))) for a in range(0, len(every), 256)]      # column blocks
     fit_m, sel_m = Moments.empty(len(every), y.shape[1]), Moments.empty(len(every), y.shape[1])
     for (lo, hi), m in [(b, fit_m) for b in _blocks(0, f)] + [(b, sel_m) for b in _blocks(f, s)]:
         m.add(_rows(inp, lo, hi, None if all_units else every), y[lo:hi], sym)
-    if sym:
-        fit_m.finish()
-        sel_m.finish()
+    fit_m.finish()
+    sel_m.finish()
     # Standardised on the fit part: z = (x - mu) / sd, the feature centred by its fit mean.
     mu, ybar = fit_m.sx / f, fit_m.sy / f
     fxx, fxy, _ = fit_m.about(mu, ybar)
@@ -221,11 +220,6 @@ def _stat(fn, values: np.ndarray) -> float:
     """fn of the finite values; NaN when there are none (a feature constant on the test part)."""
     values = values[np.isfinite(values)]
     return float(fn(values)) if len(values) else float("nan")
-
-
-def _point_blocks(widths: list[int]) -> list[tuple[int, int]]:
-    starts = np.cumsum([0] + list(widths[:-1]))
-    return [(int(a), int(a + w)) for a, w in zip(starts, widths)]
 
 
 SHOWN_K = (1, 2, 5, 10, 16)     # the k the summary prints

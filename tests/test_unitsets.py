@@ -170,3 +170,18 @@ def test_greedy_separation_matches_a_direct_computation():
     for k in range(1, 5):
         assert dprime[k - 1] == pytest.approx(direct(chosen[:k]), rel=1e-9)
         assert all(direct(chosen[:k - 1] + [c]) <= dprime[k - 1] + 1e-9 for c in set(range(10)) - set(chosen[:k]))
+
+
+def test_without_all_units_the_sets_are_the_same(copies, copies_result, tmp_path):
+    path = tmp_path / "d.h5"
+    shutil.copy(copies[0], path)
+    res = analyze_dump(path, features=["in_string", "line_pos"], shifts=0, store=False, all_units=False)
+    full = copies_result[1].sets
+    assert res.sets["all_units"].isna().all() and full["all_units"].notna().all()
+    assert res.sets["units"].tolist() == full["units"].tolist()
+    np.testing.assert_allclose(res.sets["greedy"], full["greedy"], atol=1e-6)
+    out = CliRunner().invoke(cli, ["analyze", str(path), "--features", "in_string", "--shifts", "0", "--no-store",
+                                   "--parts", "50/25/25"])
+    assert out.exit_code == 0 and "probes fitted on the first 6,000 analysed characters" in out.output
+    bad = CliRunner().invoke(cli, ["analyze", str(path), "--parts", "60/40"])
+    assert bad.exit_code == 1 and "Error: --parts expects FIT/SELECT/TEST" in bad.output
