@@ -35,6 +35,7 @@ def test_example_notebook_shows_the_coloured_text_offline(tmp_path):
     assert "<script" not in everything and not re.search(r"https?://", everything)
     # The planted quote cell comes first, and its text is coloured as the app colours it.
     assert "layer0.c[1] · chars 0–1,500" in page
+    assert "colour: " in page and "1st … 99th percentile over all" in page      # the legend states the rule
     spans = re.findall(r'<span style="background:(#[0-9a-f]{6})[^"]*" title="char ([\d,]+): ([-\d.]+)">', page)
     assert len(spans) == 1500
     with h5py.File(path, "r") as f:                   # read independently of rnnviz

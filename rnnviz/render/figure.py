@@ -89,7 +89,8 @@ class Span:
         return grid(self.text, WRAP, breaks=self.breaks)
 
     def fragment(self) -> str:
-        """The title, a <pre> of spans with inline background colours, and a colour bar."""
+        """The title, a <pre> of spans with inline background colours, a colour bar and the legend
+        (the range and where it comes from)."""
         spans = []
         for i, (ch, fill, v) in enumerate(zip(self.text, self.fills, self.values.tolist())):
             tip = f"char {self.start + i:,}: {v:.4f}"
@@ -108,13 +109,13 @@ class Span:
                 f'<div style="margin:14px 24px 0;width:260px;height:12px;border:1px solid #999;'
                 f'background:linear-gradient(to right, {stops})"></div>\n'
                 f'<div style="position:relative;margin:0 24px;width:260px;height:16px;font-size:11px">{ticks}</div>\n'
+                f'<p style="font-size:12px;color:#333">colour: {html.escape(self.colour.legend())}</p>\n'
                 f'</div>\n')
 
     def page(self) -> str:
-        """A standalone HTML page: :meth:`fragment` and the legend, or, with a heatmap or the
-        guesses, the SVG picture that holds them."""
-        legend = f'<p style="font:12px Helvetica,Arial,sans-serif;color:#333">colour: {html.escape(self.colour.legend())}</p>'
-        body = render_svg(self) if self.heat or self.guesses is not None else self.fragment() + legend
+        """A standalone HTML page: :meth:`fragment`, or, with a heatmap or the guesses, the SVG
+        picture that holds them."""
+        body = render_svg(self) if self.heat or self.guesses is not None else self.fragment()
         return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
                 f'</head>\n<body style="margin:16px">\n{body}</body></html>\n')
 
