@@ -10,6 +10,8 @@ here; the last line is one JSON object.
 
     python benchmarks/analyze_speed.py            # 100k and 1M characters
     python benchmarks/analyze_speed.py --quick    # 20k and 100k characters, under a minute
+    RNNVIZ_KERNEL_FLAGS="-O3 -march=x86-64-v3 -ffast-math" python benchmarks/analyze_speed.py
+                                                  # the kernel built for AVX2 (no AVX-512)
 """
 from __future__ import annotations
 
@@ -86,6 +88,7 @@ def child_read(path: str) -> dict:
 def child_analyze(path: str, store: bool, max_chars, repeats: int) -> dict:
     import rnnviz.analyze as an   # imports torch, pandas, h5py: not part of the timing
     from rnnviz.exact import rank_kernel
+    from rnnviz.rankkernel import threads
     rank_kernel()                 # built once per machine, not part of the timing
     best, result = float("inf"), None
     for _ in range(repeats):
@@ -94,7 +97,8 @@ def child_analyze(path: str, store: bool, max_chars, repeats: int) -> dict:
         best = min(best, time.perf_counter() - t)
     return {"seconds": best, "units": result.info["units"], "features": len(result.features),
             "analysed_chars": result.info["analysed_chars"], "sampled": result.info["sampled"],
-            "kernel": rank_kernel() is not None, "features_seconds": features_seconds(path)}
+            "kernel": " ".join(rank_kernel().flags) if rank_kernel() is not None else "none (numpy)",
+            "threads": threads(), "features_seconds": features_seconds(path)}
 
 
 def features_seconds(path: str) -> float:
@@ -183,7 +187,7 @@ def run(args, folder: Path) -> None:
         print(f"{n:>9,} chars: read every array {read['seconds']:.2f} s | analyze, all {rank['analysed_chars']:,} "
               f"chars {rank['seconds']:.2f} s ({rank['seconds'] / read['seconds']:.2f}x read) | peak memory: "
               f"read {read['peak_mb']:.0f} MB, analyze {rank['peak_mb']:.0f} MB | the {rank['features']} features "
-              f"over the text {rank['features_seconds']:.2f} s | counting kernel: {'yes' if rank['kernel'] else 'no'}")
+              f"over the text {rank['features_seconds']:.2f} s | kernel: {rank['kernel']}, {rank['threads']} threads")
     small, large = (f"{n // 1000}k" for n in sizes)
     figures["peak_mb_growth"] = round(figures[f"peak_mb_analyze_{large}"] - figures[f"peak_mb_analyze_{small}"])
     print(f"peak memory growth from {small} to {large} chars: {figures['peak_mb_growth']} MB")

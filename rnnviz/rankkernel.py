@@ -7,7 +7,9 @@ compiler and ninja; about 30 s, once per machine) and cached beside the recordin
 under PyTorch's extension cache, named after the source, the flags, the CPU, PyTorch and
 Python (rnnviz.kernel's conventions). A failed build is remembered in that folder and not
 tried again until the folder is removed. Without it, or with ``RNNVIZ_KERNEL=0``, numpy
-does the same work, several times slower.
+does the same work, several times slower. ``RNNVIZ_KERNEL_FLAGS`` replaces the compiler
+flags (e.g. ``-O3 -march=x86-64-v3 -ffast-math`` for an AVX2-only build) and
+``RNNVIZ_THREADS`` the number of threads.
 """
 from __future__ import annotations
 
@@ -56,8 +58,10 @@ def rank_kernel():
     for flags in flag_sets():
         try:
             from torch.utils import cpp_extension
-            return cpp_extension.load(kernel_name(), [str(source)], extra_cflags=flags,
-                                      build_directory=str(folder), verbose=False)
+            lib = cpp_extension.load(kernel_name(), [str(source)], extra_cflags=flags,
+                                     build_directory=str(folder), verbose=False)
+            lib.flags = flags          # what a speed figure was measured with
+            return lib
         except Exception as e:   # no compiler, no ninja, flags it refuses: try the next set
             error = _first_line(e)
     (folder / FAILED).write_text(json.dumps({"error": error, "cpu": cpu()}))

@@ -257,3 +257,21 @@ def test_the_kernel_finds_the_same_contexts_as_numpy(hard_dump, monkeypatch):
     pd.testing.assert_frame_equal(with_kernel.contexts, without.contexts)
     pd.testing.assert_frame_equal(with_kernel.saturation, without.saturation)
     pd.testing.assert_frame_equal(with_kernel.units, without.units, rtol=1e-12)
+
+
+def test_the_reader_reads_scattered_columns(tmp_path, stdlib_text_file):
+    """The null's columns: far-apart units are read from the chunks that hold them."""
+    text = stdlib_text_file.read_text()[:3000]
+    x = np.random.default_rng(1).standard_normal((len(text), 300)).astype(np.float16)
+    write_synthetic_dump(tmp_path / "wide.h5", text, {"layer0.c": x}, dtype="float16")
+    with h5py.File(tmp_path / "wide.h5", "r+") as f:           # chunks of 64 units, as rnnviz dump writes
+        attrs = dict(f["states/layer0/c"].attrs)
+        del f["states/layer0/c"]
+        f.create_dataset("states/layer0/c", data=x, chunks=(256, 64)).attrs.update(attrs)
+    from rnnviz.dumpfile import open_dump
+    with open_dump(tmp_path / "wide.h5") as d:
+        read = d.reader("layer0.c", [(0, 1000), (1500, len(text) - 1500)])
+        cols = np.array([0, 1, 70, 150, 151, 299])
+        rows = np.r_[0:1000, 1500:len(text)]
+        np.testing.assert_array_equal(read(900, 1200, cols), x[rows[900:1200]][:, cols])
+        np.testing.assert_array_equal(read(0, 5, cols[3:4]), x[:5, [150]])

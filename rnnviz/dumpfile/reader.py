@@ -136,8 +136,13 @@ class Dump(PointArrays):
         ds = self[point]
         starts = np.cumsum([0] + [length for _, length in blocks])
 
+        width = ds.chunks[1] if ds.chunks else ds.shape[1]
+
         def read(lo: int, hi: int, cols=None) -> np.ndarray:
             out = np.empty((hi - lo, ds.shape[1] if cols is None else len(cols)), ds.dtype)
+            if cols is not None:     # (first, end) index ranges of cols, split where a whole chunk lies between
+                gaps = np.flatnonzero(np.diff(np.asarray(cols) // width) > 1) + 1
+                spans = list(zip([0, *gaps], [*gaps, len(cols)]))
             b, at = int(np.searchsorted(starts, lo, side="right")) - 1, lo
             try:
                 while at < hi:
@@ -145,9 +150,11 @@ class Dump(PointArrays):
                     a, e = begin + at - starts[b], begin + min(length, hi - starts[b])
                     if cols is None:
                         ds.read_direct(out, np.s_[a:e], np.s_[at - lo:at - lo + e - a])
-                    else:     # one plain slice over the columns' span (h5py's lists are slow)
-                        c0, c1 = int(cols[0]), int(cols[-1]) + 1
-                        out[at - lo:at - lo + e - a] = ds[a:e, c0:c1][:, np.asarray(cols) - c0]
+                    else:     # plain slices over runs of columns (h5py's lists are slow), one
+                        # per group of chunks that holds some: the chunks between are not read
+                        for i, j in spans:
+                            c0, c1 = int(cols[i]), int(cols[j - 1]) + 1
+                            out[at - lo:at - lo + e - a, i:j] = ds[a:e, c0:c1][:, np.asarray(cols[i:j]) - c0]
                     at, b = at + e - a, b + 1
             except (OSError, ValueError) as err:
                 raise RnnvizError(f"{self.path}: cannot read {ds.name} ({str(err).splitlines()[0]}); the file "
