@@ -351,8 +351,9 @@ def errors_command(checkpoint, train_paths, held_out_paths, opts: ErrorOptions, 
 GROUP = "errors"   # the dump's result group (docs/dump-format.md)
 
 
-def check_dump_matches(path, ckpt, text: str) -> None:
-    """``--into``: the dump must be of this checkpoint and of exactly these held-out texts."""
+def check_dump_matches(path, ckpt, text: str, texts: str = "HELD_OUT") -> None:
+    """``--into``: the dump must be of this checkpoint and of exactly these texts (the
+    command's argument ``texts``)."""
     from .dumpfile import open_dump
     from .errors import RnnvizError
     with open_dump(path) as d:
@@ -360,8 +361,8 @@ def check_dump_matches(path, ckpt, text: str) -> None:
             raise RnnvizError(f"{path}: recorded from another checkpoint (sha256 "
                               f"{str(d.attrs.get('checkpoint_sha256'))[:12]}, not {ckpt.sha256[:12]})")
         if d.n_chars != len(text) or d.text != text:
-            raise RnnvizError(f"{path}: holds another text than HELD_OUT ({d.n_chars:,} chars, "
-                              f"HELD_OUT has {len(text):,}); dump HELD_OUT itself")
+            raise RnnvizError(f"{path}: holds another text than {texts} ({d.n_chars:,} chars, "
+                              f"{texts} has {len(text):,}); dump {texts} itself")
 
 
 def store_breakdown(path, result: Breakdown, opts: ErrorOptions) -> None:

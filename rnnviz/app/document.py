@@ -26,6 +26,7 @@ from ..errors import RnnvizError
 from ..names import kinds_in, parse_point, unit_name
 from ..render import colours
 from . import urlstate
+from .ablation import AblationToggle
 from .controls import MAIN_W, STATUS_STYLE, Controls
 from .discover import DiscoverPanel, SelectMatch
 from .navigation import Navigator
@@ -112,6 +113,7 @@ class Explorer(Navigator, Spans):
             const q = cb_obj.text;
             window.history.replaceState(null, '', window.location.pathname + (q ? '?' + q : ''));"""))
         self.export = ExportPanel()
+        self.ablation = AblationToggle(self.view)
         self.heatmap = Heatmap(self.text.plot.x_range, WRAP * CELL_W, 4, SIDE_W)
         self._strip_key = None          # (start, end, k) the guesses under the text were drawn for
         self.banner = Div(text="", width=SIDE_W, name="analysis_banner")
@@ -226,6 +228,7 @@ class Explorer(Navigator, Spans):
         d.find.on_click(g(self.find_matches))
         self.export.button.on_click(g(self.export_visible))
         self.run_analysis.on_click(g(self.start_analysis))
+        self.ablation.toggle.on_change("active", g(lambda a, o, n: self.paint()))
 
     def _layout(self):
         # The ranking is always in view; the other panels share the tabs under it (tab indices:
@@ -241,7 +244,7 @@ class Explorer(Navigator, Spans):
         tabs.js_on_change("active", CustomJS(args={"tables": list(tabs.select({"type": DataTable}))},
                                              code="for (const t of tables) { t.change.emit() }"))
         # Nested columns: a plain column would align the frames of the figures and squeeze them.
-        main = column(self.controls.top(self.span_hint), column(self.text.figure), column(self.heatmap.figure),
+        main = column(self.controls.top(self.span_hint), self.ablation.toggle, column(self.text.figure), column(self.heatmap.figure),
                       column(self.text.plot), self.url)
         side = column(self.banner, self.run_analysis, self.controls.side(), self.heatmap.controls,
                       self.ranking.layout, tabs)
@@ -329,6 +332,17 @@ class Explorer(Navigator, Spans):
     def paint(self) -> None:
         """Colour the window by the current unit: sends the ``v`` column and the scale only."""
         kind = parse_point(self.point)[1]
+        with self._quiet():             # switching the toggle off for a unit without data repaints nothing
+            self.ablation.show_for(self.unit)
+        change = self.ablation.values(self.unit, self.start, self.end)
+        if change is not None:          # red: the model predicts the character worse without the unit
+            self.colour = colours.Scale(-change[1], change[1], "diverging",
+                                        "loss change in bits when the unit is ablated (99.5th percentile of |change|)")
+            self.text.show_values(change[0], self.colour, f"{self.unit} ablated")
+            self.controls.unit_line.text = f"<b style='font-size:15px'>{self.unit}</b> &nbsp;ablated: loss change"
+            self.controls.legend.text = legend_html(self.colour)
+            self._show_extras()
+            return
         values = self.view.values(self.point, self.index, self.start, self.end)
         scale = self.controls.scale.value
         stats = None if scale in ("fixed", "window") or colours.is_gate(kind) else self.view.unit_stats(self.unit)

@@ -190,6 +190,18 @@ class DumpView:
         for pos in range(0, self.n_chars, chunk):
             yield pos, self.read(point, pos, pos + chunk, cols)
 
+    # ----- result groups other commands add (/errors, /ablation)
+    def group_table(self, group: str, table: str) -> pd.DataFrame | None:
+        """Table ``table`` of the result group ``group``, or None when either is absent."""
+        with self._h5() as d:
+            g = d.group(group)
+            return None if g is None else g.table(table)
+
+    def group_rows(self, group: str, array: str, row: int, start: int, end: int) -> np.ndarray:
+        """Columns [start, end) of row ``row`` of a (rows, N) array in a result group."""
+        with self._h5() as d:
+            return d.group(group).array(array)[row, start:end]
+
     # ----- analysis
     @property
     def analysis(self) -> AnalysisTables | None:
