@@ -40,6 +40,7 @@ class AblateOptions:
     top: int = 5                     # rows printed per feature
     lanes: int = LANES               # targets per batch
     kernel: str = "auto"             # the stepper: auto, on, off (rnnviz.kernel)
+    threads: int = 1                 # torch threads (2 thrash a busy machine: OpenMP waits spin)
     device: str = "auto"
     max_chars: int | None = None     # read only this many characters (a sample; the output says so)
     encoding: str = "utf-8"
@@ -240,15 +241,21 @@ def _per_char(spec: str | None, targets: list[Target]) -> list[str]:
 
 
 def _run(model, ids, targets, values, masks, keep, o: AblateOptions) -> LaneResult:
+    import torch
+    if o.threads < 1:
+        raise RnnvizError(f"--threads must be at least 1, found {o.threads}")
     total = sum(max(len(x) - 1, 0) for x in ids) * len(targets)
     bar = None
     if o.progress:
         from tqdm import tqdm
         bar = tqdm(total=total, unit="lane-char", unit_scale=True, desc="ablating", leave=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(o.threads)
     try:
         return run_ablations(model, ids, targets, values, masks, keep, lanes=o.lanes, kernel=o.kernel,
                              progress=None if bar is None else bar.update)
     finally:
+        torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
 

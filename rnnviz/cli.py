@@ -462,6 +462,8 @@ def errors(checkpoint, train_texts, held_out, threshold, order, memory_context, 
 @click.option("--max-chars", type=int, help="Read only the first N characters (a sample; the output says so).")
 @click.option("--kernel", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="The compiled stepper, as in dump.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="Torch threads (more spin-wait on a busy machine).")
 @_DEVICE
 @click.option("-o", "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=str),
               help="Write the causal ranking (every target x feature) as CSV.")
@@ -472,7 +474,7 @@ def errors(checkpoint, train_texts, held_out, threshold, order, memory_context, 
 @_ERRORS
 @user_errors
 def ablate(checkpoint, texts, points, units, sets, per_char, reference, n_random, seed, builtins, regexes, language,
-           top, lanes, max_chars, kernel, device, csv_path, into, force, quiet, encoding, errors):
+           top, lanes, max_chars, kernel, threads, device, csv_path, into, force, quiet, encoding, errors):
     """Ablate units of CHECKPOINT over TEXTS and measure the change in loss (bits/char): over all
     the text, inside and outside each binary feature, against random units of the same layer and kind.
 
@@ -486,6 +488,6 @@ def ablate(checkpoint, texts, points, units, sets, per_char, reference, n_random
     options = AblateOptions(points=points, units=units, sets=tuple(sets), per_char=per_char, reference=reference,
                             random=n_random, seed=seed, features=builtins,
                             extra_features=tuple(parse_feature_option(r) for r in regexes), language=language,
-                            top=top, lanes=lanes, kernel=kernel, device=device, max_chars=max_chars,
+                            top=top, lanes=lanes, kernel=kernel, threads=threads, device=device, max_chars=max_chars,
                             encoding=encoding, errors=errors, progress=not quiet)
     ablate_command(options, checkpoint, list(texts), csv=csv_path, into=into, force=force, echo=click.echo)

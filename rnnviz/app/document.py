@@ -337,7 +337,7 @@ class Explorer(Navigator, Spans):
         change = self.ablation.values(self.unit, self.start, self.end)
         if change is not None:          # red: the model predicts the character worse without the unit
             self.colour = colours.Scale(-change[1], change[1], "diverging",
-                                        "loss change in bits when the unit is ablated (99.5th percentile of |change|)")
+                                        "bits; red = predicted worse without the unit")
             self.text.show_values(change[0], self.colour, f"{self.unit} ablated")
             self.controls.unit_line.text = f"<b style='font-size:15px'>{self.unit}</b> &nbsp;ablated: loss change"
             self.controls.legend.text = legend_html(self.colour)
