@@ -196,11 +196,14 @@ def ablate(options: AblateOptions, checkpoint, texts: list, *, into=None) -> Abl
     if into is not None:
         check_dump_matches(into, ckpt, text, "TEXTS")
     nulls = null_targets(targets, cfg.hidden_size, o.random, o.seed)
-    every = list({t.units: t for t in targets}.values())
-    seen = {t.units for t in every}
-    for drawn in nulls.values():
-        every += [t for t in drawn if t.units not in seen and not seen.add(t.units)]
-    by_units = {t.units: t for t in every}
+    every, by_units = list(targets), {}
+    for t in targets:
+        by_units.setdefault(t.units, t)
+    for drawn in nulls.values():          # a random unit that is also asked for runs once
+        for t in drawn:
+            if t.units not in by_units:
+                by_units[t.units] = t
+                every.append(t)
     nulls = {comp: [by_units[t.units] for t in drawn] for comp, drawn in nulls.items()}
     values = ablation_values({u for t in every for u in t.units}, ckpt, o.reference)
     ti = TextIndex(text, [(s.name, len(s.text)) for s in sources], o.language, o.tab_size)

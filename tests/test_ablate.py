@@ -238,6 +238,15 @@ def test_bad_targets_are_refused_in_one_line(points, units, sets, needle):
     assert "\n" not in str(e.value)
 
 
+def test_a_set_with_the_units_of_a_unit_target_is_reported_under_both_names(tiny):
+    from rnnviz.ablation_report import AblateOptions, ablate
+    report = ablate(AblateOptions(units="layer0.c[1]", sets=("one=layer0.c[1]",), per_char="one,layer0.c[1]",
+                                  random=3, features="in_string", progress=False), tiny / "m.pt", [tiny / "a.py"])
+    assert list(report.ranking["target"]) in (["layer0.c[1]", "one"], ["one", "layer0.c[1]"])
+    assert report.ranking["contrast"].nunique() == 1
+    np.testing.assert_array_equal(report.result.per_char["one"], report.result.per_char["layer0.c[1]"])
+
+
 def test_per_char_must_name_a_target_and_random_must_be_positive(tiny):
     from rnnviz.ablation_report import AblateOptions, ablate
     with pytest.raises(RnnvizError, match="not among the targets"):
