@@ -319,7 +319,7 @@ def _list_features(ctx, _param, value):
               help="The best k units together: contiguous parts of the analysed characters, in text order, "
                    "to fit the probes on, choose the units on and score them on; 'none' skips the sets.")
 @click.option("--all-units/--no-all-units", default=True, show_default=True,
-              help="Also score a probe on every unit (a units x units product over the fit part).")
+              help="Also score a probe on every unit, next to the sets.")
 @user_errors
 def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_chars, csv_path, parquet_path,
             force, no_store, language, tab_size, parts, all_units):
