@@ -444,9 +444,10 @@ def errors(checkpoint, train_texts, held_out, threshold, order, memory_context, 
               help="Ablate these units together as one target named NAME (repeatable).")
 @click.option("--per-char", metavar="TARGETS", help="Keep the per-character loss change of these units or set names "
                                                     "(stored with --into, where the app colours the text by it).")
-@click.option("--reference", metavar="DUMP|@checkpoint",
-              help="Text whose means ablate sigmoid gates (gate_i, gate_f, gate_o): a dump, or @checkpoint for the "
-                   "checkpoint's validation text; never the evaluated text. Not needed for c, h and gate_g (0).")
+@click.option("--reference", metavar="DUMP|TEXT|heldout",
+              help="Text whose means ablate sigmoid gates (gate_i, gate_f, gate_o): a dump of this checkpoint, a "
+                   "text file, or 'heldout' (the checkpoint's validation text); never the evaluated text. Not needed "
+                   "for c, h and gate_g (0).")
 @click.option("--random", "n_random", type=int, default=100, show_default=True,
               help="Random units of the same layer and kind (random sets of the same make for a set) for the null.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random draw.")

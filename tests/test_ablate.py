@@ -247,6 +247,19 @@ def test_a_set_with_the_units_of_a_unit_target_is_reported_under_both_names(tiny
     np.testing.assert_array_equal(report.result.per_char["one"], report.result.per_char["layer0.c[1]"])
 
 
+def test_a_sigmoid_gate_is_ablated_to_its_mean_over_the_reference_text(tiny):
+    from rnnviz.ablation_report import AblateOptions, ablate
+    from rnnviz.recording import record
+    ckpt, texts, ids = loaded(tiny)
+    report = ablate(AblateOptions(units="layer1.gate_f[4]", reference=str(tiny / "b.py"), random=3,
+                                  features="in_string", progress=False), tiny / "m.pt", [tiny / "a.py"])
+    x = ckpt.model.embed(torch.as_tensor(ids[1]))[None]
+    with torch.no_grad():
+        mean = float(record(ckpt.model.rnn, x, points=["layer1.gate_f"])["layer1.gate_f"][0, :, 4].double().mean())
+    assert math.isclose(report.info["values"]["layer1.gate_f[4]"], mean, abs_tol=1e-5)
+    assert report.ranking["change"].abs().iloc[0] > 0
+
+
 def test_per_char_must_name_a_target_and_random_must_be_positive(tiny):
     from rnnviz.ablation_report import AblateOptions, ablate
     with pytest.raises(RnnvizError, match="not among the targets"):
