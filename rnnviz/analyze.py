@@ -17,7 +17,7 @@ removes the partial group and never touches ``/text``, ``/states`` or ``/predict
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from .exact import FeatureColumns
 from .features import BUILTIN, Feature, TextIndex, feature_values, select_features
 from .language import summarize
 from .names import h5_path, parse_point
+from .options import AnalyzeOptions
 from .outputs import check_space, check_writable, disk_full
 from .rank import one_thread, z_bound
 from .stream import rank_columns, scan_point
@@ -176,12 +177,10 @@ def _text(d: Dump, path) -> tuple[str, pd.DataFrame]:
     return d.text, d.sources
 
 
-def analyze_dump(path, *, features=None, extra_features: tuple[Feature, ...] = (), points: str | None = None,
-                 top: int = 5, shifts: int = 99, holdout: float = 0.0, max_chars: int | None = None,
-                 contexts: int = 8, parts: tuple = PARTS, all_units: bool = True, store: bool = True,
-                 language: str = "auto", tab_size: int = 8, seed: int = 0) -> Analysis:
+def analyze_dump(path, options: AnalyzeOptions | None = None, **overrides) -> Analysis:
     """Rank the dump's units against text features (see module doc); ``store`` writes /analysis.
 
+    ``options`` (rnnviz.options.AnalyzeOptions, or its fields as keywords):
     ``features``: names of built-ins (default all); ``extra_features``: from
     :func:`rnnviz.features.regex_feature` or :func:`rnnviz.features.custom_feature`.
     ``points``: e.g. ``"c,h"`` or ``"layer1.c"`` (default: every recorded point).
@@ -193,11 +192,10 @@ def analyze_dump(path, *, features=None, extra_features: tuple[Feature, ...] = (
     units together (:mod:`rnnviz.unitsets`; ``None``: no sets); ``all_units``: also the probe
     on every unit (a (U, U) product over the fit part).
     """
+    o = replace(options or AnalyzeOptions(), **overrides)
+    rest = {f.name: getattr(o, f.name) for f in fields(o) if f.name not in ("features", "extra_features")}
     with one_thread():
-        return _analyze(Path(path), select_features(features, extra_features), points=points, top=top,
-                        shifts=shifts, holdout=holdout, max_chars=max_chars, contexts=contexts,
-                        parts=parts, all_units=all_units, store=store, language=language,
-                        tab_size=tab_size, seed=seed)
+        return _analyze(Path(path), select_features(o.features, o.extra_features), **rest)
 
 
 def _feature_columns(ti: TextIndex, feats, cache, pos: np.ndarray | None, fit: int = 0):

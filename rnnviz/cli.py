@@ -1,5 +1,20 @@
 """The ``rnnviz`` command line: parse, call one library function, turn expected
-failures into a one-line error and a non-zero exit."""
+failures into a one-line error and a non-zero exit.
+
+A command's options are declared once, as the fields of its options dataclass in
+rnnviz.options (default, flags, help, click type); ``@command_options(Cls)`` adds them
+here and hands the command one ``Cls`` instance, which is what the library function takes:
+
+    @cli.command()
+    @user_errors                                  # first: a value Cls refuses is one line too
+    @click.argument("checkpoint")
+    @command_options(SampleOptions)
+    def sample(checkpoint, options): ...          # sample_stream(checkpoint, options)
+
+A new option is a new field made with ``option(default, help=...)`` (a plain field stays
+out of the command line); a new command gets its own dataclass. Only what is not the
+library's work (output paths, ``--force`` for exports, ``--build``) is a plain click.option.
+"""
 from __future__ import annotations
 
 import functools
@@ -11,6 +26,8 @@ import click
 
 from . import __version__
 from .errors import RnnvizError
+from .options import (AnalyzeOptions, CharRNNConfig, DumpOptions, ErrorOptions, SampleOptions, ServerOptions,
+                      TrainConfig, command_options, field_option, given_fields)
 
 
 _hdf5_write_failed = False
@@ -85,106 +102,38 @@ def main():
         raise
 
 
-_ENCODING = click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files.")
-_ERRORS = click.option("--errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict",
-                       show_default=True, help="What to do with bytes the encoding cannot decode.")
-
-
-_DEVICE = click.option("--device", default="auto", show_default=True,
-                       help="auto (CUDA when torch sees a GPU, else the CPU), cpu or cuda.")
-
-
-def _server_options(fn):
-    """--port, --host, --allow-origin, --max-sessions and --no-browser, for the commands that start the app."""
-    fn = click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")(fn)
-    fn = click.option("--max-sessions", type=click.IntRange(1), default=10, show_default=True,
-                      help="Browser tabs served at once; more get a 'busy' page.")(fn)
-    fn = click.option("--allow-origin", "allow_origins", multiple=True, metavar="NAME[:PORT]",
-                      help="Also answer pages and websockets addressed to NAME:PORT (the port defaults to "
-                           "--port); only localhost and 127.0.0.1 are answered otherwise (repeatable).")(fn)
-    fn = click.option("--host", default="127.0.0.1", show_default=True,
-                      help="Address to bind. Another address (0.0.0.0: every interface) serves the text to "
-                           "anyone who can reach the port, without a password; it needs --allow-origin.")(fn)
-    return click.option("--port", type=click.IntRange(0, 65535), default=5006, show_default=True,
-                        help="Port to listen on; 0 picks a free one.")(fn)
+# The same options on commands whose library function takes them one by one.
+_ENCODING = field_option(DumpOptions, "encoding")
+_ERRORS = field_option(DumpOptions, "errors")
+_DEVICE = field_option(DumpOptions, "device")
 
 
 @cli.command()
+@user_errors
 @click.argument("texts", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--output", default="model.pt", show_default=True, help="Checkpoint to write.")
 @click.option("--preset", type=click.Choice(["stdlib"]), help="A named recipe; 'stdlib' trains the shipped demo model.")
-@click.option("--cell", default="lstm", show_default=True,
-              help="lstm, gru, rnn (tanh; also rnn_tanh) or rnn_relu: PyTorch's LSTM, GRU or RNN.")
-@click.option("--layers", type=int, default=2, show_default=True)
-@click.option("--hidden", type=int, default=128, show_default=True, help="Units per layer.")
-@click.option("--embedding", type=int, default=64, show_default=True)
-@click.option("--dropout", type=float, default=0.0, show_default=True)
-@click.option("--seq-length", type=int, default=50, show_default=True)
-@click.option("--batch-size", type=int, default=50, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--lr-decay", type=float, default=0.97, show_default=True, help="Per-epoch factor.")
-@click.option("--decay-after", type=int, default=10, show_default=True, help="Epochs before decay starts.")
-@click.option("--grad-clip", type=float, default=5.0, show_default=True)
-@click.option("--val-fraction", type=float, default=0.05, show_default=True)
-@click.option("--epochs", type=int, default=50, show_default=True)
-@click.option("--max-time", type=float, help="Stop after this many seconds.")
-@click.option("--max-steps", type=int)
-@click.option("--eval-every", type=int, default=200, show_default=True)
-@click.option("--sample-every", type=int, default=0, help="Print and keep a sample every N steps.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, help="Torch CPU threads.")
-@_DEVICE
+@command_options(CharRNNConfig, into="model")
+@command_options(TrainConfig)
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint at -o.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint at -o.")
-@click.option("--keep-optimizer/--no-keep-optimizer", default=True, show_default=True,
-              help="Store Adam's state too, so that --resume continues exactly (the file is 3x larger).")
 @_ENCODING
 @_ERRORS
-@user_errors
-def train(texts, output, preset, cell, layers, hidden, embedding, dropout, resume, force, encoding, errors,
-          seq_length, batch_size, lr, lr_decay, decay_after, grad_clip, val_fraction, epochs,
-          max_time, max_steps, eval_every, sample_every, seed, threads, device, keep_optimizer):
+def train(texts, output, preset, resume, force, encoding, errors, model, options):
     """Train a character-level LSTM, GRU or RNN on TEXTS (files or directories)."""
     from .workflows import train_command
-    opts = dict(seq_length=seq_length, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
-                decay_after=decay_after, grad_clip=grad_clip, val_fraction=val_fraction,
-                epochs=epochs, max_time=max_time, max_steps=max_steps, eval_every=eval_every,
-                sample_every=sample_every, seed=seed, threads=threads, device=device,
-                keep_optimizer=keep_optimizer)
-    model = dict(num_layers=layers, hidden_size=hidden, embedding_size=embedding, dropout=dropout, cell=cell)
-    given = {k for k, v in click.get_current_context().params.items()
-             if click.get_current_context().get_parameter_source(k).name != "DEFAULT"}
-    train_command(texts, output, opts, model, preset=preset, resume=resume, force=force,
-                  encoding=encoding, errors=errors, given=given)
+    train_command(texts, output, options, model, preset=preset, resume=resume, force=force,
+                  encoding=encoding, errors=errors, given=given_fields(click.get_current_context()))
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(path_type=str))
-@click.option("-n", "--length", type=int, default=500, show_default=True,
-              help="Characters to generate (at most 1,000,000); printed as they come.")
-@click.option("-t", "--temperature", type=float, default=1.0, show_default=True,
-              help="Divides the logits: lower is more conservative.")
-@click.option("--prime", default="", help="Text to read before generating.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--argmax", is_flag=True, help="Always take the most likely character.")
-@_DEVICE
-@click.option("--clamp", multiple=True, metavar="SPEC",
-              help="Hold a unit at a value while sampling: layer2.c[76]=3.0, layer0.gate_f[12]=0.9, "
-                   "layer1.h[5]=mean; @START:STOP limits it to those steps (repeatable).")
-@click.option("--ablate", multiple=True, metavar="UNIT",
-              help="Switch a unit off: 0 for c, h and gate_g (GRU gate_n), its --reference mean for the "
-                   "sigmoid gates (repeatable).")
-@click.option("--reference", metavar="TEXT",
-              help="Where 'mean' comes from: a dump of this checkpoint, a text file, or 'heldout' "
-                   "(the checkpoint's validation text, re-read and checked by hash).")
-@click.option("--compare", is_flag=True, help="Print the sample without the intervention, then with it, "
-                                              "from the same seed.")
 @user_errors
-def sample(checkpoint, length, temperature, prime, seed, argmax, device, clamp, ablate, reference, compare):
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@command_options(SampleOptions)
+def sample(checkpoint, options):
     """Generate text from a trained CHECKPOINT (to stdout), optionally under an intervention."""
     from .workflows import sample_stream
-    stream = sample_stream(checkpoint, length, temperature, prime, seed, argmax, device=device,
-                           clamp=clamp, ablate=ablate, reference=reference, compare=compare)
+    stream = sample_stream(checkpoint, options)
     first = next(stream)                    # the checks and the load, before anything is printed
     click.echo(first, nl=False)
     for ch in stream:
@@ -193,59 +142,30 @@ def sample(checkpoint, length, temperature, prime, seed, argmax, device, clamp, 
 
 
 @cli.command()
+@user_errors
 @click.argument("checkpoint", type=click.Path(path_type=str))
 @click.argument("texts", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--output", help="Dump file to write [default: dumps/<stem of first file>.h5].")
-@click.option("--record", "record_spec", default="all", show_default=True,
-              help="Points to record: all, or a comma list of kinds (LSTM: c,h,gate_i,gate_f,gate_g,gate_o; "
-                   "GRU: h,gate_r,gate_z,gate_n; RNN: h; gates: all of them) or points (layer0.c).")
-@click.option("--layers", help="Comma list of layers to record, e.g. 0,1 [default: all].")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-@click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True,
-              help="lzf is the fast one; float16 states barely compress.")
-@click.option("--max-chars", type=int, help="Stop after this many characters in total.")
-@click.option("--topk", type=int, default=5, show_default=True, help="Next-character predictions kept per character.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Files recorded side by side.")
-@click.option("--chunk-chars", type=int, default=4096, show_default=True,
-              help="Characters per recorded chunk (bounds memory).")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per pipeline stage.")
-@click.option("--kernel", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="The compiled recorder (see `rnnviz kernel`): auto uses it where it is built and measured at "
-                   "least 1.15x pure PyTorch here; on builds it if need be and uses it; off: pure PyTorch.")
-@_DEVICE
-@click.option("--force", is_flag=True, help="Overwrite an existing dump (or discard an unfinished one).")
-@click.option("--resume", is_flag=True, help="Continue the interrupted dump OUTPUT.partial.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@_ENCODING
-@_ERRORS
-@user_errors
-def dump(checkpoint, texts, output, record_spec, layers, dtype, compression, max_chars, topk, batch_size,
-         chunk_chars, threads, kernel, device, force, resume, quiet, encoding, errors):
+@command_options(DumpOptions)
+def dump(checkpoint, texts, output, options):
     """Record every cell and gate of CHECKPOINT over TEXTS (files or directories) into HDF5.
 
     Each file is one sequence starting from a zero state. The layout is docs/dump-format.md.
     """
-    from .dump import DumpOptions, dump as run_dump
-    try:
-        layer_list = None if layers is None else [int(x) for x in layers.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected a comma list of layer numbers, found {layers!r}",
-                                 param_hint="--layers") from None
-    options = DumpOptions(record=record_spec, layers=layer_list, dtype=dtype, compression=compression,
-                          max_chars=max_chars, topk=topk, force=force, resume=resume, encoding=encoding,
-                          errors=errors, batch_size=batch_size, chunk_chars=chunk_chars, threads=threads,
-                          kernel=kernel, device=device, progress=not quiet,
-                          command=_given_command("dump", checkpoint, *texts))
+    from dataclasses import replace
+
+    from .dump import dump as run_dump
+    options = replace(options, command=_given_command("dump", checkpoint, *texts))
     result = run_dump(checkpoint, list(texts), output, options)
     from .kernel import why
-    recorder = f"pure PyTorch ({result.no_kernel})" if result.no_kernel else why(kernel, result.backend == "kernel")
+    recorder = f"pure PyTorch ({result.no_kernel})" if result.no_kernel else why(options.kernel, result.backend == "kernel")
     click.echo(f"wrote {result.path}: {result.n_chars:,} chars, {result.size_bytes / result.n_chars:,.0f} "
                f"bytes/char, {result.n_chars / result.seconds:,.0f} chars/s with {recorder}", err=True)
 
 
 @cli.command()
-@click.option("--build", is_flag=True, help="Compile it now (again, if it failed before) and time it.")
 @user_errors
+@click.option("--build", is_flag=True, help="Compile it now (again, if it failed before) and time it.")
 def kernel(build):
     """The compiled recorder: whether it is built here, and how fast it is.
 
@@ -272,8 +192,8 @@ def _given_command(*arguments: str) -> str:
 
 
 @cli.command()
-@click.argument("path", type=click.Path(path_type=str))
 @user_errors
+@click.argument("path", type=click.Path(path_type=str))
 def info(path):
     """Print what a checkpoint or a dump holds."""
     from .workflows import describe_file
@@ -290,56 +210,21 @@ def _list_features(ctx, _param, value):
 
 
 @cli.command()
+@user_errors
 @click.argument("dump_file", metavar="DUMP", type=click.Path(path_type=str))
 @click.option("--list-features", is_flag=True, expose_value=False, is_eager=True, callback=_list_features,
               help="Print the built-in features (name, kind, meaning) and exit.")
-@click.option("--feature", "regexes", multiple=True, metavar="NAME=REGEX",
-              help="Add a feature: 1 on characters inside a match of REGEX (repeatable).")
-@click.option("--features", "builtins", metavar="A,B", help="Only these built-in features [default: all].")
-@click.option("--points", help="Recording points, e.g. c,h or layer1.c,gates [default: all recorded].")
-@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Units printed per feature.")
-@click.option("--shifts", type=click.IntRange(0), default=99, show_default=True,
-              help="Circular shifts of each feature for the null.")
-@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
-              help="Fraction at the end of the text kept out of the ranking, to confirm it on.")
-@click.option("--max-chars", default=None, metavar="N",
-              help="A quick look: score N characters, in blocks spread over the text, instead of every one "
-                   "(the default, exact). The summary says 'sampled N of M characters'.")
+@command_options(AnalyzeOptions)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=str), help="Write the full ranking here.")
 @click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False, path_type=str),
               help="Write the full ranking as Parquet (needs pyarrow).")
 @click.option("--force", is_flag=True, help="Overwrite existing --csv/--parquet files.")
-@click.option("--no-store", is_flag=True, help="Leave the dump untouched (no /analysis).")
-@click.option("--language", type=click.Choice(["auto", "python", "c", "text"]), default="auto", show_default=True,
-              help="Language of the sources for strings, comments and brackets; auto: per source, from a code "
-                   "extension (.py, .c, ...) or else the content (text = prose).")
-@click.option("--tab-size", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="Tab stops for indentation and position in the line.")
-@click.option("--parts", default="60/20/20", show_default=True, metavar="FIT/SELECT/TEST",
-              help="The best k units together: contiguous parts of the analysed characters, in text order, "
-                   "to fit the probes on, choose the units on and score them on; 'none' skips the sets.")
-@click.option("--all-units/--no-all-units", default=True, show_default=True,
-              help="Also score a probe on every unit, next to the sets.")
-@user_errors
-def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_chars, csv_path, parquet_path,
-            force, no_store, language, tab_size, parts, all_units):
+def analyze(dump_file, csv_path, parquet_path, force, options):
     """Rank every unit of DUMP against text features; store the results in it under /analysis."""
     from .analyze import analyze_dump, check_exports, export_ranking
-    from .errors import RnnvizError
-    from .features import parse_feature_option
-    from .unitsets import parse_parts
-    extra = tuple(parse_feature_option(r) for r in regexes)
-    if max_chars is None or max_chars.strip().lower() == "all":
-        limit = None
-    elif max_chars.strip().isdigit():
-        limit = int(max_chars)
-    else:
-        raise RnnvizError(f"--max-chars expects a number of characters, found {max_chars!r}")
     check_exports(csv_path, parquet_path, force)
-    result = analyze_dump(dump_file, features=builtins, extra_features=extra, points=points, top=top,
-                          shifts=shifts, holdout=holdout, max_chars=limit, store=not no_store,
-                          language=language, tab_size=tab_size, parts=parse_parts(parts), all_units=all_units)
-    click.echo(result.summary(top))
+    result = analyze_dump(dump_file, options)
+    click.echo(result.summary(options.top))
     # Which language each source got, on every row: a CSV has nowhere else to say it.
     langs = "; ".join(f"{nm}={lang}" for nm, lang in result.info["languages"])
     for written in export_ranking(result.ranking.assign(languages=langs), csv_path, parquet_path, force):
@@ -349,6 +234,7 @@ def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_char
 
 
 @cli.command()
+@user_errors
 @click.argument("dump_file", metavar="DUMP", type=click.Path(path_type=str))
 @click.option("--lstmvis", "lstmvis_dir", metavar="DIR", required=True,
               help="Write DIR for the LSTMVis server: lstm.yml, a char dict and a side HDF5 (the dump is "
@@ -358,7 +244,6 @@ def analyze(dump_file, regexes, builtins, points, top, shifts, holdout, max_char
               "a positive threshold), e.g. layer2.c[76],layer0.c[169].")
 @click.option("--negate-signed", is_flag=True, help="Add negated copies of every exported c, h and gate_g unit.")
 @click.option("--force", is_flag=True, help="Replace the files rnnviz writes in an existing DIR.")
-@user_errors
 def export(dump_file, lstmvis_dir, points, negate, negate_signed, force):
     """Export DUMP for another tool: --lstmvis DIR writes a folder LSTMVis loads as it is."""
     from .lstmvis import export_lstmvis, parse_units
@@ -369,46 +254,40 @@ def export(dump_file, lstmvis_dir, points, negate, negate_signed, force):
 
 
 @cli.command()
-@click.argument("dumps", nargs=-1, required=True, type=click.Path(path_type=str))
-@_server_options
-@click.option("--unit", default=None, help="Unit to show first, e.g. layer1.c[42].")
 @user_errors
-def serve(dumps, port, host, allow_origins, max_sessions, no_browser, unit):
+@click.argument("dumps", nargs=-1, required=True, type=click.Path(path_type=str))
+@command_options(ServerOptions)
+@click.option("--unit", default=None, help="Unit to show first, e.g. layer1.c[42].")
+def serve(dumps, unit, options):
     """Explore DUMPS in the browser: text coloured by each unit's firing."""
+    from dataclasses import asdict
+
     from .app import serve as serve_app
-    serve_app(list(dumps), port=port, host=host, open_browser=not no_browser, initial_unit=unit,
-              allow_origins=allow_origins, max_sessions=max_sessions)
+    serve_app(list(dumps), initial_unit=unit, **asdict(options))
 
 
 @cli.command()
+@user_errors
 @click.argument("texts", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--output", default="dumps/demo.h5", show_default=True, help="Where the demo dump goes.")
-@_server_options
+@command_options(ServerOptions)
 @_ENCODING
 @_ERRORS
-@user_errors
-def demo(texts, output, port, host, allow_origins, max_sessions, no_browser, encoding, errors):
+def demo(texts, output, encoding, errors, options):
     """The shipped model on held-out standard-library text: dump, analyze, serve.
 
     TEXTS replaces the held-out files (needed where Python has no stdlib sources).
     """
     from .workflows import demo as run_demo
-    run_demo(list(texts) or None, output, port=port, host=host, open_browser=not no_browser,
-             encoding=encoding, errors=errors,
-             server_options=dict(allow_origins=allow_origins, max_sessions=max_sessions))
+    run_demo(list(texts) or None, output, options, encoding=encoding, errors=errors)
 
 
 @cli.command()
+@user_errors
 @click.argument("checkpoint", type=click.Path(path_type=str))
 @click.argument("train_texts", type=click.Path(path_type=str))
 @click.argument("held_out", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--threshold", type=float, default=0.5, show_default=True,
-              help="An error is a character the model gives a probability below this.")
-@click.option("--order", type=int, default=9, show_default=True, help="Highest n-gram order tried (1..N).")
-@click.option("--memory-context", type=int, default=4, show_default=True,
-              help="Characters of context a repeated substring needs to count as dynamic memory.")
-@click.option("--rare-count", type=int, default=5, show_default=True,
-              help="A word seen fewer times than this in TRAIN_TEXTS is rare.")
+@command_options(ErrorOptions)
 @click.option("-o", "--csv", "csv_path", help="Write the breakdown table as CSV.")
 @click.option("--long-range", "long_range_csv", help="Write one row per closing bracket/quote as CSV.")
 @click.option("--plot", help="Write the long-range plot as a standalone (offline) HTML file.")
@@ -417,9 +296,8 @@ def demo(texts, output, port, host, allow_origins, max_sessions, no_browser, enc
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @_ENCODING
 @_ERRORS
-@user_errors
-def errors(checkpoint, train_texts, held_out, threshold, order, memory_context, rare_count, csv_path,
-           long_range_csv, plot, into, device, force, encoding, errors):
+def errors(checkpoint, train_texts, held_out, csv_path, long_range_csv, plot, into, device, force, encoding, errors,
+           options):
     """Why the model errs on HELD_OUT (Karpathy et al. 2015): n-gram, dynamic memory, rare
     word, word-initial, punctuation or other; and the long-range test for closing brackets
     and quotes, model against an n-gram fitted on TRAIN_TEXTS.
@@ -427,9 +305,8 @@ def errors(checkpoint, train_texts, held_out, threshold, order, memory_context, 
     TRAIN_TEXTS is a file or folder (held-out files inside it are left out), or @checkpoint:
     the files the checkpoint was trained on, re-read and checked against their hashes.
     """
-    from .errors_breakdown import ErrorOptions, errors_command
-    errors_command(checkpoint, [train_texts], list(held_out),
-                   ErrorOptions(threshold, order, memory_context, rare_count), csv=csv_path,
+    from .errors_breakdown import errors_command
+    errors_command(checkpoint, [train_texts], list(held_out), options, csv=csv_path,
                    long_range_csv=long_range_csv, plot=plot, into=into, force=force, device=device,
                    encoding=encoding, errors=errors, echo=click.echo)
 

@@ -29,6 +29,7 @@ from .device import resolve_device
 from .dumpfile import DumpWriter, describe_dump, open_dump
 from .errors import RnnvizError
 from .names import expand_selection, parse_point, point_name
+from .options import DumpOptions
 from .outputs import check_space, discard_broken, disk_full, hold_partial, is_disk_full
 from .text import read_sources
 
@@ -39,28 +40,6 @@ PLAN_VERSION = 2  # in the resume key: a .partial made under another plan is not
 FLUSH_SECONDS = 1.0
 
 __all__ = ["DumpOptions", "DumpResult", "dump", "plan", "open_dump", "describe_dump"]
-
-
-@dataclass
-class DumpOptions:
-    record: str | None = None         # --record: points or kinds (names.expand_selection); None = all
-    layers: list[int] | None = None   # --layers: record only these layers
-    dtype: str = "float16"            # storage type of /states
-    compression: str = "none"         # float16 states barely compress (lzf: 1.00 of raw), so none
-    max_chars: int | None = None      # stop after this many characters in total
-    topk: int = 5                     # next-character predictions kept (Karpathy's blog shows 5)
-    force: bool = False               # overwrite an existing target, discard a .partial
-    resume: bool = False              # continue TARGET.partial
-    encoding: str = "utf-8"           # passed to text.read_sources
-    errors: str = "strict"
-    batch_size: int = 16              # sources recorded side by side
-    chunk_chars: int = 4096           # characters per chunk: bounds memory, unit of resume
-    threads: int = 1                  # torch threads per pipeline thread (2 thrash a busy machine)
-    workers: int = 2                  # threads expanding chunks (gates, c) while the next one runs
-    kernel: str = "auto"              # the compiled recorder: auto (if built and it pays), on, off (rnnviz.kernel)
-    device: str = "auto"              # auto (CUDA when present), cpu or cuda; CUDA records with pure PyTorch
-    progress: bool = True             # tqdm bar (chars/s) on stderr
-    command: str = ""                 # the command line, stored in the file
 
 
 @dataclass

@@ -28,6 +28,7 @@ import pandas as pd
 
 from .features import TextIndex
 from .ngram import NGramModel, extend_hash, symbols
+from .options import ErrorOptions
 
 CATEGORIES = ("ngram", "dynamic_memory", "rare_word", "word_initial", "punctuation", "other")
 # Per-character codes stored in a dump: -1 no prediction (a source's first character),
@@ -36,14 +37,6 @@ NOT_PREDICTED, CORRECT = -1, 0
 CATEGORY_CODES = {name: i + 1 for i, name in enumerate(CATEGORIES)}
 _WORD = re.compile(r"\w+")
 DISTANCE_BINS = (1, 6, 11, 21, 51, 101, 201, 10 ** 9)   # [1-5], [6-10], ... [201+]
-
-
-@dataclass
-class ErrorOptions:
-    threshold: float = 0.5    # the paper's: an error is P(truth) < 0.5
-    order: int = 9            # n-gram orders 1..9 are tried, as in the paper
-    memory_context: int = 4   # characters of context a repeated substring needs
-    rare_count: int = 5       # a word seen fewer times than this in training is rare
 
 
 def model_truth_probs(model, vocab, text: str, device=None, chunk: int = 8192) -> np.ndarray:

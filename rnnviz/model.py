@@ -5,46 +5,14 @@ No I/O and no argument parsing here; checkpoints live in ``checkpoint.py``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import RnnvizError
+from .options import CELLS, CharRNNConfig, cell_name  # noqa: F401 (the model's config lives with the options)
 
 UNKNOWN = "\ufffd"  # id 0 of every vocabulary: stands for characters never seen in training
-# The cells, named as PyTorch's RNNBase.mode in lower case; "rnn" is short for "rnn_tanh".
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-_CELL_ALIASES = {"rnn": "rnn_tanh"}
-
-
-def cell_name(cell: str) -> str:
-    """The canonical name of ``cell`` (``rnn`` -> ``rnn_tanh``), checked."""
-    name = _CELL_ALIASES.get(cell, cell)
-    if name not in CELLS:
-        raise RnnvizError(f"unknown cell {cell!r}: expected lstm, gru, rnn (= rnn_tanh) or rnn_relu")
-    return name
-
-
-@dataclass
-class CharRNNConfig:
-    vocab_size: int = 0       # set from the training text's vocabulary
-    num_layers: int = 2       # char-rnn default
-    hidden_size: int = 128    # char-rnn default (units per layer)
-    embedding_size: int = 64  # char-rnn feeds one-hot vectors; a learned embedding is cheaper
-    dropout: float = 0.0      # between recurrent layers, training only (char-rnn default 0)
-    cell: str = "lstm"        # lstm, gru, rnn_tanh or rnn_relu; checkpoints without it are LSTMs
-
-    def __post_init__(self):
-        self.cell = cell_name(self.cell)
-        if self.num_layers < 1 or self.hidden_size < 1 or self.embedding_size < 1:
-            raise RnnvizError("layers, hidden size and embedding size must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise RnnvizError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Vocab:

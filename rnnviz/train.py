@@ -21,31 +21,10 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import RnnvizError
 from .device import resolve_device
 from .model import CharLSTM, CharLSTMConfig, Vocab, detach_state
+from .options import TrainConfig
 from .text import Source
 
 LN2 = math.log(2)
-
-
-@dataclass
-class TrainConfig:
-    seq_length: int = 50        # truncated-backprop length (char-rnn default)
-    batch_size: int = 50        # parallel streams (char-rnn default)
-    lr: float = 2e-3            # Adam, as torch-rnn
-    lr_decay: float = 0.97      # multiply the rate by this every epoch ...
-    decay_after: int = 10       # ... once this many epochs have passed (char-rnn)
-    grad_clip: float = 5.0      # max global gradient norm
-    val_fraction: float = 0.05  # tail of the text kept for validation (char-rnn: 5%)
-    epochs: int = 50
-    max_time: float | None = None   # seconds; stop (and keep the best model) after this
-    max_steps: int | None = None
-    eval_every: int = 200       # steps between validation passes (and at each epoch's end)
-    max_val_chars: int = 200_000  # validation is capped so it stays a small part of the time
-    sample_every: int = 0       # steps between the samples kept in the history (0: none)
-    sample_length: int = 200
-    seed: int = 0
-    threads: int | None = None  # torch intra-op threads (None: torch's default)
-    device: str = "auto"        # auto (CUDA when torch sees a GPU), cpu or cuda
-    keep_optimizer: bool = True  # store Adam's state so --resume continues exactly
 
 
 @dataclass

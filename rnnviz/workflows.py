@@ -5,6 +5,7 @@ import itertools
 import logging
 import shlex
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from .checkpoint import load_checkpoint
 from .device import resolve_device
 from .errors import RnnvizError
 from .model import CharLSTMConfig
+from .options import SampleOptions, ServerOptions
 from .outputs import check_writable
 from .presets import PRESETS, stdlib_files
 from .text import TooMuchText, available_memory, file_bytes, read_sources
@@ -22,10 +24,11 @@ from .train import LN2, TrainConfig, train
 log = logging.getLogger(__name__)
 
 
-def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume=False, force=False,
-                  encoding="utf-8", errors="strict", given=frozenset()):
+def train_command(texts, output, opts: TrainConfig, model: CharLSTMConfig, *, preset=None, resume=False,
+                  force=False, encoding="utf-8", errors="strict", given=frozenset()):
+    """``rnnviz train``; ``given``: the option fields set on the command line (they win over a preset's)."""
     out = Path(output)
-    resolve_device(opts.get("device", "auto"))  # a missing GPU fails before the text is read
+    resolve_device(opts.device)  # a missing GPU fails before the text is read
     if resume and force:
         raise RnnvizError("--resume and --force contradict each other: pick one")
     if not out.parent.exists():
@@ -40,9 +43,8 @@ def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume
     if preset:
         recipe = PRESETS[preset]
         # Options given on the command line win over the preset's.
-        model = {**model, **{k: v for k, v in recipe["model"].items()
-                             if _flag_for(k) not in given}}
-        opts = {**opts, **{k: v for k, v in recipe["train"].items() if k not in given}}
+        model = replace(model, **{k: v for k, v in recipe["model"].items() if k not in given})
+        opts = replace(opts, **{k: v for k, v in recipe["train"].items() if k not in given})
         if texts:
             raise RnnvizError(f"--preset {preset} chooses its own text; give no files with it")
         train_files, heldout = stdlib_files()
@@ -53,9 +55,8 @@ def train_command(texts, output, opts: dict, model: dict, *, preset=None, resume
     elif not texts:
         raise RnnvizError("give text files or directories to train on (or --preset stdlib)")
     sources = _read_training_text(texts, encoding, errors)
-    cfg = TrainConfig(**opts)
     ckpt = load_checkpoint(out) if resume else None
-    result = train(sources, cfg, out, model_cfg=CharLSTMConfig(**model), resume=ckpt,
+    result = train(sources, opts, out, model_cfg=model, resume=ckpt,
                    val_sources=val_sources, extra_meta=extra)
     log.info(f"best validation loss {result.best_val_loss:.4f} nats/char "
              f"({result.best_val_loss / LN2:.3f} bits/char) after {result.steps} steps, "
@@ -84,35 +85,32 @@ def _read_training_text(texts, encoding: str, errors: str):
         raise RnnvizError(f"{e}: {why}") from None
 
 
-def _flag_for(model_key: str) -> str:
-    return {"num_layers": "layers", "hidden_size": "hidden", "embedding_size": "embedding"}.get(model_key, model_key)
-
-
 MAX_SAMPLE = 1_000_000      # characters per `rnnviz sample`: a bound on one command's work
 
 
-def sample_text(checkpoint, length=500, temperature=1.0, prime="", seed=0, argmax=False,
-                device: str = "auto", **intervention) -> str:
-    return "".join(sample_stream(checkpoint, length, temperature, prime, seed, argmax, device, **intervention))
+def sample_text(checkpoint, options: SampleOptions | None = None, **overrides) -> str:
+    return "".join(sample_stream(checkpoint, options, **overrides))
 
 
-def sample_stream(checkpoint, length=500, temperature=1.0, prime="", seed=0, argmax=False,
-                  device: str = "auto", clamp=(), ablate=(), reference=None, compare=False):
+def sample_stream(checkpoint, options: SampleOptions | None = None, **overrides):
     """``prime``, then the generated characters one at a time (checked before the first).
-    ``clamp`` (specs like "layer2.c[76]=3.0") and ``ablate`` (units like "layer1.c[5]"):
-    the sample under that intervention (rnnviz.intervene), ``mean`` values over
-    ``reference`` (rnnviz.reference); with ``compare``, first the sample without it from
-    the same seed, each under a header line."""
+    ``options``: rnnviz.options.SampleOptions, or its fields as keywords. Its ``clamp``
+    (specs like "layer2.c[76]=3.0") and ``ablate`` (units like "layer1.c[5]"): the sample
+    under that intervention (rnnviz.intervene), ``mean`` values over ``reference``
+    (rnnviz.reference); with ``compare``, first the sample without it from the same seed,
+    each under a header line."""
     from .intervene import ablation, parse_clamp, resolve
+    o = replace(options or SampleOptions(), **overrides)
+    length, temperature, prime, seed, argmax = o.length, o.temperature, o.prime, o.seed, o.argmax
     if not temperature > 0:
         raise RnnvizError(f"--temperature must be > 0, got {temperature}")
     if not 0 <= length <= MAX_SAMPLE:
         raise RnnvizError(f"--length must be 0..{MAX_SAMPLE:,}, got {length:,}")
-    specs = [parse_clamp(s) for s in clamp] + [ablation(u) for u in ablate]
-    if compare and not specs:
+    specs = [parse_clamp(s) for s in o.clamp] + [ablation(u) for u in o.ablate]
+    if o.compare and not specs:
         raise RnnvizError("--compare shows a sample with and without an intervention: add --clamp or --ablate")
-    ckpt = load_checkpoint(checkpoint, resolve_device(device))
-    clamps = resolve(specs, ckpt, reference) if specs else []
+    ckpt = load_checkpoint(checkpoint, resolve_device(o.device))
+    clamps = resolve(specs, ckpt, o.reference) if specs else []
     _, unknown = ckpt.vocab.encode(prime)
     if unknown:
         log.warning("%d character(s) of --prime are not in the model's vocabulary", unknown)
@@ -120,7 +118,7 @@ def sample_stream(checkpoint, length=500, temperature=1.0, prime="", seed=0, arg
     def one(clamps):
         gen = torch.Generator().manual_seed(seed)
         return ckpt.model.generate(ckpt.vocab, length, prime, temperature, argmax, gen, clamps)
-    if not compare:
+    if not o.compare:
         return itertools.chain([prime], one(clamps))
     said = ", ".join(map(str, clamps))
     return itertools.chain([f"--- without the intervention (seed {seed}) ---\n", prime], one(()),
@@ -182,22 +180,21 @@ DEMO_DUMP = Path("dumps") / "demo.h5"
 DEMO_FEATURE = "in_short_string"
 
 
-def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = "127.0.0.1",
-         open_browser: bool = True, serve_app: bool = True,
-         encoding: str = "utf-8", errors: str = "strict", server_options: dict | None = None) -> str:
-    """Dump held-out text with the shipped model, analyze it, serve it; returns the unit shown.
+def demo(texts=None, out: str | Path = DEMO_DUMP, server: ServerOptions | None = None, serve_app: bool = True,
+         encoding: str = "utf-8", errors: str = "strict") -> str:
+    """Dump held-out text with the shipped model, analyze it, serve it (``server``: how, see
+    :func:`rnnviz.app.serve`); returns the unit shown.
 
-    Reuses ``out`` when it was made from the same model and the same text. ``server_options``
-    go to :func:`rnnviz.app.serve` (``allow_origins``, ``max_sessions``).
+    Reuses ``out`` when it was made from the same model and the same text.
     """
     from .dump import DumpOptions, dump
     from .shipped import shipped_model_path
     from .text import read_sources
 
-    server_options = server_options or {}
+    server = server or ServerOptions()
     if serve_app:
         from .app.server import check_host
-        check_host(host, port, server_options.get("allow_origins", ()))
+        check_host(server.host, server.port, server.allow_origins)
     model = shipped_model_path()
     what = "file(s)"
     if not texts:
@@ -223,8 +220,7 @@ def demo(texts=None, out: str | Path = DEMO_DUMP, port: int = 5006, host: str = 
     if serve_app:
         from .app.server import serve
         log.info(f"rnnviz demo: opening the app on {unit}, the unit that best tracks '{DEMO_FEATURE}'")
-        serve([out], port=port, host=host, open_browser=open_browser, initial_unit=unit,
-              initial_feature=DEMO_FEATURE, **server_options)
+        serve([out], initial_unit=unit, initial_feature=DEMO_FEATURE, **asdict(server))
     return unit
 
 

@@ -24,16 +24,15 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from ..errors import RnnvizError
+from ..options import ServerOptions
 from .document import make_doc
 from .guard import HostGate, cap_sessions, host_key
 from .store import open_view
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 5006
-
-
-MAX_SESSIONS = 10
+DEFAULT_PORT = ServerOptions.port             # the defaults of `rnnviz serve` (rnnviz.options)
+MAX_SESSIONS = ServerOptions.max_sessions
 UNUSED_SESSION_MS = 3000        # a page whose websocket never connects (or has closed) is dropped after this
 CHECK_UNUSED_MS = 500
 
