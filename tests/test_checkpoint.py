@@ -3,6 +3,7 @@ line naming the bad field, no torch warning, and no model built for weights that
 import os
 import select
 import subprocess
+import sys
 import time
 import zipfile
 
@@ -15,6 +16,8 @@ from rnnviz.cli import cli
 from rnnviz.checkpoint import load_checkpoint
 from rnnviz.errors import RnnvizError
 from test_dump import make_ckpt
+
+RNNVIZ = [sys.executable, "-m", "rnnviz"]  # this checkout's rnnviz, not whichever is on PATH
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +90,13 @@ def test_a_zip_with_a_garbage_pickle_is_one_line_without_torch_warnings(good, tm
         for item in src.infolist():
             data = src.read(item)
             dst.writestr(item, b"\x80\x04\x95" if item.filename.endswith("data.pkl") else data)
-    r = subprocess.run(["rnnviz", "info", str(bad)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([*RNNVIZ, "info", str(bad)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("Error:") and "Warning" not in r.stderr
 
 
 def test_sample_streams_its_output_and_bounds_the_length(good, tmp_path):
-    proc = subprocess.Popen(["rnnviz", "sample", str(good), "-n", "1000000"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*RNNVIZ, "sample", str(good), "-n", "1000000"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     first, deadline = b"", time.monotonic() + 120
     try:
@@ -105,7 +108,7 @@ def test_sample_streams_its_output_and_bounds_the_length(good, tmp_path):
     finally:
         proc.kill()
         proc.communicate()
-    r = subprocess.run(["rnnviz", "sample", str(good), "-n", "1000000000"], capture_output=True, text=True,
+    r = subprocess.run([*RNNVIZ, "sample", str(good), "-n", "1000000000"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 1 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
     assert "--length must be 0..1,000,000" in r.stderr

@@ -43,3 +43,12 @@ def test_every_command_has_its_help():
     for command in sorted(help_commands(out)):
         r = subprocess.run([sys.executable, "-m", "rnnviz", command, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and r.stdout.startswith(f"Usage: rnnviz {command} "), r.stderr
+
+
+def test_no_other_test_runs_whichever_rnnviz_is_first_on_path():
+    """Tests start this checkout's CLI (sys.executable -m rnnviz): a bare `rnnviz` may be
+    another checkout's script (only the test above runs the script, checked to be ours)."""
+    bare = re.compile(r"""\[\s*["']rnnviz["']\s*,""")
+    offenders = [f"{path.name}:{i}" for path in sorted(Path(__file__).parent.glob("test_*.py"))
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if bare.search(line)]
+    assert not offenders, offenders

@@ -14,6 +14,8 @@ from rnnviz.cli import cli
 from rnnviz.dumpfile.tables import read_table
 from test_dump import SOURCE, make_ckpt
 
+RNNVIZ = [sys.executable, "-m", "rnnviz"]  # this checkout's rnnviz, not whichever is on PATH
+
 PEAK_RSS = ("import resource, sys\n"
             "from rnnviz.cli import cli\n"
             "try:\n"
@@ -83,7 +85,7 @@ def test_a_fifo_is_dumped(ckpt, tmp_path):
             f.write(text)
     writer = threading.Thread(target=feed)
     writer.start()
-    r = subprocess.run(["rnnviz", "dump", "--quiet", str(ckpt), str(fifo), "-o", str(tmp_path / "d.h5")],
+    r = subprocess.run([*RNNVIZ, "dump", "--quiet", str(ckpt), str(fifo), "-o", str(tmp_path / "d.h5")],
                        capture_output=True, text=True, timeout=300)
     writer.join()
     assert r.returncode == 0, r.stderr
@@ -94,7 +96,7 @@ def test_a_fifo_is_dumped(ckpt, tmp_path):
 
 def test_standard_input_is_dumped(ckpt, tmp_path):
     text = SOURCE[:1500]
-    r = subprocess.run(["rnnviz", "dump", "--quiet", str(ckpt), "-", "-o", str(tmp_path / "d.h5"),
+    r = subprocess.run([*RNNVIZ, "dump", "--quiet", str(ckpt), "-", "-o", str(tmp_path / "d.h5"),
                         "--max-chars", "1200"], input=text, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     with h5py.File(tmp_path / "d.h5", "r") as f:

@@ -5,6 +5,7 @@ import errno
 import hashlib
 import os
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from click.testing import CliRunner
 
 from rnnviz.cli import cli
 from test_dump import SOURCE, make_ckpt
+
+RNNVIZ = [sys.executable, "-m", "rnnviz"]  # this checkout's rnnviz, not whichever is on PATH
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,7 @@ def test_a_second_dump_to_the_same_output_waits_for_none_and_deletes_nothing(ckp
             release.wait(120)
     feeder = threading.Thread(target=feed)
     feeder.start()
-    first = subprocess.Popen(["rnnviz", "dump", "--quiet", str(ckpt), str(fifo), "-o", str(out)],
+    first = subprocess.Popen([*RNNVIZ, "dump", "--quiet", str(ckpt), str(fifo), "-o", str(out)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert writer_ready.wait(120)

@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -12,6 +13,8 @@ import urllib.request
 import pytest
 
 from test_app import write_app_dump
+
+RNNVIZ = [sys.executable, "-m", "rnnviz"]  # this checkout's rnnviz, not whichever is on PATH
 
 EVIL = "evil.example"
 
@@ -59,7 +62,7 @@ def _token(text: str) -> str:
 
 
 def _serve(path, port, *args):
-    proc = subprocess.Popen(["rnnviz", "serve", str(path), "--no-browser", "--port", str(port), *args],
+    proc = subprocess.Popen([*RNNVIZ, "serve", str(path), "--no-browser", "--port", str(port), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 60
     while time.monotonic() < end:
@@ -125,7 +128,7 @@ def test_other_hosts_and_origins_get_403_on_the_page_and_the_websocket(served):
 
 
 def test_a_non_loopback_host_needs_allow_origin_and_warns(dump_path):
-    r = subprocess.run(["rnnviz", "serve", str(dump_path), "--no-browser", "--host", "0.0.0.0",
+    r = subprocess.run([*RNNVIZ, "serve", str(dump_path), "--no-browser", "--host", "0.0.0.0",
                         "--port", str(_free_port())], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("Error:") and "--allow-origin" in r.stderr and "read the text" in r.stderr
