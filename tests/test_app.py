@@ -196,14 +196,14 @@ def test_search_jumps_through_matches(dump):
     path, text, _ = dump
     _, app = new_app(path)
     app.controls.search.value = "def "
-    assert len(app.match_starts) == text.count("def ")
-    first = int(app.match_starts[0])
+    assert len(app.nav.match_starts) == text.count("def ")
+    first = int(app.nav.match_starts[0])
     assert app.start <= first < app.end and f"1 of {text.count('def ')}" in app.controls.match_info.text
     app.controls.next_match._trigger_event(ButtonClick(app.controls.next_match))
     assert "match 2 of" in app.controls.match_info.text
     app.controls.search_opts.active = [0, 1]                     # regex, case-sensitive
     app.controls.search.value = r"^class \w+"
-    assert list(app.match_starts) == [m.start() for m in re.finditer(r"^class \w+", text, re.M)]
+    assert list(app.nav.match_starts) == [m.start() for m in re.finditer(r"^class \w+", text, re.M)]
     app.controls.search.value = "[unclosed"
     assert "does not compile" in app.controls.status.text
 

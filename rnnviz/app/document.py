@@ -30,7 +30,7 @@ from .ablation import AblationToggle
 from .controls import MAIN_W, STATUS_STYLE, Controls
 from .discover import DiscoverPanel, SelectMatch
 from .navigation import Navigator
-from .spans import NO_SPAN_HINT, Spans
+from .spans import NO_SPAN_HINT, SpanSelector
 from .panels import SIDE_W, ExportPanel, RankingPanel
 from .saturation import SaturationPanel
 from .snippets import ContextsPanel
@@ -38,11 +38,11 @@ from .store import open_view
 from .heatmap import MAX_UNITS, Heatmap, legend_html, parse_units
 from .strip import empty_strip, strip_data
 from ..render.extras import guesses, next_chars
-from .textview import CELL_W, TextView
+from .textview import CELL_W, TextView, window_data
 from ..render.layout import WRAP
 
 log = logging.getLogger(__name__)
-CONTEXTS_TAB = 1
+CONTEXTS_TAB, DISCOVER_TAB = 1, 3
 _KIND_WORDS = {"c": "cell state", "h": "hidden state", "gate_i": "input gate", "gate_f": "forget gate",
                "gate_g": "cell candidate", "gate_o": "output gate", "gate_r": "reset gate (GRU)",
                "gate_z": "update gate (GRU)", "gate_n": "candidate (GRU, tanh)"}
@@ -74,7 +74,10 @@ def _url_args(doc: Document) -> dict[str, str]:
     return {k: (v[0].decode() if isinstance(v[0], bytes) else str(v[0])) for k, v in raw.items() if v}
 
 
-class Explorer(Navigator, Spans):
+class Explorer:
+    """A tab: the dump and unit shown, and the widgets. It holds the parts that move the
+    window (``nav``, rnnviz.app.navigation) and select a span (``spans``, rnnviz.app.spans)."""
+
     def __init__(self, doc: Document, paths: list[str], dump_index: int = 0, state: dict | None = None,
                  bad_address: list[str] = ()):
         self.doc, self.paths, self.dump_index = doc, paths, dump_index
@@ -87,14 +90,13 @@ class Explorer(Navigator, Spans):
         except RnnvizError as e:        # a bad ?unit= in the address: show the default unit and say why
             self.point, self.index = self._first_unit(None)
             unit_error = str(e)
-        self.start = self.end = 0
         self.feature: str | None = None
-        self.match_starts = self.match_lengths = np.zeros(0, np.int64)
-        self.match_i = -1
         self._quiet_depth = 0
         self._restoring = True          # no address updates until the address's view is restored
         self.text = TextView()
         self.controls = Controls(self.view, paths, dump_index)
+        self.nav = Navigator(self.view, self.text, self.controls, show=self._show_window, quiet=self._quiet,
+                             info=self.info)
         self.ranking = RankingPanel(self._guard(self.select_unit_name), self._guard(self.set_feature),
                                     self._guard(self.set_heat_units))
         self.contexts = ContextsPanel(self._guard(self.jump))
@@ -102,11 +104,15 @@ class Explorer(Navigator, Spans):
                                           [k for k in kinds_in(self.view.points) if k in SATURATING])
         self.discover = DiscoverPanel(sorted({parse_point(p)[0] for p in self.view.points}),
                                       kinds_in(self.view.points), self._guard(self.select_unit_name),
-                                      self._guard(self.jump_to_match))
+                                      self._guard(lambda i: self.spans.jump_to_match(i)))
         self.selectmatch = SelectMatch(self.view, self.discover)
         self.span_hint = Div(text=NO_SPAN_HINT, name="span_hint", width=MAIN_W - 490,
                              styles={"color": "#555", "height": "20px", "overflow": "hidden", "font-size": "12px",
                                      "white-space": "nowrap", "text-overflow": "ellipsis"})
+        self.spans = SpanSelector(self.view, self.text, self.discover, self.selectmatch, self.span_hint,
+                                  point=lambda: self.point, jump=self.jump, opened=self._open_discover,
+                                  changed=self._sync_url, quiet=self._quiet, guard=self._guard,
+                                  background=self._background, info=self.info)
         # The address bar follows the view (history.replaceState), so that a view can be shared.
         self.url = Div(text="", visible=False, name="url_state")
         self.url.js_on_change("text", CustomJS(code="""
@@ -122,20 +128,32 @@ class Explorer(Navigator, Spans):
         self._wire()
         self.layout = self._layout()
         self._show_analysis()
-        self._cut = False
-        self.load_window(0)
+        self.nav.load_window(0)
         self.select_unit(self.point, self.index)
         if feature and feature in self.ranking.feature.options:
             self.ranking.feature.value = feature         # its callback shows the track and filters the table
         elif feature:
             unit_error = unit_error or f"no feature {feature!r} in this dump's analysis"
-        self._restore_selection(state)
+        self.spans.restore(state)
         if position is not None:
             self._guard(self.jump)(position, mark=False)
         self._restoring = False
         self._sync_url()
         if unit_error:
             self.error(unit_error)
+
+    # The window and the span, as the tab's (tests and scripts drive a tab through these).
+    start = property(lambda self: self.nav.start)
+    end = property(lambda self: self.nav.end)
+
+    def load_window(self, start: int) -> None:
+        self.nav.load_window(start)
+
+    def jump(self, pos: int, length: int = 1, mark: bool = True) -> None:
+        self.nav.jump(pos, length, mark)
+
+    def set_span(self, span: tuple[int, int] | None) -> None:
+        self.spans.set_span(span)
 
     # ----- plumbing
     def _guard(self, fn):
@@ -191,7 +209,7 @@ class Explorer(Navigator, Spans):
         threading.Thread(target=run, name=f"rnnviz-{label}", daemon=True).start()
 
     def _wire(self) -> None:
-        c, g = self.controls, self._guard
+        c, g, nav, spans = self.controls, self._guard, self.nav, self.spans
         for w in (c.layer, c.kind, c.index):
             w.on_change("value", g(lambda a, o, n: self._unit_from_widgets()))
         c.scale.on_change("value", g(lambda a, o, n: self.paint()))
@@ -203,29 +221,30 @@ class Explorer(Navigator, Spans):
         h.top.on_click(g(lambda: self.set_heat_units(self.ranking.top_units(8))))
         h.matched.on_click(g(self.heat_from_selection))
         h.clear.on_click(g(lambda: self.set_heat_units([])))
-        c.window.on_change("value", g(lambda a, o, n: self.load_window(self.start)))
-        c.prev_page.on_click(g(self.prev_page))
-        c.next_page.on_click(g(self.next_page))
-        c.position.on_change("value", g(lambda a, o, n: n is not None and self.jump(int(n))))
-        c.source.on_change("value", g(lambda a, o, n: self.jump_to_source(int(n))))
-        c.slider.on_change("value_throttled", g(lambda a, o, n: self.jump(int(n), mark=False)))
-        c.search.on_change("value", g(lambda a, o, n: self.search(n)))
-        c.search_opts.on_change("active", g(lambda a, o, n: c.search.value and self.search(c.search.value)))
-        c.next_match.on_click(g(lambda: self.step_match(+1)))
-        c.prev_match.on_click(g(lambda: self.step_match(-1)))
+        c.window.on_change("value", g(lambda a, o, n: nav.load_window(nav.start)))
+        c.prev_page.on_click(g(nav.prev_page))
+        c.next_page.on_click(g(nav.next_page))
+        c.position.on_change("value", g(lambda a, o, n: n is not None and nav.jump(int(n))))
+        c.source.on_change("value", g(lambda a, o, n: nav.jump_to_source(int(n))))
+        c.slider.on_change("value_throttled", g(lambda a, o, n: nav.jump(int(n), mark=False)))
+        c.search.on_change("value", g(lambda a, o, n: nav.search(n)))
+        c.search_opts.on_change("active", g(lambda a, o, n: c.search.value and nav.search(c.search.value)))
+        c.next_match.on_click(g(lambda: nav.step_match(+1)))
+        c.prev_match.on_click(g(lambda: nav.step_match(-1)))
         c.dump.on_change("value", g(lambda a, o, n: self.switch_dump(int(n))))
-        self.text.source.selected.on_change("indices", g(self._span_from_selection))
-        self.text.figure.on_event(Tap, g(self._tap))
-        self.text.plot.on_event(Tap, g(self._plot_tap))
+        self.text.source.selected.on_change("indices", g(spans.from_selection))
+        self.text.figure.on_event(Tap, g(spans.tap))
+        # A click in the value plot marks the character there (it shows only the rows in view).
+        self.text.plot.on_event(Tap, g(lambda event: nav.mark_at(int(round(event.x)))))
         self.text.figure.y_range.on_change("end", g(lambda a, o, n: self._scrolled()))
         d = self.discover
         for w in (d.start, d.end):
-            w.on_change("value", g(lambda a, o, n: self._span_typed()))
+            w.on_change("value", g(lambda a, o, n: spans.typed()))
         for w in (d.threshold, d.before, d.after):
-            w.on_change("value", g(lambda a, o, n: self.refresh_selection()))
+            w.on_change("value", g(lambda a, o, n: spans.refresh()))
         for w in (d.sign, d.layers, d.kinds):
-            w.on_change("active", g(lambda a, o, n: self.refresh_selection()))
-        d.find.on_click(g(self.find_matches))
+            w.on_change("active", g(lambda a, o, n: spans.refresh()))
+        d.find.on_click(g(spans.find_matches))
         self.export.button.on_click(g(self.export_visible))
         self.run_analysis.on_click(g(self.start_analysis))
         self.ablation.toggle.on_change("active", g(lambda a, o, n: self.paint()))
@@ -283,6 +302,23 @@ class Explorer(Navigator, Spans):
                               self.text.text_share(k))
         self.text.set_strip(k, data, self.text.top_row())
 
+    def _open_discover(self) -> None:
+        self.tabs.active = DISCOVER_TAB
+
+    def _scrolled(self) -> None:
+        self.text.update_visible_box()
+        self.nav.show_where()
+        self._sync_url()
+
+    def _sync_url(self) -> None:
+        if self._restoring:
+            return
+        d = self.discover
+        self.url.text = urlstate.encode({
+            "unit": self.unit, "pos": self.text.anchor(), "feature": self.feature, "span": d.span(),
+            "thr": float(d.threshold.value), "sign": d.sign_name(), "from": d.points(self.view.points),
+            "before": int(d.before.value or 0), "after": int(d.after.value or 0)})
+
     # ----- units
     def _first_unit(self, unit: str | None) -> tuple[str, int]:
         if unit:
@@ -328,6 +364,16 @@ class Explorer(Navigator, Spans):
         """Fill the contexts table, only while its tab is open (it reads ~20 snippets of text)."""
         if self.tabs.active == CONTEXTS_TAB and self.contexts.shown != (self.unit, self.colour):
             self.contexts.show(self.view, self.unit, self.colour)
+
+    def _show_window(self, start: int, end: int) -> None:
+        """Draw chars [start, end) (the navigator's window), coloured by the unit, with the feature track."""
+        values = self.view.values(self.point, self.index, start, end)
+        feature = self.view.feature(self.feature, start, end) if self.feature else None
+        self.text.source.selected.indices = []
+        self.text.show_window(*window_data(self.view, start, end, values, feature))
+        if feature is not None:
+            self.text.show_feature(feature, self.feature)
+        self.paint()
 
     def paint(self) -> None:
         """Colour the window by the current unit: sends the ``v`` column and the scale only."""

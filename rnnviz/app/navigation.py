@@ -1,7 +1,7 @@
 """Moving through a dump's text: windows, pages, jumps, sources and search.
 
-The half of :class:`~rnnviz.app.document.Explorer` that decides which window of
-characters is shown; it reads ``self.view``, ``self.text`` and ``self.controls``.
+:class:`Navigator` decides which window of characters the tab shows; the
+:class:`~rnnviz.app.document.Explorer` holds one and says how a window is drawn.
 """
 from __future__ import annotations
 
@@ -10,11 +10,20 @@ import numpy as np
 from ..errors import RnnvizError
 from ..render.layout import WRAP, line_start, trim_to_line_end
 from .search import compile_query, find_all
-from .textview import window_data
 
 
 class Navigator:
-    """Mixin: the window [start, end) and how the user moves it."""
+    """The window [start, end) of ``view``'s text shown in ``text``, and how the user moves it
+    with ``controls``. ``show(start, end)`` draws a window; ``quiet()`` sets widgets without
+    running their callbacks; ``info(message)`` writes the status line."""
+
+    def __init__(self, view, text, controls, *, show, quiet, info):
+        self.view, self.text, self.controls = view, text, controls
+        self._show, self._quiet, self.info = show, quiet, info
+        self.start = self.end = 0
+        self.match_starts = self.match_lengths = np.zeros(0, np.int64)
+        self.match_i = -1
+        self._cut = False
 
     def _line_start(self, pos: int) -> int:
         """Start of the line holding ``pos`` (or of its source, if that is nearer)."""
@@ -31,16 +40,10 @@ class Navigator:
         if end < n:   # end the window at a line end so the next page starts at a line start
             end = start + trim_to_line_end(self.view.text(start, end), WRAP)
         self.start, self.end = start, end
-        values = self.view.values(self.point, self.index, start, end)
-        feature = self.view.feature(self.feature, start, end) if self.feature else None
-        self.text.source.selected.indices = []
-        self.text.show_window(*window_data(self.view, start, end, values, feature))
-        if feature is not None:
-            self.text.show_feature(feature, self.feature)
-        self.paint()
-        self._show_where()
+        self._show(start, end)
+        self.show_where()
 
-    def _show_where(self) -> None:
+    def show_where(self) -> None:
         """The slider, the source (of the rows in view, not of the window's start) and the range."""
         c, firsts = self.controls, self.view.sources["start"].to_numpy()
         src = int(np.searchsorted(firsts, self.text.anchor(), side="right") - 1)
@@ -100,3 +103,8 @@ class Navigator:
         self.jump(at, int(self.match_lengths[self.match_i]))
         more = "+" if self._cut else ""
         self.controls.match_info.text = f"match {self.match_i + 1:,} of {len(self.match_starts):,}{more} (char {at:,})"
+
+    def mark_at(self, pos: int) -> None:
+        """Mark the character at ``pos`` where it is in the window (a click in the value plot)."""
+        if self.start <= pos < self.end:
+            self.text.mark(pos, 1, scroll=False)
