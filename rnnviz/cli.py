@@ -12,8 +12,11 @@ here and hands the command one ``Cls`` instance, which is what the library funct
     def sample(checkpoint, options): ...          # sample_stream(checkpoint, options)
 
 A new option is a new field made with ``option(default, help=...)`` (a plain field stays
-out of the command line); a new command gets its own dataclass. Only what is not the
-library's work (output paths, ``--force`` for exports, ``--build``) is a plain click.option.
+out of the command line); a new command gets its own dataclass. What the library takes as
+separate arguments (output paths, ``--force`` for exports, ``--resume``, ``--preset``) stays
+a plain click.option; ``field_option(Cls, "name")`` reuses a field's declaration there
+(``--encoding``, ``--errors``, ``--device``). tests/cli_options.json keeps every option's help
+line and default as they were (tests/test_options.py): change one there only on purpose.
 """
 from __future__ import annotations
 
