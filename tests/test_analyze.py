@@ -66,7 +66,7 @@ def planted(tmp_path_factory, stdlib_text_file):
 def result(planted, tmp_path_factory):
     path = tmp_path_factory.mktemp("stored") / "planted.h5"
     shutil.copy(planted[0], path)
-    return path, analyze_dump(path, extra_features=(COIN,), holdout=0.2)
+    return path, analyze_dump(path, extra_features=(COIN,), holdout=0.2, parts=(0.6, 0.2, 0.2))
 
 
 def states_digest(path) -> str:
@@ -163,7 +163,7 @@ def test_cli_prints_a_table_and_writes_the_ranking(planted, tmp_path):
     shutil.copy(planted[0], path)
     csv = tmp_path / "ranking.csv"
     run = subprocess.run([sys.executable, "-m", "rnnviz", "analyze", str(path), "--top", "2", "--features", "in_string,depth",
-                          "--feature", r"call=\w+\(", "--csv", str(csv), "--holdout", "0.25"],
+                          "--feature", r"call=\w+\(", "--csv", str(csv), "--holdout", "0.25", "--parts", "60/20/20"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()

@@ -42,7 +42,7 @@ def copies(tmp_path_factory, stdlib_text_file):
 def copies_result(copies, tmp_path_factory):
     path = tmp_path_factory.mktemp("stored") / "copies.h5"
     shutil.copy(copies[0], path)
-    return path, analyze_dump(path, features=["in_string", "line_pos"], shifts=9)
+    return path, analyze_dump(path, features=["in_string", "line_pos"], shifts=9, parts=(0.6, 0.2, 0.2))
 
 
 def test_greedy_takes_one_copy_and_the_independent_unit(copies_result):
@@ -76,7 +76,7 @@ def test_sets_are_stored_and_exported(copies_result, tmp_path):
     assert row["set_test"] == pytest.approx(res.sets.query("feature == 'in_string' and k == 2")["greedy"].iloc[0])
     csv = tmp_path / "r.csv"
     out = CliRunner().invoke(cli, ["analyze", str(path), "--features", "in_string", "--shifts", "0", "--no-store",
-                                   "--csv", str(csv)])
+                                   "--parts", "60/20/20", "--csv", str(csv)])
     assert out.exit_code == 0, out.output
     assert "best k together" in out.output and "layer1.c[6]" in out.output
     df = pd.read_csv(csv)
@@ -89,8 +89,8 @@ def test_sets_come_from_the_features_own_scores(copies, tmp_path):
     """Asking for more features changes nothing in a feature's sets."""
     path = tmp_path / "d.h5"
     shutil.copy(copies[0], path)
-    alone = analyze_dump(path, features=["in_string"], shifts=0, store=False).sets
-    many = analyze_dump(path, features=["in_string", "line_pos", "depth", "indent"], shifts=0, store=False).sets
+    alone = analyze_dump(path, features=["in_string"], shifts=0, store=False, parts=(0.6, 0.2, 0.2)).sets
+    many = analyze_dump(path, features=["in_string", "line_pos", "depth", "indent"], shifts=0, store=False, parts=(0.6, 0.2, 0.2)).sets
     pd.testing.assert_frame_equal(alone.reset_index(drop=True),
                                   many[many["feature"] == "in_string"].reset_index(drop=True))
 
@@ -175,7 +175,7 @@ def test_greedy_separation_matches_a_direct_computation():
 def test_without_all_units_the_sets_are_the_same(copies, copies_result, tmp_path):
     path = tmp_path / "d.h5"
     shutil.copy(copies[0], path)
-    res = analyze_dump(path, features=["in_string", "line_pos"], shifts=0, store=False, all_units=False)
+    res = analyze_dump(path, features=["in_string", "line_pos"], shifts=0, store=False, all_units=False, parts=(0.6, 0.2, 0.2))
     full = copies_result[1].sets
     assert res.sets["all_units"].isna().all() and full["all_units"].notna().all()
     assert res.sets["units"].tolist() == full["units"].tolist()
