@@ -38,7 +38,7 @@ from .names import cell_kinds, expand_selection, parse_point, parse_unit, point_
 
 Unit = tuple[int, str, int]          # (layer, kind, index)
 LN2 = math.log(2.0)
-LANES = 128                          # targets per batch
+from .options import LANES  # targets per batch
 LANE_STEPS = 1 << 13                 # lane-steps per chunk: bounds the stepper's scratch arrays
 _SET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 

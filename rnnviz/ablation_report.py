@@ -16,36 +16,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .ablation import LANES, LaneResult, Target, composition_label, null_targets, parse_targets, run_ablations
+from .ablation import LaneResult, Target, composition_label, null_targets, parse_targets, run_ablations
 from .errors import RnnvizError
 from .names import point_name, unit_name
+from .options import AblateOptions
 
 log = logging.getLogger(__name__)
 GROUP = "ablation"       # the dump's result group (docs/dump-format.md)
-
-
-@dataclass
-class AblateOptions:
-    points: str | None = None        # --points: every unit of these points (e.g. c, layer2.c)
-    units: str | None = None         # --units: a comma list of units
-    sets: tuple[str, ...] = ()       # --set NAME=UNIT,UNIT: units ablated together
-    per_char: str | None = None      # --per-char: units or set names whose per-character change is kept
-    reference: str | None = None     # --reference: the text whose means ablate sigmoid gates
-    random: int = 100                # random units (or sets) per layer and kind for the null
-    seed: int = 0                    # for the random draw
-    features: str | None = None      # built-in binary features (default: all of them)
-    extra_features: tuple = ()       # --feature NAME=REGEX
-    language: str = "auto"           # rnnviz.features.TextIndex
-    tab_size: int = 8
-    top: int = 5                     # rows printed per feature
-    lanes: int = LANES               # targets per batch
-    kernel: str = "auto"             # the stepper: auto, on, off (rnnviz.kernel)
-    threads: int = 1                 # torch threads (2 thrash a busy machine: OpenMP waits spin)
-    device: str = "auto"
-    max_chars: int | None = None     # read only this many characters (a sample; the output says so)
-    encoding: str = "utf-8"
-    errors: str = "strict"
-    progress: bool = True
 
 
 @dataclass

@@ -20,6 +20,7 @@ line and default as they were (tests/test_options.py): change one there only on 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -29,7 +30,7 @@ import click
 
 from . import __version__
 from .errors import RnnvizError
-from .options import (AnalyzeOptions, CharRNNConfig, DumpOptions, ErrorOptions, SampleOptions, ServerOptions,
+from .options import (AblateOptions, AnalyzeOptions, CharRNNConfig, DumpOptions, ErrorOptions, SampleOptions, ServerOptions,
                       TrainConfig, command_options, field_option, given_fields)
 
 
@@ -317,58 +318,20 @@ def errors(checkpoint, train_texts, held_out, csv_path, long_range_csv, plot, in
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=str))
 @click.argument("texts", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--points", help="Ablate every unit of these points, one at a time: kinds (c, h, gates) or points "
-                               "(layer2.c) [default: c, when no --units or --set is given].")
-@click.option("--units", help="Ablate these units, one at a time: a comma list such as layer2.c[76],layer0.c[169].")
-@click.option("--set", "sets", multiple=True, metavar="NAME=UNIT,UNIT",
-              help="Ablate these units together as one target named NAME (repeatable).")
-@click.option("--per-char", metavar="TARGETS", help="Keep the per-character loss change of these units or set names "
-                                                    "(stored with --into, where the app colours the text by it).")
-@click.option("--reference", metavar="DUMP|TEXT|heldout",
-              help="Text whose means ablate sigmoid gates (gate_i, gate_f, gate_o): a dump of this checkpoint, a "
-                   "text file, or 'heldout' (the checkpoint's validation text); never the evaluated text. Not needed "
-                   "for c, h and gate_g (0).")
-@click.option("--random", "n_random", type=int, default=100, show_default=True,
-              help="Random units of the same layer and kind (random sets of the same make for a set) for the null.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random draw.")
-@click.option("--features", "builtins", metavar="A,B", help="Binary built-in features to compare inside/outside "
-                                                            "[default: all binary ones].")
-@click.option("--feature", "regexes", multiple=True, metavar="NAME=REGEX",
-              help="Add a feature: 1 on characters inside a match of REGEX (repeatable).")
-@click.option("--language", type=click.Choice(["auto", "python", "c", "text"]), default="auto", show_default=True,
-              help="Language of the sources for strings and comments (as in analyze).")
-@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Rows printed per feature.")
-@click.option("--lanes", type=click.IntRange(1), default=128, show_default=True,
-              help="Targets run side by side in one batch.")
-@click.option("--max-chars", type=int, help="Read only the first N characters (a sample; the output says so).")
-@click.option("--kernel", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="The compiled stepper, as in dump.")
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
-              help="Torch threads (more spin-wait on a busy machine).")
-@_DEVICE
 @click.option("-o", "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=str),
               help="Write the causal ranking (every target x feature) as CSV.")
 @click.option("--into", help="Store the results in this dump of TEXTS from CHECKPOINT (its /ablation group).")
 @click.option("--force", is_flag=True, help="Overwrite an existing CSV.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@_ENCODING
-@_ERRORS
 @user_errors
-def ablate(checkpoint, texts, points, units, sets, per_char, reference, n_random, seed, builtins, regexes, language,
-           top, lanes, max_chars, kernel, threads, device, csv_path, into, force, quiet, encoding, errors):
+@command_options(AblateOptions)
+def ablate(checkpoint, texts, csv_path, into, force, options):
     """Ablate units of CHECKPOINT over TEXTS and measure the change in loss (bits/char): over all
     the text, inside and outside each binary feature, against random units of the same layer and kind.
 
     c, h and gate_g are ablated to 0, sigmoid gates to their mean over --reference. The loss of a
     prediction counts at the predicted character. Targets run side by side as lanes of one batch.
     """
-    from .ablation_report import AblateOptions, ablate_command
-    from .features import parse_feature_option
-    if not (points or units or sets):
-        points = "c"
-    options = AblateOptions(points=points, units=units, sets=tuple(sets), per_char=per_char, reference=reference,
-                            random=n_random, seed=seed, features=builtins,
-                            extra_features=tuple(parse_feature_option(r) for r in regexes), language=language,
-                            top=top, lanes=lanes, kernel=kernel, threads=threads, device=device, max_chars=max_chars,
-                            encoding=encoding, errors=errors, progress=not quiet)
+    from .ablation_report import ablate_command
+    if not (options.points or options.units or options.sets):
+        options = dataclasses.replace(options, points="c")
     ablate_command(options, checkpoint, list(texts), csv=csv_path, into=into, force=force, echo=click.echo)

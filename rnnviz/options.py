@@ -307,3 +307,48 @@ class ErrorOptions:
     order: int = option(9, help="Highest n-gram order tried (1..N).")  # orders 1..9 as in the paper
     memory_context: int = option(4, help="Characters of context a repeated substring needs to count as dynamic memory.")
     rare_count: int = option(5, help="A word seen fewer times than this in TRAIN_TEXTS is rare.")
+
+
+LANES = 128   # ablation targets per batch (rnnviz.ablation)
+
+
+@dataclass
+class AblateOptions:
+    """``rnnviz ablate`` (rnnviz.ablation_report.ablate): which units, the null, the features
+    and how the lanes run. ``points``, ``units`` and ``sets`` all empty: every c unit."""
+    points: str | None = option(
+        None, help="Ablate every unit of these points, one at a time: kinds (c, h, gates) or points "
+                   "(layer2.c) [default: c, when no --units or --set is given].")
+    units: str | None = option(
+        None, help="Ablate these units, one at a time: a comma list such as layer2.c[76],layer0.c[169].")
+    sets: tuple[str, ...] = option((), "--set", multiple=True, metavar="NAME=UNIT,UNIT",
+                                   help="Ablate these units together as one target named NAME (repeatable).")
+    per_char: str | None = option(None, metavar="TARGETS",
+                                  help="Keep the per-character loss change of these units or set names "
+                                       "(stored with --into, where the app colours the text by it).")
+    reference: str | None = option(
+        None, metavar="DUMP|TEXT|heldout",
+        help="Text whose means ablate sigmoid gates (gate_i, gate_f, gate_o): a dump of this checkpoint, a "
+             "text file, or 'heldout' (the checkpoint's validation text); never the evaluated text. Not needed "
+             "for c, h and gate_g (0).")
+    random: int = option(100, help="Random units of the same layer and kind (random sets of the same make for a "
+                                   "set) for the null.")
+    seed: int = option(0, help="Seed of the random draw.")
+    features: str | None = option(None, type=str, metavar="A,B",
+                                  help="Binary built-in features to compare inside/outside [default: all binary ones].")
+    extra_features: tuple = option((), "--feature", multiple=True, metavar="NAME=REGEX", parse=_regex_features,
+                                   help="Add a feature: 1 on characters inside a match of REGEX (repeatable).")
+    language: str = option("auto", type=click.Choice(["auto", "python", "c", "text"]),
+                           help="Language of the sources for strings and comments (as in analyze).")
+    tab_size: int = 8
+    top: int = option(5, type=click.IntRange(1), help="Rows printed per feature.")
+    lanes: int = option(LANES, type=click.IntRange(1), help="Targets run side by side in one batch.")
+    kernel: str = option("auto", type=click.Choice(["auto", "on", "off"]), help="The compiled stepper, as in dump.")
+    # torch threads: 2 thrash a busy machine (OpenMP waits spin)
+    threads: int = option(1, type=click.IntRange(1), help="Torch threads (more spin-wait on a busy machine).")
+    device: str = _device()
+    max_chars: int | None = option(None, type=int,
+                                   help="Read only the first N characters (a sample; the output says so).")
+    encoding: str = _encoding()
+    errors: str = _errors()
+    progress: bool = option(True, "--quiet", negate=True, help="No progress bar.")

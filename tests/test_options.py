@@ -11,7 +11,7 @@ import click.testing
 import pytest
 
 from rnnviz.cli import cli
-from rnnviz.options import (AnalyzeOptions, CharRNNConfig, DumpOptions, ErrorOptions, SampleOptions, ServerOptions,
+from rnnviz.options import (AblateOptions, AnalyzeOptions, CharRNNConfig, DumpOptions, ErrorOptions, SampleOptions, ServerOptions,
                             TrainConfig)
 
 # Every option's help line and the value its command received without it, as they were
@@ -49,7 +49,8 @@ def test_the_defaults_the_help_shows_are_the_librarys():
     assert AnalyzeOptions().shifts == 99 and "[default: 99;" in BEFORE["analyze"]["--shifts"]["help"][1]
     assert ServerOptions().max_sessions == 10 and "[default: 10;" in BEFORE["serve"]["--max-sessions"]["help"][1]
     assert ErrorOptions().order == 9 and "[default: 9]" in BEFORE["errors"]["--order"]["help"][1]
-    for cls in (TrainConfig, CharRNNConfig, DumpOptions, SampleOptions, AnalyzeOptions, ServerOptions, ErrorOptions):
+    for cls in (TrainConfig, CharRNNConfig, DumpOptions, SampleOptions, AnalyzeOptions, ServerOptions, ErrorOptions,
+                AblateOptions):
         assert any("cli" in f.metadata for f in fields(cls)), cls
 
 
@@ -64,6 +65,25 @@ def test_a_command_receives_its_dataclass(monkeypatch):
                                                "--top", "3", "--features", "depth"])
     assert isinstance(r.exception, _Stop), r.output
     assert got == [AnalyzeOptions(store=False, max_chars=None, top=3, features="depth")]
+
+
+def test_ablate_receives_its_dataclass(monkeypatch):
+    """rnnviz ablate's options come from AblateOptions too; with no --points, --units or --set
+    it ablates every c unit."""
+    import rnnviz.ablation_report
+    from rnnviz.options import AblateOptions
+
+    got = []
+    monkeypatch.setattr(rnnviz.ablation_report, "ablate_command", lambda options, *a, **k: got.append(options) or _stop())
+    runner = click.testing.CliRunner()
+    r = runner.invoke(cli, ["ablate", "m.pt", "t.py", "--units", "layer0.c[1]", "--set", "s=layer0.c[1],layer0.c[2]",
+                            "--quiet", "--random", "7", "--lanes", "4"])
+    assert isinstance(r.exception, _Stop), r.output
+    assert got[-1] == AblateOptions(units="layer0.c[1]", sets=("s=layer0.c[1],layer0.c[2]",), progress=False,
+                                    random=7, lanes=4)
+    r = runner.invoke(cli, ["ablate", "m.pt", "t.py"])
+    assert isinstance(r.exception, _Stop), r.output
+    assert got[-1] == AblateOptions(points="c")
 
 
 class _Stop(Exception):
