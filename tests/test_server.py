@@ -153,26 +153,37 @@ def _leaving_client(port, results, wait):
         results.append("gone")
 
 
+def _timed_get(port, timeout: float = 60) -> tuple[float, int, str]:
+    start = time.monotonic()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as reply:
+        page = reply.read().decode()
+    return time.monotonic() - start, reply.status, page
+
+
 @pytest.mark.slow
-def test_after_a_burst_of_200_requests_a_fresh_get_gets_the_app_within_2_s(served):
-    # The 2 s is for a machine the test has to itself; with other jobs queueing for the
-    # cores (load average over twice the core count) the server's cleanup just waits longer.
+def test_after_a_burst_of_200_requests_a_fresh_get_gets_the_app_quickly(served):
+    """The bounds scale with what one page costs here (the best of three GETs before the
+    burst: building the app's document, 0.65-1.0 s on the 2-core CI machine): a flooding
+    client that waits 12 pages' time gets the cheap busy answer, and after the burst a fresh
+    GET takes at most 2 s or 4 pages' time, whichever is more."""
+    # With other jobs queueing for the cores (load average over twice the core count) the
+    # server's cleanup just waits longer.
     if os.getloadavg()[0] > 2 * (os.cpu_count() or 1):
         pytest.skip(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: timing not meaningful")
     port = served
+    page_s = min(_timed_get(port)[0] for _ in range(3))
     results: list[str] = []
-    clients = [threading.Thread(target=_leaving_client, args=(port, results, 5.0)) for _ in range(200)]
+    clients = [threading.Thread(target=_leaving_client, args=(port, results, max(5.0, 12 * page_s)))
+               for _ in range(200)]
     for c in clients:
         c.start()
     for c in clients:
         c.join()
     assert len(results) == 200
     time.sleep(3.5)             # the documented time after which a session whose client left is dropped
-    start = time.monotonic()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
-        page = reply.read().decode()
-    assert reply.status == 200 and _is_app_page(page), page[:300]
-    assert time.monotonic() - start < 2
+    after, status, page = _timed_get(port)
+    assert status == 200 and _is_app_page(page), page[:300]
+    assert after < max(2.0, 4 * page_s), (after, page_s)
     assert "busy" in results, sorted(set(results))     # the flood got the cheap answer
 
 
