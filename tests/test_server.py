@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 
@@ -153,11 +152,11 @@ def _leaving_client(port, results, wait):
         results.append("gone")
 
 
-def _timed_get(port, timeout: float = 60) -> tuple[float, int, str]:
+def _timed_get(port) -> tuple[float, int, str]:
+    """Seconds, status and text of one GET of the page (:func:`_request`)."""
     start = time.monotonic()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as reply:
-        page = reply.read().decode()
-    return time.monotonic() - start, reply.status, page
+    status, page = _request(port, f"127.0.0.1:{port}", timeout=60)
+    return time.monotonic() - start, status, page
 
 
 @pytest.mark.slow
