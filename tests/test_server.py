@@ -197,3 +197,20 @@ def test_busy_page_beyond_max_sessions(dump_path):
         assert _request(port, f"127.0.0.1:{port}")[0] == 200
     finally:
         _stop(proc)
+
+
+def test_no_document_is_built_for_a_client_that_has_already_left(dump_path):
+    """Requests wait in line while a document is built; one whose client has closed its end
+    by the time it is served is dropped, not built (it would hold a session slot for nobody)."""
+    port = _free_port()
+    proc = _serve(dump_path, port, "--max-sessions", "3")
+    try:
+        request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        for _ in range(6):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(request)          # and leave at once
+        time.sleep(1.0)
+        statuses = [_request(port, f"127.0.0.1:{port}")[0] for _ in range(3)]
+        assert statuses == [200, 200, 200]
+    finally:
+        _stop(proc)

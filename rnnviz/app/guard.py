@@ -10,6 +10,7 @@ request, however many arrive.
 from __future__ import annotations
 
 import logging
+import socket
 from urllib.parse import urlsplit
 
 from bokeh.server.views.doc_handler import DocHandler
@@ -110,8 +111,30 @@ class _CappedDocHandler(DocHandler):
     def initialize(self, *args, limits: "SessionLimits", **kw):
         self.limits = limits
 
+    def client_gone(self) -> bool:
+        """Whether the browser that asked has already closed its end (a FIN waits in the socket).
+
+        Requests queue while a document is built (the build holds the event loop), so after a
+        burst many of them belong to clients that gave up; building their documents would keep
+        the server busy for nobody.
+        """
+        stream = getattr(self.request.connection, "stream", None)
+        sock = getattr(stream, "socket", None)
+        if sock is None:
+            return stream is not None and stream.closed()
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False                # open, nothing more sent: the client is waiting
+        except OSError:
+            return True                 # reset by the peer
+
     async def get(self, *args, **kwargs):
         limits = self.limits
+        if self.client_gone():
+            limits.skipped += 1
+            self.request.connection.close()
+            return
         open_now = len(self.application_context.sessions) + limits.building
         if open_now >= limits.max_sessions:
             self.set_status(503)
@@ -130,6 +153,7 @@ class SessionLimits:
     def __init__(self, max_sessions: int, drop_seconds: float):
         self.max_sessions, self.drop_seconds = max_sessions, drop_seconds
         self.building = 0
+        self.skipped = 0                # requests dropped because their client had left
 
 
 def cap_sessions(tornado_app: Application, max_sessions: int, drop_seconds: float) -> None:
