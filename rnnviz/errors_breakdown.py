@@ -207,10 +207,11 @@ def error_breakdown(model, vocab, train_texts: list[str], sources: list[tuple[st
     return Breakdown(summarize(codes_all), codes_all, pm_all, pn_all, long_range(pairs, pm_all, pn_all))
 
 
-def long_range_figure(summary: pd.DataFrame, min_count: int = 5):
+def long_range_figure(summary: pd.DataFrame, min_count: int = 5, width: int = 360, height: int = 260,
+                      ncols: int = 2):
     """A Bokeh layout, one panel per kind: mean P(truth) of the model and the n-gram per
     distance bin (x = the bin's lower edge, log scale); bins of fewer than ``min_count``
-    closings are left out."""
+    closings are left out. ``width`` and ``height`` are each panel's, ``ncols`` panels a row."""
     from bokeh.layouts import gridplot
     from bokeh.models import ColumnDataSource
     from bokeh.plotting import figure
@@ -219,10 +220,10 @@ def long_range_figure(summary: pd.DataFrame, min_count: int = 5):
     for kind in [k for k in (")", "]", "}", "quote") if k in set(summary["kind"])]:
         rows = summary[summary["kind"] == kind].copy()
         rows["x"] = [int(label.split("-")[0].rstrip("+")) for label in rows["distance_bin"]]
-        src = ColumnDataSource(rows)
+        src = ColumnDataSource(rows.to_dict("list"))
         title = "closing quote" if kind == "quote" else f"'{kind}'"
         fig = figure(title=f"{title} (bins of >= {min_count})", x_axis_type="log",
-                     width=360, height=260, x_range=(0.8, 400), y_range=(0, 1),
+                     width=width, height=height, x_range=(0.8, 400), y_range=(0, 1),
                      x_axis_label="distance to the opening char",
                      y_axis_label="mean P(truth)", tools="hover,save",
                      tooltips=[("distance", "@distance_bin"), ("closings", "@n"),
@@ -234,7 +235,7 @@ def long_range_figure(summary: pd.DataFrame, min_count: int = 5):
         fig.scatter("x", "ngram_p", source=src, color="#D55E00", size=6, marker="square")
         fig.legend.location = "top_right"
         panels.append(fig)
-    return gridplot(panels, ncols=2, toolbar_location="right")
+    return gridplot(panels, ncols=ncols, toolbar_location="right")
 
 
 def save_figure_html(layout, path, title: str, force: bool = False) -> None:

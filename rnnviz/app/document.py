@@ -27,6 +27,8 @@ from ..names import kinds_in, parse_point, unit_name
 from ..render import colours
 from . import urlstate
 from .ablation import AblationToggle
+from . import errorview
+from .errorview import ErrorsView
 from .controls import MAIN_W, STATUS_STYLE, Controls
 from .discover import DiscoverPanel, SelectMatch
 from .navigation import Navigator
@@ -120,6 +122,7 @@ class Explorer:
             window.history.replaceState(null, '', window.location.pathname + (q ? '?' + q : ''));"""))
         self.export = ExportPanel()
         self.ablation = AblationToggle(self.view)
+        self.errors = ErrorsView(self.view)
         self.heatmap = Heatmap(self.text.plot.x_range, WRAP * CELL_W, 4, SIDE_W)
         self._strip_key = None          # (start, end, k) the guesses under the text were drawn for
         self.banner = Div(text="", width=SIDE_W, name="analysis_banner")
@@ -247,7 +250,17 @@ class Explorer:
         d.find.on_click(g(spans.find_matches))
         self.export.button.on_click(g(self.export_visible))
         self.run_analysis.on_click(g(self.start_analysis))
-        self.ablation.toggle.on_change("active", g(lambda a, o, n: self.paint()))
+        # The text shows one thing at a time: turning one colouring on turns the other off.
+        self.ablation.toggle.on_change("active", g(lambda a, o, n: self._colour_by(self.ablation, n)))
+        self.errors.toggle.on_change("active", g(lambda a, o, n: self._colour_by(self.errors, n)))
+
+    def _colour_by(self, chosen, active: bool) -> None:
+        if active:
+            with self._quiet():
+                for other in (self.ablation, self.errors):
+                    if other is not chosen and other.toggle.active:
+                        other.toggle.active = False
+        self.paint()
 
     def _layout(self):
         # The ranking is always in view; the other panels share the tabs under it (tab indices:
@@ -255,7 +268,8 @@ class Explorer:
         tabs = Tabs(tabs=[TabPanel(child=self.export.layout, title="Export"),
                           TabPanel(child=self.contexts.layout, title="Contexts"),
                           TabPanel(child=self.saturation.layout, title="Saturation"),
-                          TabPanel(child=self.discover.layout, title="Select & match")], width=SIDE_W,
+                          TabPanel(child=self.discover.layout, title="Select & match"),
+                          TabPanel(child=self.errors.layout, title="Errors")], width=SIDE_W,
                     name="side_tabs")
         self.tabs = tabs
         tabs.on_change("active", self._guard(lambda a, o, n: self._show_contexts()))
@@ -263,7 +277,8 @@ class Explorer:
         tabs.js_on_change("active", CustomJS(args={"tables": list(tabs.select({"type": DataTable}))},
                                              code="for (const t of tables) { t.change.emit() }"))
         # Nested columns: a plain column would align the frames of the figures and squeeze them.
-        main = column(self.controls.top(self.span_hint), self.ablation.toggle, column(self.text.figure), column(self.heatmap.figure),
+        main = column(self.controls.top(self.span_hint), row(self.ablation.toggle, self.errors.toggle),
+                      column(self.text.figure), column(self.heatmap.figure),
                       column(self.text.plot), self.url)
         side = column(self.banner, self.run_analysis, self.controls.side(), self.heatmap.controls,
                       self.ranking.layout, tabs)
@@ -381,6 +396,17 @@ class Explorer:
         with self._quiet():             # switching the toggle off for a unit without data repaints nothing
             self.ablation.show_for(self.unit)
         change = self.ablation.values(self.unit, self.start, self.end)
+        codes = self.errors.values(self.start, self.end)
+        if codes is not None:           # the unit's scale stays self.colour (contexts and exports use it)
+            self.text.show_values(codes, errorview.SCALE, "error category")
+            self.text.show_value_as("error", self.errors.hover_format)
+            self.text.plot.visible = False      # a line through category codes would mean nothing
+            self.controls.unit_line.text = "<b style='font-size:15px'>the model's errors</b> &nbsp;by category"
+            self.controls.legend.text = self.errors.legend()
+            self._show_extras()
+            return
+        self.text.show_value_as("value")
+        self.text.plot.visible = True
         if change is not None:          # red: the model predicts the character worse without the unit
             self.colour = colours.Scale(-change[1], change[1], "diverging",
                                         "bits; red = predicted worse without the unit")

@@ -197,6 +197,17 @@ class DumpView:
             g = d.group(group)
             return None if g is None else g.table(table)
 
+    def group_options(self, group: str) -> dict:
+        """The options result group ``group`` was made with ({} when absent)."""
+        with self._h5() as d:
+            g = d.group(group)
+            return {} if g is None else g.options
+
+    def group_slice(self, group: str, array: str, start: int, end: int) -> np.ndarray:
+        """Chars [start, end) of a per-character (N,) array in a result group."""
+        with self._h5() as d:
+            return d.group(group).array(array)[start:end]
+
     def group_rows(self, group: str, array: str, row: int, start: int, end: int) -> np.ndarray:
         """Columns [start, end) of row ``row`` of a (rows, N) array in a result group."""
         with self._h5() as d:

@@ -64,6 +64,8 @@ class TextView:
         self.rows = 0
         self.pitch = ROW_PX             # pixels per text row: the row and its prediction strip
         self.title = ""
+        self.feature_name: str | None = None
+        self.value_label = ("value", None)
         self.figure = self._text_figure()
         self.strip = Strip(self.figure, self.text_dodge)
         self.plot = self._value_plot()
@@ -117,9 +119,17 @@ class TextView:
         fig.toolbar.active_scroll = wheel
         return fig
 
-    @staticmethod
-    def _tooltips(feature: str | None) -> list[tuple[str, str]]:
-        return ([("char", "@raw"), ("position", "@pos{0,0}"), ("value", "@v{0.0000}")]
+    def show_value_as(self, label: str = "value", formatter=None) -> None:
+        """What the hover calls the ``v`` column, and how it prints it (a CustomJSHover, e.g. a
+        category's name; None: the number)."""
+        self.value_label = (label, formatter)
+        self.hover.formatters = {"@v": formatter} if formatter is not None else {}
+        self.hover.tooltips = self._tooltips(self.feature_name)
+
+    def _tooltips(self, feature: str | None) -> list[tuple[str, str]]:
+        label, formatter = self.value_label
+        shown = "@v{custom}" if formatter is not None else "@v{0.0000}"
+        return ([("char", "@raw"), ("position", "@pos{0,0}"), (label, shown)]
                 + ([(feature, "@f{0.00}")] if feature else [])
                 + [("next char (model)", "@pred"), ("loss", "@loss{0.00} nats")])
 
@@ -172,7 +182,8 @@ class TextView:
         shown_values = values if values is not None else np.full(n, np.nan, np.float32)
         self.source.data["f"] = shown_values.astype(np.float32)
         on = values is not None
-        self.hover.tooltips = self._tooltips(name if on else None)
+        self.feature_name = name if on else None
+        self.hover.tooltips = self._tooltips(self.feature_name)
         track = self.figure.select_one({"name": "feature_track"})
         track.visible = on
         self.feature_line.visible = on

@@ -46,7 +46,11 @@ NEGATIVE = _ramp(_NEG)              # blue (low, most negative) .. white (high)
 SEQUENTIAL = _ramp(_GREENS)         # gates: white (0) .. green (1)
 FEATURE = _ramp(_FEATURE)
 PROB = _ramp(("#fcfbfd", "#dadaeb", "#bcbddc", "#9e9ac8", "#807dba"))   # probabilities 0..1 (Purples)
-PALETTES = {"diverging": DIVERGING, "positive": POSITIVE, "negative": NEGATIVE, "gate": SEQUENTIAL}
+# One colour per code of /errors/category (-1 not predicted, 0 no error, then the categories of
+# rnnviz errors in order): Okabe & Ito's colour-blind-safe set, light enough under black text.
+ERROR_CATEGORIES = ["#d9d9d9", "#ffffff", "#f3b94d", "#8ccbef", "#5cc4a0", "#f0e442", "#e3a2c7", "#f08a4b"]
+PALETTES = {"diverging": DIVERGING, "positive": POSITIVE, "negative": NEGATIVE, "gate": SEQUENTIAL,
+            "errors": ERROR_CATEGORIES}
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,8 @@ class Scale:
 
     def legend(self) -> str:
         words = {"diverging": "blue < 0 < red, white = 0", "positive": "one-signed: white … red",
-                 "negative": "one-signed: blue … white", "gate": "white … green"}[self.map]
+                 "negative": "one-signed: blue … white", "gate": "white … green",
+                 "errors": "one colour per category"}[self.map]
         return f"{_num(self.low)} … {_num(self.high)} ({words}): {self.rule}; values outside are clipped"
 
 
