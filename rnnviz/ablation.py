@@ -8,11 +8,21 @@ A *target* is one unit or a set of units ablated together. Ablating a unit clamp
 a reference text for a sigmoid gate, whose 0 would mean "closed", not "off".
 
 **Lanes.** Targets run side by side as the lanes of one batch, each lane with its own
-clamps, through the stepper ``rnnviz dump`` and ``rnnviz sample --clamp`` use
-(rnnviz.backends: the compiled kernel where ``kernel`` picks it). A layer none of the
-batch's units lies in has no clamp and runs PyTorch's fused LSTM (the pure-PyTorch
-backend without clamps), which takes 2.2x the kernel's lane-steps/s on one 2-core EPYC
-thread at 8-256 lanes when no point is recorded (benchmarks/ablate_speed.py). The
+ablation, through one of two engines (``engine``, chosen per target):
+
+- *stepper*: the lane's clamps go through the stepper ``rnnviz dump`` and ``rnnviz
+  sample --clamp`` use (rnnviz.backends: the compiled kernel where ``kernel`` picks it).
+  Every ablation runs this way with ``engine="stepper"``.
+- *fused*: for an LSTM, holding c_j or h_j at 0 at every step from a zero state gives
+  h_j = 0 at every step, and c_j reaches nothing but h_j = o_j tanh(c_j); so it is
+  exactly forcing the output gate o_j to 0. PyTorch's fused LSTM does that per lane when
+  the layer's input gets one one-hot column per lane (lane b's column is 1) whose input
+  weight is O_OFF on the o row of lane b's ablated units: sigmoid(O_OFF + ...) is 0.0 in
+  float32, and every other row gets exact zeros. Zero ablations of c and h take it with
+  ``engine="auto"`` (the default) or ``"fused"``; gate ablations cannot (a gate held at a
+  value is not an o gate at 0) and keep the stepper under ``"auto"``.
+
+A layer none of the batch's units lies in runs PyTorch's fused LSTM unchanged. The
 layers below a batch's lowest ablated layer do not depend on the ablation: they run
 once per chunk, at batch 1, and every lane of every batch reads their output. Every
 batch carries its own state from chunk to chunk, so memory does not grow with the text.
@@ -32,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from .errors import RnnvizError
 from .names import cell_kinds, expand_selection, parse_point, parse_unit, point_name, unit_name
@@ -39,6 +50,8 @@ from .names import cell_kinds, expand_selection, parse_point, parse_unit, point_
 Unit = tuple[int, str, int]          # (layer, kind, index)
 LN2 = math.log(2.0)
 from .options import LANES  # targets per batch
+ENGINES = ("auto", "fused", "stepper")
+O_OFF = -1e4                         # o-gate input for an ablated unit: exp(1e4) overflows, sigmoid = 0.0
 LANE_STEPS = 1 << 13                 # lane-steps per chunk: bounds the stepper's scratch arrays
 _SET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
@@ -154,6 +167,7 @@ class LaneResult:
     per_char: dict[str, np.ndarray] = field(default_factory=dict)   # name -> (N,) float32 change, bits
     backend: str = ""                # the stepper of the clamped layers ("kernel" or "pytorch")
     lanes: int = LANES
+    engines: list[str] = field(default_factory=list)   # per target: "fused" or "stepper"
 
     def mean_change(self) -> np.ndarray:
         """(n_targets, 1 + F): mean change in bits/char over all characters and inside each feature."""
@@ -166,44 +180,103 @@ class LaneResult:
         return ((self.sums[:, :1] - self.sums[:, 1:]) - (self.base[:1] - self.base[1:])) / n_out
 
 
+def zero_of_c_or_h(target: Target, values: dict[Unit, float]) -> bool:
+    """Whether ``target`` holds only c and h units, at 0: the fused engine's case."""
+    return all(u[1] in ("c", "h") and values[u] == 0.0 for u in target.units)
+
+
+def engines_for(targets: list[Target], values: dict[Unit, float], engine: str, lstm: bool) -> list[str]:
+    """"fused" or "stepper" for each target under ``engine`` (ENGINES); ``lstm``: the model's
+    cell is an LSTM (the o-gate identity is an LSTM's)."""
+    if engine not in ENGINES:
+        raise RnnvizError(f"expected an engine among {', '.join(ENGINES)}, found {engine!r}")
+    if engine == "stepper":
+        return ["stepper"] * len(targets)
+    fits = [lstm and zero_of_c_or_h(t, values) for t in targets]
+    if engine == "fused" and not all(fits):
+        bad = next(t for t, ok in zip(targets, fits) if not ok)
+        why = "the model is not an LSTM" if not lstm else "it holds a gate (only c and h at 0 are an o gate at 0)"
+        raise RnnvizError(f"--engine fused: {bad.name} cannot run fused: {why}; use --engine auto (the stepper "
+                          f"for such targets) or stepper")
+    return ["fused" if ok else "stepper" for ok in fits]
+
+
+class ZeroedLayer:
+    """Layer ``layer`` of ``lstm`` through PyTorch's fused LSTM with, in lane b, h held at 0
+    for the units ``lane_units[b]`` (the o gate forced to 0 through one one-hot input
+    column per lane). Called on (B, T, In) inputs and a (h, c) state of (B, H), or None."""
+
+    def __init__(self, lstm: nn.LSTM, layer: int, lane_units: list[list[int]]):
+        w_ih = getattr(lstm, f"weight_ih_l{layer}").detach()
+        H, B = lstm.hidden_size, len(lane_units)
+        extra = w_ih.new_zeros(4 * H, B)
+        for lane, units in enumerate(lane_units):
+            extra[[3 * H + u for u in units], lane] = O_OFF
+        module = nn.LSTM(w_ih.shape[1] + B, H, 1, bias=lstm.bias, batch_first=True, device="meta")
+        names = dict(weight_ih_l0=torch.cat([w_ih, extra], dim=1))
+        for name in module._flat_weights_names[1:]:
+            names[name] = getattr(lstm, name[:-1] + str(layer)).detach()
+        for name, value in names.items():
+            setattr(module, name, nn.Parameter(value, requires_grad=False))
+        self.module, self.lanes = module.eval(), torch.eye(B, dtype=w_ih.dtype, device=w_ih.device)
+
+    def __call__(self, x: torch.Tensor, state=None):
+        B, T, _ = x.shape
+        inp = torch.cat([x, self.lanes[:, None, :].expand(B, T, B)], dim=2)   # (B, T, In + B)
+        out, (h, c) = self.module(inp, None if state is None else (state[0][None], state[1][None]))
+        return out, (h[0], c[0])
+
+
 @dataclass
 class _Batch:
     low: int                         # its lanes are the same as the unablated run below this layer
     layers: set[int]                 # the layers its units lie in (the others have no clamp)
     rows: list[int]                  # indices into the targets
-    clamps: object                   # rnnviz.intervene.ClampTable: every lane's clamps
+    clamps: object                   # rnnviz.intervene.ClampTable: every lane's clamps (stepper)
+    zeroed: dict = field(default_factory=dict)  # layer -> ZeroedLayer (fused engine)
     state: list = field(default_factory=list)   # per layer >= low: the recurrent state carried
 
 
-def _batches(targets: list[Target], values: dict[Unit, float], lanes: int) -> list[_Batch]:
+def _batches(targets: list[Target], engines: list[str], values: dict[Unit, float], lanes: int,
+             lstm) -> list[_Batch]:
     from .intervene import Clamp, ClampTable
-    by_low: dict[int, list[int]] = {}
+    by_low: dict[tuple[int, str], list[int]] = {}
     for i, t in enumerate(targets):
-        by_low.setdefault(t.low, []).append(i)
+        by_low.setdefault((t.low, engines[i]), []).append(i)
     out = []
-    for low, rows in sorted(by_low.items()):
+    for (low, engine), rows in sorted(by_low.items()):
         for b in range(0, len(rows), lanes):
             part = rows[b:b + lanes]
+            units = [u for i in part for u in targets[i].units]
+            layers = {u[0] for u in units}
+            if engine == "fused":
+                zeroed = {layer: ZeroedLayer(lstm, layer, [sorted({u[2] for u in targets[i].units if u[0] == layer})
+                                                           for i in part]) for layer in layers}
+                out.append(_Batch(low, layers, part, None, zeroed))
+                continue
             clamps = [Clamp(layer, kind, index, float(values[(layer, kind, index)]), lanes=(lane,))
                       for lane, i in enumerate(part) for layer, kind, index in targets[i].units]
-            out.append(_Batch(low, {c.layer for c in clamps}, part, ClampTable(clamps)))
+            out.append(_Batch(low, layers, part, ClampTable(clamps)))
     return out
 
 
 @torch.no_grad()
 def run_ablations(model, sources: list[np.ndarray], targets: list[Target], values: dict[Unit, float],
                   masks: np.ndarray, keep=(), *, lanes: int = LANES, kernel: str = "auto",
-                  progress=None) -> LaneResult:
+                  engine: str = "auto", progress=None) -> LaneResult:
     """Every target's loss over ``sources`` (id arrays, each read from a zero state; the
     char axis runs through them end to end), ``values``: the ablation value of every unit
     the targets hold; ``masks``: (F, N) bool, binary features at each character;
-    ``keep``: names of targets whose per-character change is returned. ``progress(n)``
-    is called with the lane-steps done."""
+    ``keep``: names of targets whose per-character change is returned; ``engine``: "auto"
+    (the fused engine for zero ablations of c and h, the stepper for the rest), "fused"
+    (every target fused, or an error) or "stepper". ``progress(n)`` is called with the
+    lane-steps done."""
     from .backends import make_backend
     if lanes < 1:
         raise RnnvizError(f"--lanes must be at least 1, found {lanes}")
     lstm, head = model.rnn, model.head
     device = head.weight.device
+    engines = engines_for(targets, values, engine, isinstance(lstm, nn.LSTM))
     backend = make_backend(lstm, kernel=kernel, embedding=model.embed.weight)
     fused = make_backend(lstm, kernel="off", embedding=model.embed.weight)   # layers without clamps
     n = sum(len(s) for s in sources)
@@ -216,7 +289,7 @@ def run_ablations(model, sources: list[np.ndarray], targets: list[Target], value
     baseline = np.full(n, np.nan)
     keep = {name: i for i, t in enumerate(targets) for name in [t.name] if name in set(keep)}
     per_char = {name: np.full(n, np.nan, np.float32) for name in keep}
-    batches = _batches(targets, values, lanes)
+    batches = _batches(targets, engines, values, lanes, lstm)
     steps = max(16, LANE_STEPS // min(lanes, max(len(targets), 1)))
     first = 0
     for ids in sources:
@@ -242,12 +315,15 @@ def run_ablations(model, sources: list[np.ndarray], targets: list[Target], value
                 B = len(b.rows)
                 inp = x.expand(B, -1) if b.low == 0 else runs[b.low - 1].h.expand(B, -1, -1)
                 for layer in range(b.low, lstm.num_layers):
+                    if layer in b.zeroed:
+                        inp, b.state[layer] = b.zeroed[layer](fused.layer_input(layer, inp), b.state[layer])
+                        continue
                     if layer in b.layers:
                         run = backend.layer(layer, inp, b.state[layer], clamps=b.clamps, t0=t0)
                     else:
                         run = fused.layer(layer, inp, b.state[layer])
-                    b.state[layer], inp = run.state, run
-                ablated = _bits(head, inp.h, truth)            # (B, T)
+                    b.state[layer], inp = run.state, run.h
+                ablated = _bits(head, inp, truth)              # (B, T)
                 sums[b.rows] += ablated @ cols
                 for lane, i in enumerate(b.rows):
                     name = targets[i].name
@@ -256,7 +332,7 @@ def run_ablations(model, sources: list[np.ndarray], targets: list[Target], value
                 if progress is not None:
                     progress(B * (t1 - t0))
         first += len(ids)
-    return LaneResult(targets, baseline, sums, base, counts, per_char, backend.name, lanes)
+    return LaneResult(targets, baseline, sums, base, counts, per_char, backend.name, lanes, engines)
 
 
 def _bits(head, h: torch.Tensor, truth: torch.Tensor) -> np.ndarray:

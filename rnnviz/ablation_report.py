@@ -11,6 +11,7 @@ the ranking, the printed table, the CSV and the dump's /ablation group
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -38,27 +39,27 @@ class AblationReport:
         i = self.info
         lines = [f"Ablated {i['targets']:,} target(s) and {i['random_targets']:,} random one(s) for the null "
                  f"on {i['predicted']:,} predicted characters of {i['sources']} source(s){i['sampled']}; "
-                 f"lanes of {i['lanes']} through the {i['backend']} stepper, the unablated lower layers "
-                 f"computed once and shared.",
+                 f"lanes of {i['lanes']}, {engine_text(i['engines'], i['backend'])}; the unablated lower "
+                 f"layers computed once and shared.",
                  f"Unablated loss: {i['baseline_bits']:.4f} bits/char. Change = ablated - unablated, in "
                  f"bits/char; the loss of a prediction counts at the predicted character.",
                  f"Null: {i['null_text']}; pct = percentile among the null of the target's make, "
                  f"z = (x - mean) / sd of that null."]
         asked = self.effects[~self.effects["random"]].sort_values("change", ascending=False).head(top)
-        head = f"{'target':<28}{'units':>6}{'change':>9}{'pct':>7}{'z':>7}  null"
+        head = f"{'target':<28}{'units':>6}{'change':>9}{'pct':>7}{'z':>7}  {'engine':<9}null"
         lines += ["", "Largest overall change", head, "-" * len(head)]
         for row in asked.itertuples():
             lines.append(f"{row.target:<28}{row.n_units:>6}{row.change:>+9.4f}{row.change_pct:>7.1f}"
-                         f"{_num(row.change_z)}  {row.null}")
+                         f"{_num(row.change_z)}  {row.engine:<9}{row.null}")
         head = (f"{'feature':<18}{'rank':>4}  {'target':<26}{'inside':>9}{'outside':>9}{'contrast':>9}"
-                f"{'pct':>7}{'z':>7}{'inside chars':>14}")
+                f"{'pct':>7}{'z':>7}{'inside chars':>14}  engine")
         lines += ["", "Causal ranking per feature: contrast = change inside the feature - change outside it",
                   head, "-" * len(head)]
         for feature, rows in self.ranking.groupby("feature", sort=False):
             for n, row in enumerate(rows.head(top).itertuples()):
                 lines.append(f"{feature if n == 0 else '':<18}{row.rank:>4}  {row.target:<26}"
                              f"{row.inside:>+9.4f}{row.outside:>+9.4f}{row.contrast:>+9.4f}"
-                             f"{row.contrast_pct:>7.1f}{_num(row.contrast_z)}{row.inside_chars:>14,}")
+                             f"{row.contrast_pct:>7.1f}{_num(row.contrast_z)}{row.inside_chars:>14,}  {row.engine}")
         return "\n".join(lines)
 
 
@@ -96,6 +97,7 @@ def tabulate(result: LaneResult, features: list[str], nulls: dict[tuple, list[Ta
         "null": [composition_label(t.composition) for t in targets],
         "bits": result.sums[:, 0] / max(result.counts[0], 1),
         "change": change[:, 0],
+        "engine": result.engines or ["stepper"] * len(targets),
     })
     effects["change_pct"] = [percentile(change[i, 0], change[null_rows[t.composition], 0]) for i, t in enumerate(targets)]
     effects["change_z"] = [zscore(change[i, 0], change[null_rows[t.composition], 0]) for i, t in enumerate(targets)]
@@ -113,7 +115,8 @@ def tabulate(result: LaneResult, features: list[str], nulls: dict[tuple, list[Ta
                          "contrast_pct": percentile(contrast[i, f], null), "contrast_z": zscore(contrast[i, f], null),
                          "change": change[i, 0], "change_pct": effects.at[i, "change_pct"],
                          "change_z": effects.at[i, "change_z"], "inside_chars": inside_chars,
-                         "outside_chars": outside_chars, "null": effects.at[i, "null"], "null_size": len(null)})
+                         "outside_chars": outside_chars, "null": effects.at[i, "null"], "null_size": len(null),
+                         "engine": effects.at[i, "engine"]})
     ranking = pd.DataFrame(rows, columns=RANKING_COLUMNS)
     if len(ranking):
         ranking = ranking.sort_values(["feature", "contrast"], ascending=[True, False], kind="stable")
@@ -126,7 +129,7 @@ def tabulate(result: LaneResult, features: list[str], nulls: dict[tuple, list[Ta
 
 
 RANKING_COLUMNS = ["feature", "target", "units", "inside", "outside", "contrast", "contrast_pct", "contrast_z",
-                   "change", "change_pct", "change_z", "inside_chars", "outside_chars", "null", "null_size"]
+                   "change", "change_pct", "change_z", "inside_chars", "outside_chars", "null", "null_size", "engine"]
 
 
 def ablation_values(units, ckpt, reference) -> dict:
@@ -190,7 +193,7 @@ def ablate(options: AblateOptions, checkpoint, texts: list, *, into=None) -> Abl
     effects, ranking = tabulate(result, [f.name for f in feats], nulls)
     info = {"targets": len(targets), "random_targets": sum(t.random for t in every),
             "predicted": int(result.counts[0]), "sources": len(sources), "lanes": o.lanes,
-            "backend": result.backend, "baseline_bits": float(result.base[0] / max(result.counts[0], 1)),
+            "backend": result.backend, "engines": dict(Counter(result.engines)), "baseline_bits": float(result.base[0] / max(result.counts[0], 1)),
             "sampled": (f" (the first {len(text):,} characters: --max-chars)" if o.max_chars is not None else ""),
             "null_text": null_text(nulls, o.random, o.seed),
             "features": [f.name for f in feats], "per_char": list(keep), "text_chars": len(text),
@@ -198,6 +201,17 @@ def ablate(options: AblateOptions, checkpoint, texts: list, *, into=None) -> Abl
             "checkpoint_sha256": ckpt.sha256, "options": {k: v for k, v in asdict(o).items()
                                                           if k not in ("extra_features", "progress")}}
     return AblationReport(effects, ranking, result, info)
+
+
+def engine_text(engines: dict, backend: str) -> str:
+    """'768 target(s) through the fused LSTM (...), 12 through the kernel stepper'."""
+    parts = []
+    if engines.get("fused"):
+        parts.append(f"{engines['fused']:,} target(s) through PyTorch's fused LSTM (c or h at 0 as the o gate at 0: "
+                     f"engine fused)")
+    if engines.get("stepper"):
+        parts.append(f"{engines['stepper']:,} target(s) through the {backend} stepper (engine stepper)")
+    return ", ".join(parts)
 
 
 def null_text(nulls: dict, wanted: int, seed: int) -> str:
@@ -233,7 +247,7 @@ def _run(model, ids, targets, values, masks, keep, o: AblateOptions) -> LaneResu
     torch.set_num_threads(o.threads)
     try:
         return run_ablations(model, ids, targets, values, masks, keep, lanes=o.lanes, kernel=o.kernel,
-                             progress=None if bar is None else bar.update)
+                             engine=o.engine, progress=None if bar is None else bar.update)
     finally:
         torch.set_num_threads(threads)
         if bar is not None:
@@ -255,7 +269,7 @@ def store(path, report: AblationReport) -> None:
         ds.dims[0].label, ds.dims[1].label = "target", "char"
         g.create_dataset("baseline", data=r.baseline.astype(np.float32)).dims[0].label = "char"
     options = {k: report.info[k] for k in ("checkpoint_sha256", "features", "per_char", "values", "options",
-                                           "backend", "lanes", "null_text", "text_chars")}
+                                           "backend", "engines", "lanes", "null_text", "text_chars")}
     with disk_full(path), open_dump(path, "r+") as d:
         d.write_group(GROUP, tables={"effects": report.effects, "ranking": report.ranking,
                                      "per_char": per_char}, options=options, fill=fill)

@@ -329,7 +329,9 @@ def ablate(checkpoint, texts, csv_path, into, force, options):
     the text, inside and outside each binary feature, against random units of the same layer and kind.
 
     c, h and gate_g are ablated to 0, sigmoid gates to their mean over --reference. The loss of a
-    prediction counts at the predicted character. Targets run side by side as lanes of one batch.
+    prediction counts at the predicted character. Targets run side by side as lanes of one batch;
+    zero ablations of c and h run through PyTorch's fused LSTM with the unit's o gate at 0 (h is 0
+    either way; --engine stepper runs them through the stepper, as gates always are).
     """
     from .ablation_report import ablate_command
     if not (options.points or options.units or options.sets):

@@ -344,6 +344,12 @@ class AblateOptions:
     top: int = option(5, type=click.IntRange(1), help="Rows printed per feature.")
     lanes: int = option(LANES, type=click.IntRange(1), help="Targets run side by side in one batch.")
     kernel: str = option("auto", type=click.Choice(["auto", "on", "off"]), help="The compiled stepper, as in dump.")
+    engine: str = option(
+        "auto", type=click.Choice(["auto", "fused", "stepper"]),
+        help="How lanes run. auto: zero ablations of c and h through PyTorch's fused LSTM with the unit's o gate "
+             "forced to 0 (the same outputs: h is 0 either way), the rest (gates) through the stepper; fused: "
+             "every target fused, or an error; stepper: every target through the stepper. The output names the "
+             "engine of each target.")
     # torch threads: 2 thrash a busy machine (OpenMP waits spin)
     threads: int = option(1, type=click.IntRange(1), help="Torch threads (more spin-wait on a busy machine).")
     device: str = _device()

@@ -1,5 +1,6 @@
 """rnnviz ablate: lanes against single runs and a hand-written loop, the loss accounting,
 the null, the CLI with its CSV and /ablation group, bad input, and the app's toggle."""
+import json
 import math
 import re
 import subprocess
@@ -61,9 +62,11 @@ def zeros_for(targets):
 @torch.no_grad()
 def naive_bits(model, ids, zeroed=None):
     """Bits of each predicted character of one source, the LSTM written out step by step in
-    float64, with ``zeroed`` = (layer, kind, index) of a c or h unit held at 0."""
+    float64, with ``zeroed`` = (layer, kind, index) of a c or h unit held at 0 (or a list
+    of them)."""
     import copy
     model = copy.deepcopy(model).double()
+    zeroed = [] if zeroed is None else [zeroed] if isinstance(zeroed[0], int) else list(zeroed)
     lstm = model.rnn
     L = lstm.num_layers
     h, c = [torch.zeros(H, dtype=torch.float64) for _ in range(L)], [torch.zeros(H, dtype=torch.float64) for _ in range(L)]
@@ -75,11 +78,13 @@ def naive_bits(model, ids, zeroed=None):
             b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
             i, f, g, o = (w_ih @ inp + w_hh @ h[layer] + b).chunk(4)
             c_new = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
-            if zeroed is not None and zeroed[:2] == (layer, "c"):
-                c_new[zeroed[2]] = 0.0
+            for z in zeroed:
+                if z[:2] == (layer, "c"):
+                    c_new[z[2]] = 0.0
             h_new = torch.sigmoid(o) * torch.tanh(c_new)
-            if zeroed is not None and zeroed[:2] == (layer, "h"):
-                h_new[zeroed[2]] = 0.0
+            for z in zeroed:
+                if z[:2] == (layer, "h"):
+                    h_new[z[2]] = 0.0
             h[layer], c[layer], inp = h_new, c_new, h_new
         logp = torch.log_softmax(model.head(inp), dim=-1)
         out.append(-float(logp[int(ids[t + 1])]) / math.log(2))
@@ -120,6 +125,109 @@ def test_one_lane_equals_a_hand_written_loop_and_differs_from_the_unablated_loss
             np.testing.assert_allclose(r.baseline[at] + r.per_char["u"][at], ablated, atol=1e-5)
             assert np.abs(ablated - unablated).max() > 1e-3          # the unit mattered somewhere
         assert abs(r.mean_change()[0, 0]) > 1e-5
+
+
+FUSED_UNITS = ("layer0.c[5],layer0.h[3],layer1.c[2],layer1.h[7]",
+               ["mixed=layer0.c[1],layer1.h[2]", "pair=layer1.c[9],layer1.h[11]"])
+
+
+def test_the_fused_engine_equals_the_stepper_and_a_hand_written_loop(tiny):
+    """In float64, where rounding cannot hide a difference: c and h units of each layer, a
+    set spanning both layers, two sources, 3 lanes a batch (full and partial batches)."""
+    import copy
+    ckpt, texts, ids = loaded(tiny)
+    model = copy.deepcopy(ckpt.model).double()
+    targets = parse_targets(None, *FUSED_UNITS, num_layers=2, hidden_size=H)
+    names = [t.name for t in targets]
+    masks = string_mask(texts)
+    fused = run_ablations(model, ids, targets, zeros_for(targets), masks, names, lanes=3, engine="fused")
+    stepped = run_ablations(model, ids, targets, zeros_for(targets), masks, names, lanes=3, engine="stepper")
+    assert fused.engines == ["fused"] * len(targets) and stepped.engines == ["stepper"] * len(targets)
+    np.testing.assert_allclose(fused.sums, stepped.sums, rtol=1e-9)
+    for t in targets:
+        np.testing.assert_allclose(fused.per_char[t.name], stepped.per_char[t.name], atol=1e-6, equal_nan=True)
+        for first, source in ((0, ids[0]), (len(texts[0]), ids[1])):        # each source from a zero state
+            at = slice(first + 1, first + len(source))
+            by_hand = naive_bits(ckpt.model, source, t.units)
+            np.testing.assert_allclose(fused.baseline[at] + fused.per_char[t.name][at], by_hand, atol=1e-6)
+        assert np.nanmax(np.abs(fused.per_char[t.name])) > 1e-3              # the ablation mattered
+    single = run_ablations(model, ids, [targets[4]], zeros_for(targets), masks, ["mixed"], lanes=1, engine="fused")
+    np.testing.assert_allclose(fused.per_char["mixed"], single.per_char["mixed"], atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("kernel", ["off", "on"])
+def test_the_fused_engine_equals_the_stepper_in_float32(tiny, kernel, recording_kernel):
+    """The model as it runs (float32). The tiny model's weights x3 amplify float32 rounding
+    through the recurrence: either engine differs from the float64 loop by up to ~3e-5
+    bits at a few characters, so the two are compared to 1e-4 here, and the mean to 1e-6."""
+    if kernel == "on" and recording_kernel is None:
+        pytest.skip("the compiled kernel cannot be built here")
+    ckpt, texts, ids = loaded(tiny)
+    targets = parse_targets(None, *FUSED_UNITS, num_layers=2, hidden_size=H)
+    names = [t.name for t in targets]
+    masks = string_mask(texts)
+    fused = run_ablations(ckpt.model, ids, targets, zeros_for(targets), masks, names, lanes=3, kernel=kernel,
+                          engine="fused")
+    stepped = run_ablations(ckpt.model, ids, targets, zeros_for(targets), masks, names, lanes=3, kernel=kernel,
+                            engine="stepper")
+    np.testing.assert_allclose(fused.mean_change(), stepped.mean_change(), atol=1e-6)
+    for t in targets:
+        np.testing.assert_allclose(fused.per_char[t.name], stepped.per_char[t.name], atol=1e-4, equal_nan=True)
+
+
+@torch.no_grad()
+def test_the_o_gate_column_holds_h_at_exactly_zero_in_its_lane_only():
+    from rnnviz.ablation import O_OFF, ZeroedLayer
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, H, 2, batch_first=True)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.mul_(20.0)                        # pre-activations far larger than any trained model's
+    assert torch.sigmoid(torch.tensor(O_OFF + 1e3)).item() == 0.0
+    x = torch.randn(1, 50, H).expand(4, -1, -1)
+    layer = ZeroedLayer(lstm, 1, [[3], [], [0, 15], [3]])
+    out, (h, c) = layer(x)
+    plain = torch.nn.LSTM(H, H, 1, batch_first=True).eval()
+    for name in plain._flat_weights_names:
+        setattr(plain, name, getattr(lstm, name[:-1] + "1"))
+    ref = plain(x[:1])[0][0]
+    assert (out[0, :, 3] == 0).all() and (out[2, :, [0, 15]] == 0).all() and (h[0, 3] == 0)
+    torch.testing.assert_close(out[1], ref, atol=1e-6, rtol=1e-6)        # no unit in its lane: unchanged
+    assert (out[0, 5:, 5] - ref[5:, 5]).abs().max() > 1e-3                # the zero reached the other units
+    torch.testing.assert_close(out[0], out[3])
+
+
+def test_a_gate_target_falls_back_to_the_stepper_and_the_engine_is_reported(tiny):
+    from rnnviz.ablation_report import AblateOptions, ablate
+    args = dict(units="layer0.c[1],layer1.gate_g[2]", per_char="layer0.c[1],layer1.gate_g[2]", random=3,
+                features="in_string", progress=False)
+    auto = ablate(AblateOptions(**args), tiny / "m.pt", [tiny / "a.py", tiny / "b.py"])
+    engine = dict(zip(auto.effects["target"], auto.effects["engine"]))
+    assert engine["layer0.c[1]"] == "fused" and engine["layer1.gate_g[2]"] == "stepper"
+    assert (auto.effects["engine"] == np.where(auto.effects["null"] == "layer1.gate_g", "stepper", "fused")).all()
+    assert dict(zip(auto.ranking["target"], auto.ranking["engine"])) == {"layer0.c[1]": "fused",
+                                                                         "layer1.gate_g[2]": "stepper"}
+    assert "4 target(s) through PyTorch's fused LSTM" in auto.summary()
+    assert "4 target(s) through the" in auto.summary() and "stepper (engine stepper)" in auto.summary()
+    old = ablate(AblateOptions(**args, engine="stepper"), tiny / "m.pt", [tiny / "a.py", tiny / "b.py"])
+    assert set(old.effects["engine"]) == {"stepper"} and "fused" not in old.summary()
+    for name in ("layer0.c[1]", "layer1.gate_g[2]"):
+        np.testing.assert_allclose(auto.result.per_char[name], old.result.per_char[name], atol=1e-5, equal_nan=True)
+    with pytest.raises(RnnvizError, match=re.escape("layer1.gate_g[2] cannot run fused")):
+        ablate(AblateOptions(**args, engine="fused"), tiny / "m.pt", [tiny / "a.py"])
+
+
+def test_a_gru_runs_every_target_through_the_stepper(tiny):
+    ckpt, texts, ids = loaded(tiny)
+    torch.manual_seed(0)
+    gru = CharLSTM(CharLSTMConfig(vocab_size=len(ckpt.vocab), num_layers=2, hidden_size=H, embedding_size=8,
+                                  cell="gru"))
+    targets = parse_targets(None, "layer1.h[3]", [], num_layers=2, hidden_size=H, cell="gru")
+    masks = string_mask(texts)
+    r = run_ablations(gru, ids, targets, zeros_for(targets), masks, engine="auto")
+    assert r.engines == ["stepper"]
+    with pytest.raises(RnnvizError, match="not an LSTM"):
+        run_ablations(gru, ids, targets, zeros_for(targets), masks, engine="fused")
 
 
 def test_baseline_is_the_dumps_loss_of_the_predicted_character(tiny, tmp_path):
@@ -194,7 +302,9 @@ def test_cli_prints_the_ranking_writes_the_csv_and_stores_the_group(tiny, tmp_pa
     assert r.returncode == 0, r.stderr
     assert "Causal ranking per feature" in r.stdout and "in_string" in r.stdout and "both" in r.stdout
     assert "12 random units of layer0.c" in r.stdout
+    assert "through PyTorch's fused LSTM (c or h at 0 as the o gate at 0: engine fused)" in r.stdout
     table = pd.read_csv(tmp_path / "r.csv")
+    assert set(table["engine"]) == {"fused"}
     assert set(table["target"]) == {"layer0.c[5]", "layer1.c[2]", "both"}
     assert {"contrast", "contrast_pct", "contrast_z", "inside", "outside", "change"} <= set(table.columns)
     n = len((tiny / "a.py").read_text()) + len((tiny / "b.py").read_text())
@@ -202,11 +312,15 @@ def test_cli_prints_the_ranking_writes_the_csv_and_stores_the_group(tiny, tmp_pa
         g = f["ablation"]
         assert g["loss_change"].shape == (2, n) and g["baseline"].shape == (n,)
         assert np.array_equal(f["states/layer0/c"][()], before)            # the recording untouched
+        assert list(json.loads(g.attrs["options"])["engines"]) == ["fused"]
         change = g["loss_change"][0]
     ckpt, texts, ids = loaded(tiny)
     target = Target("layer0.c[5]", ((0, "c", 5),))
     direct = run_ablations(ckpt.model, ids, [target], zeros_for([target]), string_mask(texts), [target.name])
     np.testing.assert_allclose(change, direct.per_char[target.name], atol=1e-5, equal_nan=True)
+    info = rnnviz("info", dump).stdout                                      # rnnviz info names the group
+    assert re.search(r"ablation     3 target\(s\) and \d+ random ones; per-character change of layer0.c\[5\], "
+                     r"both; engines: fused \d+", info), info
     again = rnnviz("ablate", tiny / "m.pt", tiny / "a.py", "--units", "layer0.c[5]", "-o", tmp_path / "r.csv")
     assert again.returncode == 1 and "exists; pass --force" in again.stderr
 

@@ -219,6 +219,8 @@ def test_into_stores_categories_in_the_matching_dump_only(tiny_ckpt, tmp_path):
         # the model's probability of each character agrees with what dump recorded as its loss
         loss = h["predictions/loss"][()]
         assert np.allclose(-np.log(p_model[1:]), loss[:-1], atol=1e-3)
+    info = rnnviz("info", dump).stdout                                  # rnnviz info names the group
+    assert f"errors       {int(errors[1:].sum()):,} errors ({errors[1:].mean():.1%} of the predicted" in info
     other = tmp_path / "other.py"
     other.write_text(SOURCE[100:900])
     wrong_text = rnnviz("errors", f / "m.pt", f / "train", other, "--into", dump, "--order", "3")

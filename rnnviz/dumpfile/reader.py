@@ -325,7 +325,30 @@ def describe_dump(path: str | os.PathLike) -> str:
             lines.append(f"  ...          and {len(sources) - 5} more sources")
         if d.analysis is not None:
             lines.append(f"  analysis     present (created {d.analysis.created or '?'})")
+        lines += _result_group_lines(d)
     return "\n".join(lines)
+
+
+def _result_group_lines(d: Dump) -> list[str]:
+    """rnnviz info's lines for /ablation and /errors (docs/dump-format.md), where present."""
+    lines = []
+    ablation = d.group("ablation")
+    if ablation is not None:
+        o, effects = ablation.options, ablation.table("effects")
+        asked = 0 if effects is None else int((~effects["random"].astype(bool)).sum())
+        engines = ", ".join(f"{name} {n:,}" for name, n in o.get("engines", {}).items())
+        lines.append(f"  ablation     {asked:,} target(s) and {len(effects) - asked if effects is not None else 0:,} "
+                     f"random ones; per-character change of {', '.join(o.get('per_char', [])) or 'none'}"
+                     f"{f'; engines: {engines}' if engines else ''} (created {ablation.created or '?'})")
+    errors = d.group("errors")
+    if errors is not None:
+        table = errors.table("breakdown")
+        total = None if table is None else table[table["category"] == "all errors"]
+        what = (f"{int(total['errors'].iloc[0]):,} errors ({float(total['share_of_chars'].iloc[0]):.1%} of the "
+                f"predicted characters, p < {errors.options.get('threshold', '?')})"
+                if total is not None and len(total) else "present")
+        lines.append(f"  errors       {what} (created {errors.created or '?'})")
+    return lines
 
 
 def _summarize_points(points: list[str]) -> str:
