@@ -12,7 +12,7 @@ from bokeh.events import ButtonClick
 
 from rnnviz.app import urlstate
 from rnnviz.app.document import make_doc
-from rnnviz.app.selectmatch import Matcher, Selection, candidate_runs, on_almost_everywhere, runs, select
+from rnnviz.app.selectmatch import COVER, Matcher, Selection, candidate_runs, on_almost_everywhere, runs, select
 from rnnviz.errors import RnnvizError
 
 
@@ -27,6 +27,23 @@ def test_select_keeps_units_on_over_the_whole_span_and_off_before_it():
     assert list(both.columns) == [0, 1, 3] and list(both.signs) == [1, 1, -1]
     with pytest.raises(RnnvizError, match="threshold"):
         select(inside, before, before, 0.0, "negative")
+
+
+def test_by_default_a_unit_may_be_off_at_a_tenth_of_the_span():
+    """Like the demo's string cell: just short of the threshold on the opening quote, on after it."""
+    cell = np.array([-0.28] + [-0.9] * 11 + [-0.1] * 3 + [-0.9] * 5)       # 20 chars: 2 may be off
+    inside = np.column_stack([cell, np.full(20, -0.5), cell])
+    inside[:, 2][[3, 7, 12]] = 0.0                                       # off at 4 chars: 3 too many
+    before = np.zeros((1, 3))
+    assert COVER == 0.9
+    assert list(select(inside[:12], before, before[:0], 0.3, "negative").columns) == [0, 1]   # 11 of 12 on
+    assert list(select(inside, before, before[:0], 0.3, "negative").columns) == [1]           # 16 of 20 on
+    assert list(select(inside, before, before[:0], 0.3, "negative", cover=0.8).columns) == [0, 1]
+    assert list(select(inside[:12], before, before[:0], 0.3, "negative", cover=1.0).columns) == [1]  # LSTMVis
+    assert list(select(inside[1:10], before, before[:0], 0.3, "negative").columns) == [0, 1]
+    assert list(select(inside[:9], before, before[:0], 0.3, "negative").columns) == [1]       # < 10 chars: all
+    with pytest.raises(RnnvizError, match="share of the span"):
+        select(inside, before, before, 0.3, "negative", cover=0)
 
 
 @pytest.mark.parametrize("sign", ["positive", "negative", "both"])
@@ -98,14 +115,14 @@ def test_a_unit_is_on_almost_everywhere_when_its_percentile_is_past_the_threshol
 
 def test_address_round_trip():
     state = {"unit": "layer2.c[76]", "pos": 1200, "feature": None, "span": (1180, 1199), "thr": 0.25,
-             "sign": "negative", "from": ["layer2.c", "layer1.h"], "before": 1, "after": 0}
+             "sign": "negative", "from": ["layer2.c", "layer1.h"], "before": 1, "after": 0, "cover": 85}
     query = urlstate.encode(state)
     assert query == ("unit=layer2.c[76]&pos=1200&span=1180-1199&thr=0.25&sign=neg&from=layer2.c,layer1.h"
-                     "&before=1&after=0")
+                     "&before=1&after=0&cover=85")
     back, bad = urlstate.parse(dict(p.split("=", 1) for p in query.split("&")))
     assert not bad and back == {k: v for k, v in state.items() if v is not None}
-    _, bad = urlstate.parse({"span": "9-3", "thr": "x", "sign": "up"})
-    assert len(bad) == 3
+    _, bad = urlstate.parse({"span": "9-3", "thr": "x", "sign": "up", "cover": "0"})
+    assert len(bad) == 4
 
 
 # ----- the app's document on a small dump (no browser)
@@ -144,11 +161,13 @@ def test_matches_export_as_csv_and_a_click_marks_the_run(small):
     m = app.discover.matches.data
     assert [int(r["start"]) for r in rows] == list(m["start"]) and all(r["text"] == "self" for r in rows)
     assert rows[0]["selected_total"] == "2"
+    assert (rows[0]["threshold"], rows[0]["sign"], rows[0]["cover"]) == ("0.3", "positive", "90")
     third = app.discover.snippets.chars.data["match"].index(2)
     app.discover.snippets.chars.selected.indices = [third]           # click the third snippet
     marks = app.text.marks.data
     assert app.start <= m["start"][2] < app.end and marks["w"] == [4.0]
     assert "span=" in app.url.text and "sign=pos" in app.url.text and "thr=0.3" in app.url.text
+    assert "cover=90" in app.url.text
 
 
 def test_units_on_everywhere_are_listed_but_left_out_of_the_match(tmp_path, stdlib_text_file):
@@ -285,9 +304,11 @@ def _match_figures(chrome, demo, feature, token_type):
     url, dump = demo
     with rnnviz.open(dump) as d:
         ranking = d.ranking
-        on = d.features[feature].to_numpy() > 0.5
+        feats = d.features
+    on = feats[feature].to_numpy() > 0.5
+    prose = (feats["in_string"].to_numpy() > 0.5) | (feats["in_comment"].to_numpy() > 0.5)
     # The rule: the best unit for the feature decides the layer, the kind and the sign; the rest is
-    # the app's defaults (threshold 0.3, off 1 char before, 0 after).
+    # the app's defaults (threshold 0.3, on at >= 90% of the span, off 1 char before, 0 after).
     best = ranking[ranking["feature"] == feature].iloc[0]
     sign = "neg" if best["score"] < 0 else "pos"
     rows = []
@@ -304,18 +325,22 @@ def _match_figures(chrome, demo, feature, token_type):
                     counted.append((s, e))
                     taken.append((s, e))
         inside = sum(bool(on[s:e].all()) for s, e in counted)
+        in_prose = sum(bool(prose[s:e].all()) for s, e in counted)
         rows.append((name, a, b, len(units["unit"]), len(found["start"]), len(counted), inside,
-                     len(units["unit"]) - len(matched), note))
+                     len(units["unit"]) - len(matched), note, in_prose))
     base = on.mean()
     print(f"\n{feature}: best unit {best['unit']} (score {best['score']:+.3f}) -> select from {best['point']}, "
-          f"sign {sign}, threshold 0.3; base rate: {base:.1%} of chars have {feature} = 1")
-    for name, a, b, k, n, c, i, e, _ in rows:
+          f"sign {sign}, threshold 0.3, on at >= 90% of the span; base rate: {base:.1%} of chars have {feature} = 1")
+    for name, a, b, k, n, c, i, e, _, _ in rows:
         print(f"  {name:12} span {a}-{b}: {k:3d} units selected ({e} on almost everywhere, not matched), "
               f"{n:2d} matches, {c:2d} counted, {i:2d} entirely inside ({i / c:.0%})" if c else
               f"  {name:12} span {a}-{b}: {k} units ({e} on almost everywhere), no runs")
     counted = sum(r[5] for r in rows)
     inside = sum(r[6] for r in rows)
-    print(f"  pooled: {inside}/{counted} = {inside / max(counted, 1):.1%} entirely inside, base rate {base:.1%}")
+    in_prose = sum(r[9] for r in rows)
+    print(f"  pooled: {inside}/{counted} = {inside / max(counted, 1):.1%} entirely inside, base rate {base:.1%}; "
+          f"{in_prose}/{counted} = {in_prose / max(counted, 1):.1%} entirely inside a string or a comment "
+          f"(base rate {prose.mean():.1%})")
     return rows
 
 
@@ -331,34 +356,39 @@ def comment_figures(chrome, demo):
     return _match_figures(chrome, demo, "in_comment", tokenize.COMMENT)
 
 
-# The issue asks for >= 80% of the counted runs entirely inside the feature. The shipped model
-# does not reach it with LSTMVis's query (figures, base rates and why: docs/select-match.md);
-# these tests hold what it reaches, so that a change that makes it worse shows.
+# The issue asks for >= 80% of the counted runs entirely inside the feature. With LSTMVis's
+# query (every char of the span) the shipped model reached 15/160 and 27/160; with the default
+# of on at >= 90% of the span it reaches 76% for strings and 39% for comments (figures, base
+# rates and why: docs/select-match.md). These tests hold what it reaches, so that a change that
+# makes it worse shows.
 @pytest.mark.browser
 @pytest.mark.slow
 def test_strings_matches_lie_inside_string_literals_as_measured(string_figures):
     assert len(string_figures) == 8
-    for name, a, b, k, n, counted, inside, everywhere, note in string_figures:
+    for name, a, b, k, n, counted, inside, everywhere, note, _ in string_figures:
         assert counted == min(n, 20) and counted >= 10, name     # the runs never overlap the literal or each other
         # Every first literal is a module docstring at the start of its file, where the state has
         # just been reset: most units selected there are on almost everywhere; the note says so.
         assert everywhere >= k // 2 and "99% of all the text" in note, name
     # and that "off before" had no char to check (csv.py opens with a blank line: one char in).
-    assert [name for name, *_, note in string_figures if "starts a file" not in note] == ["csv.py"]
+    assert [r[0] for r in string_figures if "starts a file" not in r[8]] == ["csv.py"]
     counted = sum(r[5] for r in string_figures)
     inside = sum(r[6] for r in string_figures)
-    assert inside >= 10 and counted == 160                       # measured: 15/160 (9%; base rate 21%)
+    assert inside >= 115 and counted == 160                      # measured: 122/160 (76%; base rate 21%)
 
 
 @pytest.mark.browser
 @pytest.mark.slow
 def test_comments_matches_lie_inside_comments_as_measured(comment_figures):
     assert len(comment_figures) == 8
-    for name, a, b, k, n, counted, inside, everywhere, note in comment_figures:
+    for name, a, b, k, n, counted, inside, everywhere, note, _ in comment_figures:
         assert counted == min(n, 20) and counted >= 10, name
     counted = sum(r[5] for r in comment_figures)
     inside = sum(r[6] for r in comment_figures)
-    assert inside >= 20 and counted == 160                       # measured: 27/160 (17%; base rate 14%)
+    assert inside >= 55 and counted == 160                       # measured: 63/160 (39%; base rate 14%)
+    # What the comment units find is prose: almost every run lies inside a comment or a string
+    # (docstrings), the model's first layer telling them apart no better than this.
+    assert sum(r[9] for r in comment_figures) >= 150             # measured: 156/160 (base rate 36%)
 
 
 @pytest.mark.browser
@@ -394,7 +424,7 @@ def test_box_selection_analyses_exactly_the_highlighted_characters(chrome, demo)
     # And exactly those chars were analysed: the app's units are those selected on the dump's arrays.
     with rnnviz.open(dump) as d:
         states = d["layer2.c"][start - 1:end].astype(np.float32)
-    expected = select(states[1:], states[:1], states[:0], 0.3, "positive").columns
+    expected = select(states[1:], states[:1], states[:0], 0.3, "positive", COVER).columns
     _wait(lambda: "unit(s)" in chrome.execute_script(TEXT, "select_note"), what="the units")
     shown = chrome.execute_script(DATA, "selected_units")["unit"]
     assert sorted(shown) == sorted(f"layer2.c[{i}]" for i in expected)
@@ -435,8 +465,10 @@ def test_the_address_round_trips_a_view_and_the_csv_downloads(chrome, demo):
                           "d.get_model_by_name('unit_index').value = 76; d.get_model_by_name('goto').value = 40000")
     _wait(lambda: "layer2.c[76]" in chrome.current_url and "pos=" in chrome.current_url, what="the address")
     chrome.execute_script(doc + "d.get_model_by_name('span_start').value = 40032; d.get_model_by_name('span_end').value = 40040")
-    chrome.execute_script(doc + "d.get_model_by_name('threshold').value = 0.2; d.get_model_by_name('select_sign').active = 2")
-    _wait(lambda: "sign=both" in chrome.current_url and "thr=0.2" in chrome.current_url, what="the address")
+    chrome.execute_script(doc + "d.get_model_by_name('threshold').value = 0.2; d.get_model_by_name('select_sign').active = 2;"
+                          "d.get_model_by_name('cover').value = 80")
+    _wait(lambda: "sign=both" in chrome.current_url and "thr=0.2" in chrome.current_url and "cover=80" in chrome.current_url,
+          what="the address")
     shared = chrome.current_url
     assert chrome.execute_script(DATA, "selected_units")["unit"]
     view = {k: chrome.execute_script(TEXT if k.endswith("line") else DATA, k)
@@ -453,8 +485,8 @@ def test_the_address_round_trips_a_view_and_the_csv_downloads(chrome, demo):
     assert chrome.execute_script(TEXT, "unit_line") == view["unit_line"]
     assert chrome.execute_script(DATA, "selected_units") == view["selected_units"]
     assert (chrome.execute_script(VALUE, "span_start", "value"), chrome.execute_script(VALUE, "span_end", "value"),
-            chrome.execute_script(VALUE, "threshold", "value"), chrome.execute_script(VALUE, "select_sign", "active")) \
-        == (40032, 40040, 0.2, 2)
+            chrome.execute_script(VALUE, "threshold", "value"), chrome.execute_script(VALUE, "select_sign", "active"),
+            chrome.execute_script(VALUE, "cover", "value")) == (40032, 40040, 0.2, 2, 80)
     assert chrome.execute_script(TOP_CHAR) == top_char          # the same rows are on screen
 
 

@@ -22,7 +22,7 @@ from ..names import kinds_in, parse_point, unit_name
 from ..render import colours
 from ..render.layout import shown
 from .panels import SIDE_W, _on_pick, _table
-from .selectmatch import SIGNS, Matcher, matches_csv, on_almost_everywhere, select
+from .selectmatch import COVER, SIGNS, Matcher, firing, matches_csv, needed, on_almost_everywhere, select
 
 MAX_SPAN = 20_000          # chars a span may have
 AROUND = 10                # chars each side for the "mean around" column
@@ -33,7 +33,7 @@ READ_ROWS = 1 << 14        # chars per read: short reads keep the file free for 
 SIGN_LABELS = ("on at ≥ +t", "on at ≤ −t", "either")
 BLOCK = 0.8 + 1.0 + 1.2 + 0.4      # a snippet's label, text, heatmap and gap, in text rows
 _HEAT = colours._ramp(("#ffffff", "#fde0c5", "#f59e4c", "#c4530a", "#6b2a00"))
-_EMPTY_UNITS = {"unit": [], "sign": [], "mean_inside": [], "mean_around": [], "everywhere": []}
+_EMPTY_UNITS = {"unit": [], "sign": [], "on_inside": [], "mean_inside": [], "mean_around": [], "everywhere": []}
 _EMPTY_MATCHES = {"rank": [], "start": [], "end": [], "length": [], "selected_on": [], "others_on": [],
                   "text": []}
 
@@ -47,6 +47,9 @@ class DiscoverPanel:
         self.threshold = Spinner(title="Threshold t", value=0.3, step=0.05, low=0.01, width=90, name="threshold")
         self.before = Spinner(title="Off before", value=1, low=0, high=50, step=1, width=75, name="before")
         self.after = Spinner(title="Off after", value=0, low=0, high=50, step=1, width=75, name="after")
+        # A unit tracking a region turns on a char or two into it: on at this share of the span is enough.
+        self.cover = Spinner(title="On in span ≥ %", value=round(COVER * 100), low=1, high=100, step=5, width=100,
+                             name="cover")
         self.sign = RadioButtonGroup(labels=list(SIGN_LABELS), active=0, name="select_sign")
         self.layers = CheckboxButtonGroup(labels=[f"layer{i}" for i in layers], active=[], name="select_layers")
         self.kinds = CheckboxButtonGroup(labels=list(kinds), active=[], name="select_kinds")
@@ -55,10 +58,11 @@ class DiscoverPanel:
         self.units = ColumnDataSource(dict(_EMPTY_UNITS), name="selected_units")
         fmt = NumberFormatter(format="0.000")
         self.units_table = _table(self.units, [
-            TableColumn(field="unit", title="unit", width=105), TableColumn(field="sign", title="on at", width=42),
-            TableColumn(field="mean_inside", title="mean in span", formatter=fmt, width=80),
-            TableColumn(field="mean_around", title=f"mean ±{AROUND}", formatter=fmt, width=70),
-            TableColumn(field="everywhere", title="on ≥ 99% of text", width=130)],
+            TableColumn(field="unit", title="unit", width=124), TableColumn(field="sign", title="on at", width=32),
+            TableColumn(field="on_inside", title="% span", formatter=NumberFormatter(format="0%"), width=40),
+            TableColumn(field="mean_inside", title="mean in", formatter=fmt, width=50),
+            TableColumn(field="mean_around", title=f"mean ±{AROUND}", formatter=fmt, width=52),
+            TableColumn(field="everywhere", title="on ≥ 99% of text", width=88)],
             "units_table", height=130)
         self.find = Button(label="Find where they fire together", button_type="primary", width=230,
                            name="find_matches")
@@ -74,7 +78,7 @@ class DiscoverPanel:
         self.snippets = _SnippetView(on_match)
         _on_pick(self.units, on_unit, "unit")
         self.layout = column(
-            row(self.start, self.end, self.threshold), row(self.before, self.after),
+            row(self.start, self.end, self.threshold), row(self.before, self.after, self.cover),
             row(Div(text="select from", width=75, styles={"color": "#555"}), self.layers),
             row(Div(text="kinds", width=75, styles={"color": "#555"}), self.kinds),
             self.sign, self.note, self.units_table, row(self.find, self.export), self.match_note,
@@ -85,6 +89,10 @@ class DiscoverPanel:
         if self.start.value is None or self.end.value is None:
             return None
         return int(self.start.value), int(self.end.value)
+
+    def cover_percent(self) -> int:
+        """The share of the span a selected unit must be on at, in percent (1-100)."""
+        return int(round(self.cover.value if self.cover.value is not None else COVER * 100))
 
     def sign_name(self) -> str:
         return SIGNS[self.sign.active or 0]
@@ -185,7 +193,7 @@ class SelectMatch:
     def __init__(self, view, panel: DiscoverPanel):
         self.view, self.panel = view, panel
         self.selected: list[tuple[str, int, int]] = []     # (point, index, sign): the units matched
-        self.query = None            # what they were found for: (span, points, threshold, sign, selection)
+        self.query = None            # what they were found for: (span, points, threshold, sign, selection, cover)
         self.generation = 0          # bumped whenever the question changes; late answers are dropped
 
     def _source_of(self, pos: int) -> tuple[int, int]:
@@ -220,24 +228,28 @@ class SelectMatch:
             raise RnnvizError("choose at least one layer and one kind to select units from")
         thr, sign = float(p.threshold.value), p.sign_name()
         before, after = int(p.before.value or 0), int(p.after.value or 0)
+        cover = p.cover_percent() / 100
         first, last = self._source_of(start)          # "just before/after" never reaches into another file
         lo, hi = max(first, start - max(before, AROUND)), min(last, end + max(after, AROUND))
         rows = self._rows(points, lo, hi)
         inside = rows[start - lo:end - lo]
         sel = select(inside, rows[max(0, start - lo - before):start - lo], rows[end - lo:end - lo + after],
-                     thr, sign)
+                     thr, sign, cover)
         h = self.view.hidden_size
         units = [(points[c // h], int(c % h), int(s)) for c, s in zip(sel.columns, sel.signs)]
         everywhere = self._on_almost_everywhere(units, thr)
         around = np.concatenate([rows[:start - lo], rows[end - lo:]])
         mean_in = inside[:, sel.columns].mean(axis=0)
+        on_in = np.array([firing(inside[:, [c]], thr, "positive" if s > 0 else "negative").mean()
+                          for c, s in zip(sel.columns, sel.signs)])
         mean_out = around[:, sel.columns].mean(axis=0) if len(around) else np.full(len(sel), np.nan)
         order = np.lexsort((-np.abs(mean_in), everywhere))      # the units that are on everywhere last
         # Units on almost everywhere are listed but not matched: they are on wherever a run could be.
         self.selected = [units[i] for i in order if not everywhere[i]]
-        self.query = ((start, end), points, thr, sign, sel.keep(~everywhere))
+        self.query = ((start, end), points, thr, sign, sel.keep(~everywhere), cover)
         p.units.data = {"unit": [unit_name(*units[i][:2]) for i in order],
                         "sign": ["≥ +t" if units[i][2] > 0 else "≤ −t" for i in order],
+                        "on_inside": on_in[order].astype(np.float64),
                         "mean_inside": mean_in[order].astype(np.float64),
                         "mean_around": mean_out[order].astype(np.float64),
                         "everywhere": ["yes: not matched" if everywhere[i] else "" for i in order]}
@@ -245,8 +257,10 @@ class SelectMatch:
         rule = {"positive": f"≥ {thr:g}", "negative": f"≤ −{thr:g}", "both": f"≥ {thr:g} or ≤ −{thr:g}"}[sign]
         off = f", below it on the {before} char(s) before" if before else ""
         off += f" and {after} after" if after else ""
-        note = (f"<b>{len(sel)}</b> unit(s) of {html.escape(where)} are {rule} on every one of chars "
-                f"{start:,}–{end:,} ({end - start} chars){off}. ")
+        n, need = end - start, needed(end - start, cover)
+        share = "every one" if need == n else f"at least {need} ({p.cover_percent()}%)"
+        note = (f"<b>{len(sel)}</b> unit(s) of {html.escape(where)} are {rule} on {share} of chars "
+                f"{start:,}–{end:,} ({n} chars){off}. ")
         n_every = int(everywhere.sum())
         if n_every:
             note += (f"<b>{n_every}</b> of them {'is' if n_every == 1 else 'are'} on at ≥ 99% of all the text "
@@ -279,7 +293,7 @@ class SelectMatch:
                               "fires everywhere; try chars that must be off after the span, or another "
                               "threshold" if len(self.panel.units.data["unit"]) else
                               "select a span where some units are on first"))
-        span, points, thr, sign, sel = self.query
+        span, points, thr, sign, sel, _ = self.query
         gen, view = self.generation, self.view
         breaks = view.sources["start"].to_numpy()
 
@@ -336,7 +350,8 @@ class SelectMatch:
                           "others_on": found["others_on"].to_numpy(np.int64), "text": runs}
         p.snippets.show(found, texts, heats, k)
         names = [unit_name(pt, i) for pt, i, _ in self.selected]
-        p.csv.text = matches_csv(found, runs, names)
+        _, _, thr, sign, _, cover = self.query
+        p.csv.text = matches_csv(found, runs, names, thr, sign, cover)
         p.export.disabled = not len(found)
         more = f"; the heatmaps show the first {HEAT_ROWS} of the {k} units" if k > HEAT_ROWS else ""
         left = len(p.units.data["unit"]) - k

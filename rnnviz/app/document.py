@@ -243,7 +243,7 @@ class Explorer:
         d = self.discover
         for w in (d.start, d.end):
             w.on_change("value", g(lambda a, o, n: spans.typed()))
-        for w in (d.threshold, d.before, d.after):
+        for w in (d.threshold, d.before, d.after, d.cover):
             w.on_change("value", g(lambda a, o, n: spans.refresh()))
         for w in (d.sign, d.layers, d.kinds):
             w.on_change("active", g(lambda a, o, n: spans.refresh()))
@@ -332,7 +332,7 @@ class Explorer:
         self.url.text = urlstate.encode({
             "unit": self.unit, "pos": self.text.anchor(), "feature": self.feature, "span": d.span(),
             "thr": float(d.threshold.value), "sign": d.sign_name(), "from": d.points(self.view.points),
-            "before": int(d.before.value or 0), "after": int(d.after.value or 0)})
+            "before": int(d.before.value or 0), "after": int(d.after.value or 0), "cover": d.cover_percent()})
 
     # ----- units
     def _first_unit(self, unit: str | None) -> tuple[str, int]:

@@ -1,10 +1,16 @@
 """LSTMVis's select and match (Strobelt et al. 2017) over arrays: no I/O, no widgets.
 
-*Select*: the units that are on at every character of a span and off on the
-``before`` characters just before it and the ``after`` just after. "On" means
+*Select*: the units that are on at every character of a span (at ``cover`` of them:
+by default 90%, see below) and off on the ``before`` characters just before it and the
+``after`` just after. "On" means
 >= threshold; with the negative sign, <= -threshold (cell states, hidden states and
 the cell candidate have a sign that matters); with "both", either, each unit
-keeping the sign it has in the span.
+keeping the sign it has in the span. LSTMVis asks for every character (``cover=1``);
+rnnviz's default lets a unit be off at up to 10% of them, because a unit that tracks a
+region turns on a character or two after the region's first one (an opening quote is
+read before the state knows it is inside a string): on the demo, the string cell
+layer0.c[169] is at -0.28 on the first quote of a module docstring, just short of t = 0.3,
+so asking for every character never selects it there.
 
 *Match* (as LSTMVis's data handler does it): per character, count the selected
 units that are on. Candidates are runs of >= ``min_length`` characters where all of
@@ -33,6 +39,7 @@ from ..errors import RnnvizError
 
 SIGNS = ("positive", "negative", "both")
 MIN_LENGTH = 2                   # LSTMVis's shortest run
+COVER = 0.9                      # share of the span's chars a selected unit must be on at (LSTMVis: 1)
 MAX_CANDIDATES = 10_000          # stop going down the counts once this many runs are found
 GAP = 256                        # runs at most this far apart are read together (fewer, larger reads)
 RESULT_COLUMNS = ("start", "end", "length", "selected_on", "others_on", "level")
@@ -51,7 +58,10 @@ class Selection:
         return Selection(self.columns[mask], self.signs[mask])
 
 
-def check_query(threshold: float, sign: str) -> None:
+def check_query(threshold: float, sign: str, cover: float = 1.0) -> None:
+    if not 0 < cover <= 1:
+        raise RnnvizError(f"the share of the span a unit must be on at must be in (0, 1] (in the app: "
+                          f"1-100%); got {cover}")
     if sign not in SIGNS:
         raise RnnvizError(f"sign must be one of {', '.join(SIGNS)}, got {sign!r}")
     if not np.isfinite(threshold) or threshold <= 0:
@@ -91,18 +101,25 @@ def _f16_bits_at_least(t: float) -> int:
     return int(np.array(h, np.float16).view(np.uint16))
 
 
+def needed(n: int, cover: float) -> int:
+    """Chars of an n-char span a unit must be on at: ceil(cover * n) (all of a span under 1/(1 - cover))."""
+    return int(np.ceil(round(cover * n, 9)))
+
+
 def select(inside: np.ndarray, before: np.ndarray, after: np.ndarray, threshold: float,
-           sign: str = "positive") -> Selection:
-    """Units on at every row of ``inside`` (T, U) and off at every row of ``before`` and ``after``."""
-    check_query(threshold, sign)
+           sign: str = "positive", cover: float = COVER) -> Selection:
+    """Units on at >= ``cover`` of the rows of ``inside`` (T, U) and off at every row of
+    ``before`` and ``after``."""
+    check_query(threshold, sign, cover)
     if not len(inside):
         raise RnnvizError("the span is empty: select at least one character")
+    need = needed(len(inside), cover)
     around = np.concatenate([before, after]).astype(np.float32)
     picked, signs = [], []
     for s, name in ((1, "positive"), (-1, "negative")):
         if sign not in (name, "both"):
             continue
-        ok = firing(inside, threshold, name).all(axis=0)
+        ok = firing(inside, threshold, name).sum(axis=0) >= need
         if len(around):
             ok &= ~firing(around, threshold, name).any(axis=0)
         picked.append(np.flatnonzero(ok))
@@ -267,13 +284,17 @@ class Matcher:
         return out
 
 
-def matches_csv(found: pd.DataFrame, texts: list[str], units: list[str]) -> str:
-    """The matches as CSV (rank, positions, counts, the run's text), for the export button."""
+def matches_csv(found: pd.DataFrame, texts: list[str], units: list[str], threshold: float, sign: str,
+                cover: float) -> str:
+    """The matches as CSV (rank, positions, counts, the query's settings, the run's text), for the
+    export button. ``cover`` (0-1] is written in percent, as the address has it."""
     import csv
     import io
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["rank", "start", "end", "length", "selected_on", "selected_total", "others_on", "text"])
+    w.writerow(["rank", "start", "end", "length", "selected_on", "selected_total", "others_on", "threshold",
+                "sign", "cover", "text"])
     for rank, (row, text) in enumerate(zip(found.itertuples(index=False), texts), 1):
-        w.writerow([rank, row.start, row.end, row.length, row.selected_on, len(units), row.others_on, text])
+        w.writerow([rank, row.start, row.end, row.length, row.selected_on, len(units), row.others_on,
+                    f"{threshold:g}", sign, f"{cover * 100:g}", text])
     return out.getvalue()

@@ -94,7 +94,7 @@ class SpanSelector:
                 d.threshold.value = state["thr"]
             if "sign" in state:
                 d.sign.active = SIGNS.index(state["sign"])
-            for key, widget in (("before", d.before), ("after", d.after)):
+            for key, widget in (("before", d.before), ("after", d.after), ("cover", d.cover)):
                 if key in state:
                     widget.value = state[key]
             if state.get("from"):

@@ -5,7 +5,8 @@
 ``pos`` is the character a third of the way down the text view (a jump to it shows the
 same rows), ``span`` the selected characters [start, end), ``sign`` pos|neg|both,
 ``from`` the layers and kinds units are selected from, ``before``/``after`` the
-characters that must be off around the span.
+characters that must be off around the span, ``cover`` the share of the span (in
+percent) a selected unit must be on at.
 """
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def parse(args: dict[str, str]) -> tuple[dict, list[str]]:
                 state[key] = int(args[key])
             else:
                 bad.append(f"{key}={args[key]!r} is not a whole number")
+    if "cover" in args:
+        if args["cover"].isdigit() and 1 <= int(args["cover"]) <= 100:
+            state["cover"] = int(args["cover"])
+        else:
+            bad.append(f"cover={args['cover']!r} is not a whole percentage from 1 to 100")
     if "span" in args:
         m = _SPAN.match(args["span"])
         if m and int(m[1]) < int(m[2]):
@@ -73,5 +79,6 @@ def encode(state: dict) -> str:
         out["sign"] = words[state["sign"]]
         out["from"] = ",".join(state["from"])
         out["before"], out["after"] = state["before"], state["after"]
+        out["cover"] = state["cover"]
     return urlencode(out, safe="[],.")
 
