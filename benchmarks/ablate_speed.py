@@ -32,7 +32,7 @@ seconds give each side's GFLOP/s, beside this core's float32 matrix-product rate
 the ratio the lanes would reach at the faster of the two. Prints the CPU and its vector flags; the last line is one JSON
 object with every figure.
 
-    python benchmarks/ablate_speed.py --quick     # about a minute: 1,000 characters
+    python benchmarks/ablate_speed.py --quick     # under a minute: 1,000 characters, both engines
 """
 from __future__ import annotations
 
