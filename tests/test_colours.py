@@ -24,6 +24,9 @@ def test_maps_are_readable_without_hue():
         else:
             assert np.all(np.diff(light) <= 0.5)
         assert light.min() > 55 and light.max() > 95
+    for name, palette in colours.CATEGORICAL.items():      # categories: distinct, readable under black text
+        assert len(set(palette)) == len(palette)
+        assert min(colours.lightness(c) for c in palette) > 55, name
 
 
 def test_one_signed_units_get_a_sequential_map_and_gates_keep_their_range():

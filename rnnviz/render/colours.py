@@ -49,8 +49,8 @@ PROB = _ramp(("#fcfbfd", "#dadaeb", "#bcbddc", "#9e9ac8", "#807dba"))   # probab
 # One colour per code of /errors/category (-1 not predicted, 0 no error, then the categories of
 # rnnviz errors in order): Okabe & Ito's colour-blind-safe set, light enough under black text.
 ERROR_CATEGORIES = ["#d9d9d9", "#ffffff", "#f3b94d", "#8ccbef", "#5cc4a0", "#f0e442", "#e3a2c7", "#f08a4b"]
-PALETTES = {"diverging": DIVERGING, "positive": POSITIVE, "negative": NEGATIVE, "gate": SEQUENTIAL,
-            "errors": ERROR_CATEGORIES}
+PALETTES = {"diverging": DIVERGING, "positive": POSITIVE, "negative": NEGATIVE, "gate": SEQUENTIAL}
+CATEGORICAL = {"errors": ERROR_CATEGORIES}      # one colour per integer code, not a ramp
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Scale:
 
     @property
     def palette(self) -> list[str]:
-        return PALETTES[self.map]
+        return PALETTES[self.map] if self.map in PALETTES else CATEGORICAL[self.map]
 
     def colours(self, values: np.ndarray) -> list[str]:
         return to_hex(values, self.low, self.high, self.palette)
