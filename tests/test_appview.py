@@ -164,7 +164,7 @@ def test_at_1280x800_text_ranking_plot_heatmap_and_strip_are_in_view_together(de
     rows = [r for r in small_chrome.execute_script(TABLE_ROWS, "ranking_table") if top <= r[0] and r[1] <= bottom]
     assert len(rows) >= 8
     assert small_chrome.execute_script(DOC + "return d.get_model_by_name('side_tabs').tabs.map(t => t.title)") == \
-        ["Export", "Contexts", "Saturation", "Select & match"]
+        ["Export", "Contexts", "Saturation", "Select & match", "Errors"]
     small_chrome.save_screenshot("/tmp/appview-1280.png")
 
 
