@@ -8,8 +8,10 @@ the tables docs/experiments.md quotes and writes the figures under --out.
 Each run's CPU seconds (user + system of the command and its children) are printed too.
 """
 import argparse
+import json
 import math
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,14 +41,33 @@ def cli(*args) -> float:
     return children_cpu() - before
 
 
-def run_cell(name: str, checkpoint: Path, out: Path, held: list[Path]) -> dict:
-    dump = out / f"{name}.h5"
-    dump.unlink(missing_ok=True)
-    cpu = {"dump": cli("dump", checkpoint, *held, "-o", dump, "--quiet")}
-    cpu["analyze"] = cli("analyze", dump, "--csv", out / f"{name}-ranking.csv", "--force")
-    cpu["errors"] = cli("errors", checkpoint, "@checkpoint", *held, "--into", dump, "-o",
-                        out / f"{name}-breakdown.csv", "--long-range", out / f"{name}-long-range.csv",
-                        "--plot", out / f"{name}-long-range.html", "--force")
+def screenshot(html: Path) -> Path | None:
+    """A PNG of the standalone plot page, through headless Chromium when it is installed."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return None
+    png = html.with_suffix(".png")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                    "--window-size=760,560", f"--screenshot={png}", html.resolve().as_uri()],
+                   capture_output=True, timeout=120)
+    return png if png.exists() else None
+
+
+def run_cell(name: str, checkpoint: Path, out: Path, held: list[Path], reuse: bool = False) -> dict:
+    dump, done = out / f"{name}.h5", out / f"{name}-cpu.json"
+    if reuse and done.exists() and dump.exists():
+        cpu = json.loads(done.read_text())
+    else:
+        done.unlink(missing_ok=True)
+        dump.unlink(missing_ok=True)
+        cpu = {"dump": cli("dump", checkpoint, *held, "-o", dump, "--quiet")}
+        cpu["analyze"] = cli("analyze", dump, "--csv", out / f"{name}-ranking.csv", "--force")
+        cpu["errors"] = cli("errors", checkpoint, "@checkpoint", *held, "--into", dump, "-o",
+                            out / f"{name}-breakdown.csv", "--long-range", out / f"{name}-long-range.csv",
+                            "--plot", out / f"{name}-long-range.html", "--force")
+        screenshot(out / f"{name}-long-range.html")
+        done.write_text(json.dumps(cpu))
     with rnnviz.open(dump) as d:
         loss = d.loss[()]
         firsts = d.sources["start"].to_numpy()
@@ -82,10 +103,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cells", nargs="+", help="NAME=CHECKPOINT, e.g. lstm=rnnviz/data/stdlib.pt")
     p.add_argument("--out", type=Path, default=Path("dumps/experiments"))
+    p.add_argument("--reuse", action="store_true",
+                   help="take a cell's results from --out when an earlier run of this script finished it")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     _, held = stdlib_files()
-    results = [run_cell(name, path, args.out, held) for name, path in parse_cells(args.cells)]
+    results = [run_cell(name, path, args.out, held, args.reuse) for name, path in parse_cells(args.cells)]
     names = [r["name"] for r in results]
 
     print("\n## Held-out bits per character and CPU seconds\n")
@@ -95,7 +118,7 @@ def main():
     for step in ("dump", "analyze", "errors"):
         print(f"| CPU s, {step} | " + " | ".join(f"{r['cpu'][step]:.0f}" for r in results) + " |")
 
-    print("\n## The strongest unit per feature (analyze's ranking: AUC for binary features, "
+    print("\n## The strongest unit per feature (analyze's score: 2*AUC-1 for binary features, "
           "Spearman's rho otherwise)\n")
     print("| feature | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for f in FEATURES:
