@@ -402,7 +402,7 @@ class Explorer:
             self.text.show_value_as("error", self.errors.hover_format)
             self.text.plot.visible = False      # a line through category codes would mean nothing
             self.controls.unit_line.text = "<b style='font-size:15px'>the model's errors</b> &nbsp;by category"
-            self.controls.legend.text = self.errors.legend()
+            self.controls.legend.text = self.errors.legend
             self._show_extras()
             return
         self.text.show_value_as("value")

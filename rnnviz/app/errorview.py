@@ -27,6 +27,11 @@ NO_ERRORS = ("<p style='color:#555'>This dump holds no error breakdown. To add o
              "(the same checkpoint and texts as the dump; <code>rnnviz errors --help</code>).</p>")
 
 
+def _swatch(colour: str, px: int) -> str:
+    return (f"<span style='display:inline-block;width:{px}px;height:{px}px;border:1px solid #999;"
+            f"vertical-align:middle;background:{colour}'></span>")
+
+
 def legend_html(table=None) -> str:
     """Swatches with the categories' names and, from the stored breakdown, each one's share of
     the errors."""
@@ -36,16 +41,14 @@ def legend_html(table=None) -> str:
     parts = []
     for name, colour in zip(LABELS, PALETTE):
         share = f" {100 * shares[name]:.0f}%" if name in shares and name in CATEGORIES else ""
-        parts.append(f"<span style='white-space:nowrap'><span style='display:inline-block;width:11px;"
-                     f"height:11px;border:1px solid #999;vertical-align:middle;background:{colour}'></span>"
+        parts.append(f"<span style='white-space:nowrap'>{_swatch(colour, 11)}"
                      f"&nbsp;{html.escape(name.replace('_', ' '))}{share}</span>")
     return "<span style='font-size:12px;color:#333'>errors (share): " + " ".join(parts) + "</span>"
 
 
 def breakdown_html(table, options: dict) -> str:
     rows = "".join(
-        f"<tr><td><span style='display:inline-block;width:10px;height:10px;background:{_colour(c)};"
-        f"border:1px solid #999'></span> {html.escape(str(c).replace('_', ' '))}</td>"
+        f"<tr><td>{_swatch(_colour(c), 10)} {html.escape(str(c).replace('_', ' '))}</td>"
         f"<td style='text-align:right'>{int(e):,}</td><td style='text-align:right'>{100 * s:.1f}%</td>"
         f"<td style='text-align:right'>{100 * sc:.1f}%</td></tr>"
         for c, e, s, sc in zip(table["category"], table["errors"], table["share_of_errors"],
@@ -71,6 +74,7 @@ class ErrorsView:
         self.table = view.group_table(GROUP, "breakdown")
         self.held = self.table is not None
         self.toggle = Toggle(label=OFF_LABEL, active=False, width=420, name="errors_toggle", visible=self.held)
+        self.legend = legend_html(self.table)       # the same for every unit and window
         self.layout = self._panel()
         self.layout.name = "errors_panel"
         # The hover's "value" reads as the category while the toggle is on.
@@ -97,6 +101,3 @@ class ErrorsView:
         if not (self.held and self.toggle.active):
             return None
         return self.view.group_slice(GROUP, "category", start, end).astype(np.float32)
-
-    def legend(self) -> str:
-        return legend_html(self.table)

@@ -132,7 +132,6 @@ class _CappedDocHandler(DocHandler):
     async def get(self, *args, **kwargs):
         limits = self.limits
         if self.client_gone():
-            limits.skipped += 1
             self.request.connection.close()
             return
         open_now = len(self.application_context.sessions) + limits.building
@@ -153,7 +152,6 @@ class SessionLimits:
     def __init__(self, max_sessions: int, drop_seconds: float):
         self.max_sessions, self.drop_seconds = max_sessions, drop_seconds
         self.building = 0
-        self.skipped = 0                # requests dropped because their client had left
 
 
 def cap_sessions(tornado_app: Application, max_sessions: int, drop_seconds: float) -> None:
