@@ -53,6 +53,7 @@ def test_the_toggle_and_tab_exist_only_where_the_dump_holds_errors(errors_dump):
     shown = np.asarray(doc.get_model_by_name("text_source").data["v"])
     assert np.array_equal(shown, codes[explorer.start:explorer.end].astype(np.float32))
     assert "punctuation" in doc.get_model_by_name("colour_legend").text
+    assert doc.get_model_by_name("errors_toggle").label.startswith("Showing the model's errors")
     assert explorer.colour == unit_scale
     doc.get_model_by_name("errors_toggle").active = False
     shown = np.asarray(doc.get_model_by_name("text_source").data["v"])

@@ -75,6 +75,7 @@ class ErrorsView:
         self.held = self.table is not None
         self.toggle = Toggle(label=OFF_LABEL, active=False, width=420, name="errors_toggle", visible=self.held)
         self.legend = legend_html(self.table)       # the same for every unit and window
+        self.toggle.on_change("active", lambda attr, old, new: self.toggle.update(label=ON_LABEL if new else OFF_LABEL))
         self.layout = self._panel()
         self.layout.name = "errors_panel"
         # The hover's "value" reads as the category while the toggle is on.
