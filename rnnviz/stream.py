@@ -20,7 +20,7 @@ from .grouped import GroupSums
 from .rank import shift_rows
 
 COUNT_ROWS = 1 << 16      # characters per block in the counting pass (32 MB of float16 for 256 units)
-SUM_ROWS = 1 << 15        # in the pass of sums: each unit's 256 KiB rank table serves this many in a row
+SUM_ROWS = 1 << 16        # in the pass of sums: each unit's 256 KiB rank table serves this many in a row
 NUMPY_ROWS = 1 << 13      # the same without the kernel (its float64 copies are 8x the block)
 COLUMN_BYTES = 64 << 20   # whole columns held at once (float32 dumps, inf/NaN units, the null)
 SPREAD = 32               # at most one top and one bottom context per 32 analysed characters
@@ -77,8 +77,7 @@ class Extremes:
                 score = np.where(finite, sub if side == "top" else BINS - 1 - sub, -1)
                 best[:, bad_idx] = score.max(axis=1)
             kk = min(self.k, nb)
-            # Ties go to the earlier block, so the contexts do not depend on the block size.
-            pick = np.argsort(-best, axis=0, kind="stable")[:kk]
+            pick = _top_rows(best, kk)
             rows = np.minimum(pick[:, :, None] * SPREAD + np.arange(SPREAD), c - 1)    # (kk, H, SPREAD)
             found = keys_at(rows, cols[:, :, None])
             inside = found.astype(np.int64) if side == "top" else BINS - 1 - found.astype(np.int64)
@@ -96,6 +95,17 @@ class Extremes:
         pos = np.where(ok, np.minimum(self.pos[side], n - 1), -1)
         key = np.clip(self.key[side] if side == "top" else BINS - 1 - self.key[side], 0, BINS - 1)
         return pos.T, np.where(ok, KEY_VALUE[key], np.nan).T
+
+
+def _top_rows(score: np.ndarray, k: int) -> np.ndarray:
+    """(k, H) rows of the k largest scores (>= -1) of each column of (nb, H) ``score``, largest
+    first; ties go to the earlier row, so the contexts do not depend on the block size."""
+    nb = len(score)
+    tagged = ((score + 1) * nb + (nb - 1 - np.arange(nb))[:, None]).T.copy()   # distinct, in the same order
+    tagged *= -1
+    pick = np.argpartition(tagged, k - 1, axis=1)[:, :k] if k < nb else np.tile(np.arange(nb), (len(tagged), 1))
+    order = np.argsort(np.take_along_axis(tagged, pick, 1), axis=1)
+    return np.take_along_axis(pick, order, 1).T
 
 
 def _spread_blocks(keys: np.ndarray) -> np.ndarray:
@@ -158,7 +168,7 @@ def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
                 fit_sums.add(bits[:m - lo], fit_st.lut2, fit, lo, lib)
             else:
                 fit_sums.add(bits[:m - lo], fit_st.lut2, *fit.weights(lo, m))
-    _blocks(read, n, SUM_ROWS if lib is not None else NUMPY_ROWS, block_sums, lib is not None)
+    _blocks(read, n, SUM_ROWS if lib is not None else NUMPY_ROWS, block_sums, _ahead(read, lib))
     scores = finish(sums.sums(fc.grouping) if lib is not None else sums, st.n, st.rank_ss, st.ss, fc)
     fit_scores = None
     if fit is not None:
@@ -207,10 +217,16 @@ def _count(read, n: int, h: int, lib, cut: int = 0) -> tuple[Counts, Counts | No
             first.add(bits[:m], lib)
         if m < len(bits):
             counts.add(bits[m:], lib)
-    _blocks(read, n, COUNT_ROWS, work, lib is not None)
+    _blocks(read, n, COUNT_ROWS, work, _ahead(read, lib))
     if first is not None:
         counts.hist += first.hist
     return counts, first
+
+
+def _ahead(read, lib) -> bool:
+    """Whether to read the next block while the kernel works: yes when h5py reads (holding
+    Python's lock, on one core); no when the kernel reads the chunks itself, on every core."""
+    return lib is not None and not getattr(read, "direct", False)
 
 
 def _blocks(read, n: int, rows: int, work, ahead: bool) -> None:

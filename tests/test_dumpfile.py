@@ -159,3 +159,72 @@ def test_open_works_while_serve_holds_the_file_and_analyze_says_who_holds_it(tmp
     finally:
         holder.kill()
         holder.wait()
+
+
+def _chunked(path, n=1000, h=100, dtype="float16", chunks=(256, 64)):
+    """A dump whose arrays end inside a chunk both ways (1000 rows of 256, 100 units of 64)."""
+    from rnnviz.dumpfile.writer import write_dump
+    import pandas as pd
+    rng = np.random.default_rng(3)
+    text = ("ab(c) 'd'\n" * (n // 10 + 1))[:n]
+    states = {"layer0.c": rng.normal(0, 2, (n, h)).astype(dtype), "layer0.h": rng.random((n, h)).astype(dtype)}
+    write_dump(path, text, states, vocab=["\ufffd"] + sorted(set(text)), ids=np.zeros(n, np.int32),
+               sources=pd.DataFrame({"name": ["a.py"], "start": [0], "length": [n], "size_bytes": [n],
+                                     "sha256": ["0" * 64]}),
+               loss=np.ones(n, np.float32), topk_ids=np.zeros((n, 2), np.int32),
+               topk_probs=np.full((n, 2), 0.5, np.float32), dtype=dtype, chunks=chunks,
+               header={"num_layers": 1, "hidden_size": h, "unknown_chars": 0, "checkpoint": "synthetic",
+                       "model_config": {"num_layers": 1, "hidden_size": h}, "versions": {"rnnviz": "test"}})
+    return states
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_the_analysis_reads_chunks_directly_and_gets_what_h5py_reads(tmp_path, dtype):
+    from rnnviz.dumpfile.direct import ChunkReader
+    from rnnviz.exact import rank_kernel
+    if rank_kernel() is None:
+        pytest.skip("no analysis kernel on this machine: h5py reads")
+    path = tmp_path / "d.h5"
+    states = _chunked(path, dtype=dtype)
+    with rnnviz.open(path) as d:
+        for point, full in states.items():
+            assert ChunkReader.open(d[point], path) is not None       # the direct path is what is tested
+            blocks = [(3, 400), (511, 489)]                            # across chunk rows, to the last row
+            laid = np.concatenate([full[3:403], full[511:1000]])
+            read = d.reader(point, blocks)
+            assert read.direct
+            for lo, hi in [(0, len(laid)), (0, 1), (255, 700), (888, 889)]:
+                assert np.array_equal(read(lo, hi).view(np.uint8), laid[lo:hi].view(np.uint8))
+                for cols in ([0], [5, 63, 64, 99], [64, 65, 70], list(range(100))):
+                    got = read(lo, hi, np.array(cols))
+                    assert np.array_equal(got.view(np.uint8), np.ascontiguousarray(laid[lo:hi][:, cols]).view(np.uint8))
+
+
+def test_compressed_arrays_and_cut_files_are_read_through_h5py(tmp_path):
+    import h5py
+    from rnnviz.dumpfile.direct import ChunkReader
+    from rnnviz.exact import rank_kernel
+    if rank_kernel() is None:
+        pytest.skip("no analysis kernel on this machine: h5py reads")
+    path = tmp_path / "d.h5"
+    states = _chunked(path)
+    packed = tmp_path / "packed.h5"
+    with h5py.File(path) as src, h5py.File(packed, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for name in src:
+            src.copy(name, dst)
+        del dst["states/layer0/c"]
+        dst.create_dataset("states/layer0/c", data=states["layer0.c"], chunks=(256, 64), compression="gzip")
+    with rnnviz.open(packed) as d:
+        assert ChunkReader.open(d["layer0.c"], packed) is None
+        assert not d.reader("layer0.c", [(0, 1000)]).direct
+        assert np.array_equal(d.reader("layer0.c", [(0, 1000)])(0, 1000), states["layer0.c"])
+    with rnnviz.open(path) as d:
+        reader = ChunkReader.open(d["layer0.h"], path)
+        assert reader is not None
+        with open(path, "r+b") as f:               # cut after the chunks were listed
+            f.truncate(int(reader._offsets.numpy().min()) + 10)
+        with pytest.raises(RnnvizError, match="truncated or damaged"):
+            reader.read(0, 1000)
+        assert ChunkReader.open(d["layer0.h"], path) is None       # listed again: past the end, so h5py

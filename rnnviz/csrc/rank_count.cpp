@@ -6,7 +6,9 @@
 // float16 bit patterns are mapped to keys that sort like the values (negative values have
 // every bit flipped, positive ones the sign bit set), the same map as rnnviz.exact.f16_keys.
 //
-// Both run on several threads, each taking the next few units from a shared counter, so a
+// A third loop reads the rows of a block straight from the dump's uncompressed chunks (gather).
+//
+// They run on several threads, each taking the next few units from a shared counter, so a
 // thread that the OS deschedules on a busy machine delays only the units it holds. Every
 // sum a thread makes belongs to its own units: the results do not depend on the threads.
 #include <torch/extension.h>
@@ -18,7 +20,13 @@
 #include <cstring>
 #include <thread>
 #include <tuple>
+#ifndef _WIN32
+#include <unistd.h>  // pread
+#endif
 #include <vector>
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -38,12 +46,88 @@ inline double half_value(uint16_t b) {
   return e ? nv : (sign ? -sub : sub);
 }
 
-// out[t] = lut[keys[t]]. Scalar: GCC's emulated gathers are slower here.
+// r[t * stride] = lut[keys[t]] and bits[t * stride] = the float16 bits of keys[t], for t < n.
+// Scalar lookups (GCC's gathers are slower here), no branches (a key's sign is a coin toss).
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif
-void lookup(const int32_t* lut, const uint16_t* keys, int64_t n, int32_t* out) {
-  for (int64_t t = 0; t < n; ++t) out[t] = lut[keys[t]];
+void look_up(const int32_t* lut, const uint16_t* keys, int64_t n, int64_t stride, int32_t* r, uint16_t* bits) {
+  for (int64_t t = 0; t < n; ++t) {
+    const uint16_t key = keys[t];
+    r[t * stride] = lut[key];
+    bits[t * stride] = key ^ static_cast<uint16_t>(0xFFFF ^ ((key >> 15) * 0x7FFF));   // bits_of
+  }
+}
+
+// Eight lanes (units) side by side: GCC and Clang make these AVX-512, AVX2 or SSE registers.
+typedef double v8d __attribute__((vector_size(64)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v8f __attribute__((vector_size(32)));
+
+// The float16 bits of 8 lanes as doubles, exactly (inf and NaN as they are: the units that
+// hold them are scored from their columns elsewhere).
+inline v8d half8(const uint16_t* bits) {
+#ifdef __F16C__
+  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bits)));
+  v8f v;
+  std::memcpy(&v, &f, sizeof v);
+  return __builtin_convertvector(v, v8d);
+#else
+  v8d x;
+  for (int l = 0; l < 8; ++l) x[l] = half_value(bits[l]);
+  return x;
+#endif
+}
+
+// One sweep over c characters for 8 lanes: r (c, 8) int32 doubled midranks and bits (c, 8)
+// float16 values are added to their character's group (gr, gx: (G, 8)) and multiplied by
+// the D dense weights of the character (wr, wx: (c, D)) into ar, ax ((D, 8)). D as a
+// template argument keeps the sums in registers; D < 0: the runtime d.
+template <int D>
+void sweep(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const double* wr,
+           const double* wx, double* gr, double* gx, double* ar, double* ax) {
+  if (D >= 0) d = D;
+  v8d fixed_r[D > 0 ? D : 1], fixed_x[D > 0 ? D : 1];
+  std::vector<v8d> any_r(D < 0 ? d : 0), any_x(D < 0 ? d : 0);
+  v8d* sr = D < 0 ? any_r.data() : fixed_r;
+  v8d* sx = D < 0 ? any_x.data() : fixed_x;
+  for (int64_t j = 0; j < d; ++j) sr[j] = sx[j] = v8d{};
+  for (int64_t t = 0; t < c; ++t) {
+    v8i ri;
+    std::memcpy(&ri, r + t * 8, sizeof ri);
+    const v8d rv = __builtin_convertvector(ri, v8d), xv = half8(bits + t * 8);
+    double* g_r = gr + static_cast<int64_t>(gid[t]) * 8;
+    double* g_x = gx + static_cast<int64_t>(gid[t]) * 8;
+    v8d a, b;
+    std::memcpy(&a, g_r, sizeof a);
+    std::memcpy(&b, g_x, sizeof b);
+    a += rv;
+    b += xv;
+    std::memcpy(g_r, &a, sizeof a);
+    std::memcpy(g_x, &b, sizeof b);
+    for (int64_t j = 0; j < d; ++j) {
+      sr[j] += rv * wr[t * d + j];
+      sx[j] += xv * wx[t * d + j];
+    }
+  }
+  for (int64_t j = 0; j < d; ++j) {
+    std::memcpy(ar + j * 8, &sr[j], sizeof sr[j]);
+    std::memcpy(ax + j * 8, &sx[j], sizeof sx[j]);
+  }
+}
+
+void sweep_any(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const double* wr,
+               const double* wx, double* gr, double* gx, double* ar, double* ax) {
+  switch (d) {
+    case 0: return sweep<0>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
+    case 1: return sweep<1>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
+    case 2: return sweep<2>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
+    case 3: return sweep<3>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
+    case 4: return sweep<4>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
+    case 5: return sweep<5>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
+    case 6: return sweep<6>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
+    default: return sweep<-1>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
+  }
 }
 
 // Calls work(first, last, scratch) for consecutive pieces of [0, n) of `step` items on
@@ -95,6 +179,12 @@ void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
       int32_t* hu = out + ((u0 + u) << 16);
       const uint16_t* k = col.data() + u * c;
       if (c == 0) continue;
+      uint16_t lo = 0xFFFF, hi = 0;   // the part of the table in use, streamed into the cache first
+      for (int64_t t = 0; t < c; ++t) {
+        lo = std::min(lo, k[t]);
+        hi = std::max(hi, k[t]);
+      }
+      for (int64_t key = lo; key <= hi; key += 16) __builtin_prefetch(hu + key, 1);
       uint16_t prev = k[0];
       int32_t run = 0;
       for (int64_t t = 0; t < c; ++t) {
@@ -262,35 +352,43 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
   const int32_t* tg = q ? targets.data_ptr<int32_t>() : nullptr;
   int64_t* fd = q ? found.data_ptr<int64_t>() : nullptr;
 
-  // kLanes units side by side (the vector width of the sums). Their keys are copied out
-  // unit by unit first (kPiece units: whole cache lines of each row), so that each unit's
-  // 256 KiB table serves kRows characters in a row.
-  constexpr int64_t kLanes = 4, kPiece = 32, kRows = 1024, kCopy = 16;
+  // kLanes units side by side. Each unit's keys are copied out of the rows (kPiece units at
+  // a time: whole cache lines of each row), then looked up for all c characters at once, so
+  // that its 256 KiB table is fetched once per block; the ranks (int32) and float16 bits
+  // are stored lane by lane, and one sweep over the characters adds kLanes units' ranks and
+  // values to their groups and multiplies them by the dense weights, which are read once
+  // per kLanes units.
+  constexpr int64_t kLanes = 8, kPiece = 32, kCopy = 16;   // kLanes: as in sweep
   struct Scratch {
-    std::vector<uint16_t> keys;
-    std::vector<double> r, x, gr, gx, ar, ax, xc;
-    std::vector<int32_t> r32;
+    std::vector<uint16_t> keys, bits;
+    std::vector<int32_t> r;
+    std::vector<double> gr, gx, ar, ax;
   };
-  auto lanes = [&](int64_t u0, int64_t u1, const uint16_t* keys, Scratch& s) {
-    const int64_t w = u1 - u0;
-    s.r.resize(kRows * kLanes);
-    s.x.resize(kRows * kLanes);
-    for (auto* v : {&s.gr, &s.gx}) v->assign(g * kLanes, 0.0);
-    for (auto* v : {&s.ar, &s.ax}) v->assign(d * kLanes, 0.0);
-    auto &r = s.r, &x = s.x, &gr = s.gr, &gx = s.gx, &ar = s.ar, &ax = s.ax;
-    s.r32.assign(kRows * kLanes, 0);       // lanes past the last unit stay 0
-    s.xc.assign(kRows * kLanes, 0.0);
-    int32_t* r32 = s.r32.data();
-    double* xc = s.xc.data();
+  auto lanes = [&](int64_t u0, int64_t w, const uint16_t* keys, Scratch& s) {
+    s.r.assign(c * kLanes, 0);      // lanes past the last unit stay 0
+    s.bits.assign(c * kLanes, 0);
+    s.gr.assign(g * kLanes, 0.0);
+    s.gx.assign(g * kLanes, 0.0);
+    int32_t* r = s.r.data();
+    uint16_t* bt = s.bits.data();
     for (int64_t l = 0; l < w; ++l) {
       const uint16_t* k = keys + l * c;
       const int64_t u = u0 + l;
       if (spread) {
         for (int64_t blk = 0; blk < nb; ++blk) {
+          const uint16_t* kb = k + blk * 32;
+          const int64_t m = std::min<int64_t>(32, c - blk * 32);
           uint16_t most = 0, least = 0xFFFF;
-          for (int64_t t = blk * 32; t < std::min(c, blk * 32 + 32); ++t) {
-            most = std::max(most, k[t]);
-            least = std::min(least, k[t]);
+          if (m == 32) {   // a fixed count: vectorised
+            for (int64_t t = 0; t < 32; ++t) {
+              most = std::max(most, kb[t]);
+              least = std::min(least, kb[t]);
+            }
+          } else {
+            for (int64_t t = 0; t < m; ++t) {
+              most = std::max(most, kb[t]);
+              least = std::min(least, kb[t]);
+            }
           }
           otop[u * nb + blk] = most;
           obot[u * nb + blk] = least;
@@ -300,57 +398,36 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
         if (fd[u * q + j] >= 0) continue;
         const uint16_t want = static_cast<uint16_t>(tg[u * q + j]);
         const uint16_t also = want == kPosZero ? kNegZero : want;
-        for (int64_t t = 0; t < c; ++t)
-          if (k[t] == want || k[t] == also) {
-            fd[u * q + j] = offset + t;
-            break;
-          }
+        for (int64_t t0 = 0; t0 < c && fd[u * q + j] < 0; t0 += 256) {   // no early exit inside: vectorised
+          const int64_t t1 = std::min(c, t0 + 256);
+          bool hit = false;
+          for (int64_t t = t0; t < t1; ++t) hit |= (k[t] == want) | (k[t] == also);
+          if (!hit) continue;
+          for (int64_t t = t0; t < t1; ++t)
+            if (k[t] == want || k[t] == also) {
+              fd[u * q + j] = offset + t;
+              break;
+            }
+        }
       }
+      // The part of the table these keys fall in, read in order first: the prefetcher streams it
+      // into the cache, where the lookups in key order would each wait on memory.
+      uint16_t lo = 0xFFFF, hi = 0;
+      for (int64_t t = 0; t < c; ++t) {
+        lo = std::min(lo, k[t]);
+        hi = std::max(hi, k[t]);
+      }
+      const int32_t* lu = lut + (u << 16);
+      for (int64_t key = lo; key <= hi; key += 16) __builtin_prefetch(lu + key);
+      look_up(lu, k, c, kLanes, r + l, bt + l);
     }
-    for (int64_t t0 = 0; t0 < c; t0 += kRows) {
-      const int64_t rows = std::min(kRows, c - t0);
-      for (int64_t l = 0; l < w; ++l) {
-        const uint16_t* k = keys + l * c + t0;
-        lookup(lut + ((u0 + l) << 16), k, rows, r32 + l * kRows);
-        for (int64_t t = 0; t < rows; ++t) xc[l * kRows + t] = half_value(bits_of(k[t]));
-      }
-      for (int64_t t = 0; t < rows; ++t)
-        for (int64_t l = 0; l < kLanes; ++l) {
-          r[t * kLanes + l] = static_cast<double>(r32[l * kRows + t]);
-          x[t * kLanes + l] = xc[l * kRows + t];
-        }
-      for (int64_t t = 0; t < rows; ++t) {
-        double* gr_ = gr.data() + gid[t0 + t] * kLanes;
-        double* gx_ = gx.data() + gid[t0 + t] * kLanes;
-        const double* rt = r.data() + t * kLanes;
-        const double* xt = x.data() + t * kLanes;
-        for (int64_t l = 0; l < kLanes; ++l) {
-          gr_[l] += rt[l];
-          gx_[l] += xt[l];
-        }
-      }
-      for (int64_t j = 0; j < d; ++j) {
-        // kChains independent sums each: one chain of additions would wait on every product.
-        constexpr int64_t kChains = 4;
-        double accr[kChains][kLanes] = {}, accx[kChains][kLanes] = {};
-        for (int64_t t = 0; t < rows; ++t) {
-          const double vr = wr[(t0 + t) * d + j], vx = wx[(t0 + t) * d + j];
-          const double* rt = r.data() + t * kLanes;
-          const double* xt = x.data() + t * kLanes;
-          double* cr = accr[t % kChains];
-          double* cx = accx[t % kChains];
-          for (int64_t l = 0; l < kLanes; ++l) {
-            cr[l] += rt[l] * vr;
-            cx[l] += xt[l] * vx;
-          }
-        }
-        for (int64_t i = 0; i < kChains; ++i)
-          for (int64_t l = 0; l < kLanes; ++l) {
-            ar[j * kLanes + l] += accr[i][l];
-            ax[j * kLanes + l] += accx[i][l];
-          }
-      }
-    }
+    double* gr = s.gr.data();
+    double* gx = s.gx.data();
+    s.ar.resize(d * kLanes);
+    s.ax.resize(d * kLanes);
+    double* ar = s.ar.data();
+    double* ax = s.ax.data();
+    sweep_any(c, d, r, bt, gid, wr, wx, gr, gx, ar, ax);
     for (int64_t l = 0; l < w; ++l) {
       for (int64_t k = 0; k < g; ++k) {
         osr[(u0 + l) * g + k] += gr[k * kLanes + l];
@@ -371,9 +448,74 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
         for (int64_t t = t0; t < t1; ++t) keys[l * c + t] = key_of(b[t * h + p0 + l]);
     }
     for (int64_t u0 = p0; u0 < p1; u0 += kLanes)
-      lanes(u0, std::min(p1, u0 + kLanes), keys + (u0 - p0) * c, s);
+      lanes(u0, std::min(p1, u0 + kLanes) - u0, keys + (u0 - p0) * c, s);
   });
 }
+
+#ifndef _WIN32
+// out (c, W) = rows first..first+c of a chunked (N, H) array stored uncompressed in the open
+// file `fd`, its items `size` bytes: chunk (i, j) (rows i*cr.., units j*cu..) lies at byte
+// offsets[i, j]. cols (W,) int64: the units wanted, increasing; empty for all H. Each chunk
+// is read whole (pread) into a buffer of the thread, then its rows are copied out: HDF5's
+// hyperslab copies cost more than the analysis of what they read. Returns false when a read
+// comes back short (a file cut since its chunks were listed).
+bool gather(int64_t fd, torch::Tensor offsets, int64_t h, int64_t cr, int64_t cu, int64_t size, int64_t first,
+            torch::Tensor cols, torch::Tensor out, int64_t threads) {
+  TORCH_CHECK(offsets.scalar_type() == torch::kInt64 && offsets.dim() == 2 && offsets.is_contiguous(),
+              "offsets: (row chunks, unit chunks) int64");
+  TORCH_CHECK(cols.scalar_type() == torch::kInt64 && cols.dim() == 1 && cols.is_contiguous(), "cols: (W,) int64");
+  TORCH_CHECK(out.is_contiguous() && out.dim() == 2 && out.element_size() == size, "out: (c, W) of the item size");
+  const int64_t c = out.size(0), w = cols.numel() ? cols.numel() : h, nj = offsets.size(1);
+  TORCH_CHECK(out.size(1) == w && cr > 0 && cu > 0 && nj * cu >= h && first >= 0 &&
+              (c == 0 || (first + c - 1) / cr < offsets.size(0)), "gather: shapes do not match");
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const int64_t* col = cols.numel() ? cols.data_ptr<int64_t>() : nullptr;
+  uint8_t* dst = static_cast<uint8_t*>(out.data_ptr());
+  const int64_t chunk_row = cu * size, chunk_bytes = cr * chunk_row;
+  // The unit chunks that hold wanted units, and per chunk the range of cols it holds.
+  std::vector<std::tuple<int64_t, int64_t, int64_t>> parts;   // (j, first col, end col)
+  if (!col) {
+    for (int64_t j = 0; j < nj; ++j) parts.emplace_back(j, 0, 0);
+  } else {
+    for (int64_t k = 0; k < w;) {
+      const int64_t j = col[k] / cu;
+      int64_t e = k;
+      while (e < w && col[e] / cu == j) ++e;
+      parts.emplace_back(j, k, e);
+      k = e;
+    }
+  }
+  const int64_t i0 = first / cr, i1 = c ? (first + c - 1) / cr + 1 : i0;
+  std::atomic<bool> ok{true};
+  in_pieces<std::vector<uint8_t>>(i1 - i0, 1, threads, [&](int64_t p, int64_t, std::vector<uint8_t>& buf) {
+    const int64_t i = i0 + p;
+    const int64_t r0 = std::max(first, i * cr) - i * cr, r1 = std::min(first + c, (i + 1) * cr) - i * cr;
+    buf.resize(chunk_bytes);
+    for (const auto& [j, k0, k1] : parts) {
+      int64_t got = 0;
+      while (got < chunk_bytes) {
+        const ssize_t n = pread(static_cast<int>(fd), buf.data() + got, chunk_bytes - got, off[i * nj + j] + got);
+        if (n <= 0) break;
+        got += n;
+      }
+      if (got < chunk_bytes) {
+        ok = false;
+        return;
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+        uint8_t* row = dst + (i * cr + r - first) * w * size;
+        const uint8_t* src = buf.data() + r * chunk_row;
+        if (!col) {
+          std::memcpy(row + j * chunk_row, src, std::min(cu, h - j * cu) * size);
+        } else {
+          for (int64_t k = k0; k < k1; ++k) std::memcpy(row + k * size, src + (col[k] % cu) * size, size);
+        }
+      }
+    }
+  });
+  return ok;
+}
+#endif
 
 }  // namespace
 
@@ -384,4 +526,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("accumulate", &accumulate, "per unit: rank and value sums per group of characters and against weights, "
         "the extremes of every 32 characters, the first character holding given keys",
         py::call_guard<py::gil_scoped_release>());
+#ifndef _WIN32
+  m.def("gather", &gather, "rows of a chunked array stored uncompressed, read from the file",
+        py::call_guard<py::gil_scoped_release>());
+#endif
 }

@@ -19,6 +19,7 @@ from ..errors import RnnvizError
 from ..names import PointArrays, expand_selection, parse_point, parse_unit
 from .analysis import GROUP, AnalysisGroup, write_analysis
 from .groups import replace_group
+from .direct import ChunkReader
 from .schema import CODES, IDS, SOURCES, DumpLocked, dataset_path, open_checked
 from .tables import json_attr, read_table
 
@@ -135,7 +136,7 @@ class Dump(PointArrays):
         dtype; what the exact analysis streams over."""
         ds = self[point]
         starts = np.cumsum([0] + [length for _, length in blocks])
-
+        direct = ChunkReader.open(ds, self.path) if self.mode == "r" else None
         width = ds.chunks[1] if ds.chunks else ds.shape[1]
 
         def read(lo: int, hi: int, cols=None) -> np.ndarray:
@@ -148,7 +149,9 @@ class Dump(PointArrays):
                 while at < hi:
                     begin, length = blocks[b]
                     a, e = begin + at - starts[b], begin + min(length, hi - starts[b])
-                    if cols is None:
+                    if direct is not None:
+                        direct.read(a, e, cols, out[at - lo:at - lo + e - a])
+                    elif cols is None:
                         ds.read_direct(out, np.s_[a:e], np.s_[at - lo:at - lo + e - a])
                     else:     # plain slices over runs of columns (h5py's lists are slow), one
                         # per group of chunks that holds some: the chunks between are not read
@@ -160,6 +163,7 @@ class Dump(PointArrays):
                 raise RnnvizError(f"{self.path}: cannot read {ds.name} ({str(err).splitlines()[0]}); the file "
                                   f"looks truncated or damaged") from None
             return out
+        read.direct = direct is not None     # read on every core already: nothing to overlap
         return read
 
     # ----- text and predictions
