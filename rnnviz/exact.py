@@ -291,7 +291,8 @@ class Sums:
                            *(torch.from_numpy(np.ascontiguousarray(w, np.float64)) for w in (wr, wx)),
                            torch.zeros(h, 1, dtype=torch.float64), torch.zeros(h, 1, dtype=torch.float64),
                            torch.from_numpy(self.gr), torch.from_numpy(self.gx),
-                           *(torch.zeros(0, dtype=torch.int32),) * 3, torch.zeros(0, dtype=torch.int64), 0, threads())
+                           torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int32),
+                           torch.zeros(0, dtype=torch.int64), 0, threads())
             return
         keys = f16_keys(bits)
         r32 = np.empty((h, c), np.int32)

@@ -80,19 +80,21 @@ class GroupSums:
         g, d = len(grouping.wr), len(grouping.dense)
         return cls(np.zeros((h, g)), np.zeros((h, g)), np.zeros((h, d)), np.zeros((h, d)))
 
-    def add(self, bits: np.ndarray, lut2: np.ndarray, fc: FeatureColumns, lo: int, lib, *, most=None,
-            least=None, targets=None, found=None) -> None:
+    def add(self, bits: np.ndarray, lut2: np.ndarray, fc: FeatureColumns, lo: int, lib, *, best=None,
+            targets=None, found=None) -> None:
         """The (c, H) block of float16 bit patterns of analysed characters lo..lo+c. The kernel
-        also fills ``most``/``least`` ((H, ceil(c / 32)) int32), the largest and smallest key
-        of every 32 characters, and ``found`` ((H, Q) int64), the first character holding
-        each key of ``targets`` ((H, Q) int32), where it is still -1."""
+        also keeps ``best`` ((H, 2, k, 2) int64, :class:`rnnviz.stream.Extremes`), the running
+        top k of the largest and smallest key of every 32 characters, and fills ``found``
+        ((H, Q) int64), the first character holding each key of ``targets`` ((H, Q) int32),
+        where it is still -1."""
         hi = lo + len(bits)
         wr, wx = fc.weights(lo, hi, fc.grouping.dense)
         none = torch.zeros(0, dtype=torch.int32)
         lib.accumulate(as_bits(bits), torch.from_numpy(lut2), torch.from_numpy(fc.grouping.ids[lo:hi]),
                        torch.from_numpy(wr), torch.from_numpy(wx),
                        *map(torch.from_numpy, (self.sr, self.sx, self.dr, self.dx)),
-                       *(none if a is None else torch.from_numpy(a) for a in (most, least, targets)),
+                       torch.zeros(0, dtype=torch.int64) if best is None else torch.from_numpy(best),
+                       none if targets is None else torch.from_numpy(targets),
                        torch.zeros(0, dtype=torch.int64) if found is None else torch.from_numpy(found), lo, threads())
 
     def merge(self, other: "GroupSums") -> "GroupSums":

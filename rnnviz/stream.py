@@ -48,6 +48,13 @@ class Extremes:
         self.k = k
         self.key = {s: np.full((0, h), -1, np.int64) for s in ("top", "bottom")}
         self.pos = {s: np.zeros((0, h), np.int64) for s in ("top", "bottom")}
+        self.best = None        # the kernel's running state, when it keeps it (:meth:`in_kernel`)
+
+    def in_kernel(self, h: int) -> np.ndarray:
+        """The (H, 2, k, 2) running (score, position) lists the analysis kernel keeps: side 0
+        the top (score: the key), side 1 the bottom (65535 - key), -1 in empty slots."""
+        self.best = np.full((h, 2, self.k, 2), -1, np.int64)
+        return self.best
 
     def add(self, keys: np.ndarray, offset: int, bad: np.ndarray | None = None) -> None:
         """(c, H) uint16 keys of analysed characters offset..offset+c (c a multiple of
@@ -91,6 +98,9 @@ class Extremes:
 
     def result(self, side: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(H, k) positions (-1 = none) and the values there."""
+        if self.best is not None:      # as the numpy path leaves them: k rows at most, one per SPREAD characters
+            kept = self.best[:, 0 if side == "top" else 1, :min(self.k, -(-n // SPREAD))]
+            self.key[side], self.pos[side] = kept[:, :, 0].T, kept[:, :, 1].T
         ok = self.key[side] >= 0
         pos = np.where(ok, np.minimum(self.pos[side], n - 1), -1)
         key = np.clip(self.key[side] if side == "top" else BINS - 1 - self.key[side], 0, BINS - 1)
@@ -146,17 +156,15 @@ def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
     sums = _empty_sums(h, fc, lib)
     fit_sums = _empty_sums(h, fit, lib) if fit is not None else None
     ext = Extremes(h, contexts)
+    best = ext.in_kernel(h) if lib is not None and contexts else None
     qat = np.full((h, len(QUANTILES)), -1, np.int64)
     targets = st.quantile_keys.astype(np.int32)
 
     def block_sums(lo: int, bits: np.ndarray) -> None:
         bits = bits.view(np.uint16)
         hi = lo + len(bits)
-        if lib is not None:          # the kernel also finds the extremes and the quantile characters
-            nb = -(-(hi - lo) // SPREAD)
-            most, least = np.empty((h, nb), np.int32), np.empty((h, nb), np.int32)
-            sums.add(bits, st.lut2, fc, lo, lib, most=most, least=least, targets=targets, found=qat)
-            ext.add_blocks(most.T, least.T, lambda rows, cols: f16_keys(bits[rows, cols]), hi - lo, lo, bad)
+        if lib is not None:          # the kernel also keeps the extremes and finds the quantile characters
+            sums.add(bits, st.lut2, fc, lo, lib, best=best, targets=targets, found=qat)
         else:
             sums.add(bits, st.lut2, *fc.weights(lo, hi))
             keys = f16_keys(bits)
@@ -232,15 +240,28 @@ def _ahead(read, lib) -> bool:
 def _blocks(read, n: int, rows: int, work, ahead: bool) -> None:
     """work(lo, block) for every block of ``rows`` characters, in order. With ``ahead``, the
     next block is read (h5py holds the GIL) while a worker thread runs the kernel on this
-    one (without it): reading and counting overlap, on two cores."""
+    one (without it): reading and counting overlap, on two cores. A reader that fills a
+    given buffer (``read.into``) gets the same one or two back each time, and is asked for
+    the blocks unit by unit (the kernel's order; readers that read chunks directly lay them
+    out so, the others ignore it)."""
+    buffers = [None, None]
+
+    def next_block(lo: int, slot: int) -> np.ndarray:
+        hi = min(n, lo + rows)
+        if not getattr(read, "into", False):
+            return read(lo, hi)
+        if buffers[slot] is None or len(buffers[slot]) != hi - lo:   # the first block, and a shorter last one
+            buffers[slot] = read(lo, hi, by_unit=True)
+            return buffers[slot]
+        return read(lo, hi, out=buffers[slot], by_unit=True)
     if not ahead:
         for lo in range(0, n, rows):
-            work(lo, read(lo, min(n, lo + rows)))
+            work(lo, next_block(lo, 0))
         return
     with ThreadPoolExecutor(1, thread_name_prefix="rnnviz-analysis") as pool:
         pending = None
-        for lo in range(0, n, rows):
-            block = read(lo, min(n, lo + rows))
+        for i, lo in enumerate(range(0, n, rows)):
+            block = next_block(lo, i % 2)
             if pending is not None:
                 pending.result()
             pending = pool.submit(work, lo, block)
@@ -361,7 +382,8 @@ def rank_columns(read, n: int, cols: np.ndarray, luts: dict | None) -> tuple[np.
     if luts is not None and all(int(c) in luts for c in cols):
         for lo in range(0, n, COUNT_ROWS):
             hi = min(n, lo + COUNT_ROWS)
-            keys = f16_keys(read(lo, hi, cols).view(np.uint16))
+            block = read(lo, hi, cols, by_unit=True) if getattr(read, "into", False) else read(lo, hi, cols)
+            keys = f16_keys(block.view(np.uint16))       # unit by unit where the reader can: columns in a row
             for i, c in enumerate(cols):
                 out[i, lo:hi] = luts[int(c)][keys[:, i]]
         for i in range(len(cols)):

@@ -198,6 +198,12 @@ def test_the_analysis_reads_chunks_directly_and_gets_what_h5py_reads(tmp_path, d
                 for cols in ([0], [5, 63, 64, 99], [64, 65, 70], list(range(100))):
                     got = read(lo, hi, np.array(cols))
                     assert np.array_equal(got.view(np.uint8), np.ascontiguousarray(laid[lo:hi][:, cols]).view(np.uint8))
+            for lo, hi in [(0, 400), (3, 403), (400, 889), (10, 17)]:     # unit by unit, as the kernel takes them
+                got = read(lo, hi, by_unit=True)
+                assert got.flags.f_contiguous and np.array_equal(got, laid[lo:hi])
+                again = read(lo, hi, out=got, by_unit=True)           # into the same buffer
+                assert again is got and np.array_equal(again, laid[lo:hi])
+                assert np.array_equal(read(lo, hi, np.array([1, 64, 99]), by_unit=True), laid[lo:hi][:, [1, 64, 99]])
 
 
 def test_compressed_arrays_and_cut_files_are_read_through_h5py(tmp_path):

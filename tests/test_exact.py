@@ -75,18 +75,23 @@ def hard_dump(request, tmp_path_factory, stdlib_text_file):
     return path, stored, feats
 
 
-@pytest.fixture(params=["kernel", "numpy"])
+@pytest.fixture(params=["kernel", "kernel, many blocks", "numpy"])
 def counting(request, monkeypatch):
-    """Both ways of counting and ranking float16 values: the compiled kernel and numpy."""
+    """Both ways of counting and ranking float16 values: the compiled kernel and numpy; the
+    kernel also over many blocks (the last one shorter), in buffers read again and again."""
     if request.param == "numpy":
         monkeypatch.setattr("rnnviz.stream.rank_kernel", lambda: None)
         return None
+    if request.param == "kernel, many blocks":
+        monkeypatch.setattr("rnnviz.stream.COUNT_ROWS", 1024)
+        monkeypatch.setattr("rnnviz.stream.SUM_ROWS", 2048)
     lib = rank_kernel()
     if lib is None:
         pytest.skip("the analysis kernel is not available here (no C++ compiler, or RNNVIZ_KERNEL=0)")
     return lib
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")     # inf/NaN units: left out, and quietly
 def test_every_score_equals_scipy_on_the_full_columns(hard_dump, counting):
     path, stored, feats = hard_dump
     res = analyze_dump(path, features=FEATURES, store=False, shifts=0)
@@ -252,6 +257,9 @@ def test_the_kernel_finds_the_same_contexts_as_numpy(hard_dump, monkeypatch):
     if next(iter(stored.values())).dtype != np.float16:
         pytest.skip("contexts of float32 dumps come from whole columns either way")
     with_kernel = analyze_dump(path, features=FEATURES, store=False, shifts=0)
+    monkeypatch.setattr("rnnviz.stream.SUM_ROWS", 2048)      # several blocks, in reused buffers
+    in_blocks = analyze_dump(path, features=FEATURES, store=False, shifts=0)
+    pd.testing.assert_frame_equal(with_kernel.contexts, in_blocks.contexts)
     monkeypatch.setattr("rnnviz.stream.rank_kernel", lambda: None)
     without = analyze_dump(path, features=FEATURES, store=False, shifts=0)
     pd.testing.assert_frame_equal(with_kernel.contexts, without.contexts)

@@ -18,13 +18,15 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <thread>
 #include <tuple>
 #ifndef _WIN32
 #include <unistd.h>  // pread
 #endif
 #include <vector>
-#ifdef __F16C__
+#if defined(__F16C__) || defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -64,11 +66,17 @@ typedef double v8d __attribute__((vector_size(64)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef float v8f __attribute__((vector_size(32)));
 
-// The float16 bits of 8 lanes as doubles, exactly (inf and NaN as they are: the units that
-// hold them are scored from their columns elsewhere).
+typedef uint16_t v8u16 __attribute__((vector_size(16)));
+
+// The float16 bits of 8 lanes as doubles, exactly; inf and NaN as 0, finite like half_value's
+// stand-ins (the units that hold them are scored from their columns elsewhere, and their
+// sums must not warn on the way).
 inline v8d half8(const uint16_t* bits) {
 #ifdef __F16C__
-  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bits)));
+  v8u16 b;
+  std::memcpy(&b, bits, sizeof b);
+  b &= ~(v8u16)((b & 0x7C00) == 0x7C00);   // exponent 31: inf or NaN
+  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&b)));
   v8f v;
   std::memcpy(&v, &f, sizeof v);
   return __builtin_convertvector(v, v8d);
@@ -130,15 +138,45 @@ void sweep_any(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, con
   }
 }
 
+// Scratch buffers kept from one call to the next: fresh ones of a few MB come from the
+// system zeroed, a page fault at a time, which cost more than some of the loops using them.
+template <class Scratch>
+class Pool {
+ public:
+  static std::unique_ptr<Scratch> take() {
+    std::lock_guard<std::mutex> hold(lock());
+    auto& free = spare();
+    if (free.empty()) return std::make_unique<Scratch>();
+    auto s = std::move(free.back());
+    free.pop_back();
+    return s;
+  }
+  static void give(std::unique_ptr<Scratch> s) {
+    std::lock_guard<std::mutex> hold(lock());
+    spare().push_back(std::move(s));
+  }
+
+ private:
+  static std::mutex& lock() {
+    static std::mutex m;
+    return m;
+  }
+  static std::vector<std::unique_ptr<Scratch>>& spare() {
+    static std::vector<std::unique_ptr<Scratch>> v;
+    return v;
+  }
+};
+
 // Calls work(first, last, scratch) for consecutive pieces of [0, n) of `step` items on
 // `threads` threads; each thread takes the next piece when it is done with one, and keeps
-// its own scratch buffer.
+// its own scratch buffer (from the Pool).
 template <class Scratch, class Work>
 void in_pieces(int64_t n, int64_t step, int64_t threads, Work work) {
   std::atomic<int64_t> next{0};
   auto run = [&]() {
-    Scratch scratch;
-    for (int64_t lo; (lo = next.fetch_add(step)) < n;) work(lo, std::min(n, lo + step), scratch);
+    auto scratch = Pool<Scratch>::take();
+    for (int64_t lo; (lo = next.fetch_add(step)) < n;) work(lo, std::min(n, lo + step), *scratch);
+    Pool<Scratch>::give(std::move(scratch));
   };
   threads = std::max<int64_t>(1, std::min<int64_t>(threads, (n + step - 1) / step));
   std::vector<std::thread> pool;
@@ -147,8 +185,32 @@ void in_pieces(int64_t n, int64_t step, int64_t threads, Work work) {
   for (auto& t : pool) t.join();
 }
 
-void check_bits(const torch::Tensor& bits) {
-  TORCH_CHECK(bits.dim() == 2 && bits.scalar_type() == torch::kInt16 && bits.is_contiguous(), "bits: (c, H) int16");
+// bits (c, H) int16 either row by row (contiguous) or unit by unit (its transpose contiguous,
+// as gather writes it for the analysis); returns true for the second.
+bool check_bits(const torch::Tensor& bits) {
+  TORCH_CHECK(bits.dim() == 2 && bits.scalar_type() == torch::kInt16, "bits: (c, H) int16");
+  if (bits.is_contiguous()) return false;
+  TORCH_CHECK(bits.t().is_contiguous(), "bits: (c, H) int16, contiguous row by row or unit by unit");
+  return true;
+}
+
+// keys[l * c + t] = the key of bits[t, u0 + l] for l < w, t < c: a transpose of row-major bits
+// (kRows rows at a time: whole cache lines of each row), or a copy of unit-major ones.
+void copy_keys(const uint16_t* b, bool by_unit, int64_t c, int64_t h, int64_t u0, int64_t w, uint16_t* keys) {
+  if (by_unit) {
+    for (int64_t l = 0; l < w; ++l) {
+      const uint16_t* src = b + (u0 + l) * c;
+      uint16_t* dst = keys + l * c;
+      for (int64_t t = 0; t < c; ++t) dst[t] = src[t] ^ static_cast<uint16_t>(0x8000 + (src[t] >> 15) * 0x7FFF);
+    }
+    return;
+  }
+  constexpr int64_t kRows = 16;
+  for (int64_t t0 = 0; t0 < c; t0 += kRows) {
+    const int64_t t1 = std::min(c, t0 + kRows);
+    for (int64_t l = 0; l < w; ++l)
+      for (int64_t t = t0; t < t1; ++t) keys[l * c + t] = key_of(b[t * h + u0 + l]);
+  }
 }
 
 void check(const torch::Tensor& t, torch::ScalarType type, int64_t rows, int64_t cols, const char* what) {
@@ -158,7 +220,7 @@ void check(const torch::Tensor& t, torch::ScalarType type, int64_t rows, int64_t
 
 // hist (H, 65536) int32 += counts of the keys of bits (c, H) int16.
 void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
-  check_bits(bits);
+  const bool by_unit = check_bits(bits);
   const int64_t c = bits.size(0), h = bits.size(1);
   check(hist, torch::kInt32, h, 65536, "hist: (H, 65536) int32");
   const uint16_t* b = reinterpret_cast<const uint16_t*>(bits.data_ptr<int16_t>());
@@ -166,15 +228,11 @@ void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
   // A few units at a time over all c rows: their columns are copied out (keys, unit by unit)
   // 16 rows at a time, then each unit's 256 KiB table takes all c of its values while it
   // is in cache. Runs of one key (saturated gates) add once.
-  constexpr int64_t kUnits = 32, kRows = 16;   // 32 units: a whole 64-byte line of each row
+  constexpr int64_t kUnits = 32;   // 32 units: a whole 64-byte line of each row
   in_pieces<std::vector<uint16_t>>(h, kUnits, threads, [&](int64_t u0, int64_t u1, std::vector<uint16_t>& col) {
     const int64_t w = u1 - u0;
     col.resize(kUnits * c);
-    for (int64_t t0 = 0; t0 < c; t0 += kRows) {
-      const int64_t t1 = std::min(c, t0 + kRows);
-      for (int64_t u = 0; u < w; ++u)
-        for (int64_t t = t0; t < t1; ++t) col[u * c + t] = key_of(b[t * h + u0 + u]);
-    }
+    copy_keys(b, by_unit, c, h, u0, w, col.data());
     for (int64_t u = 0; u < w; ++u) {
       int32_t* hu = out + ((u0 + u) << 16);
       const uint16_t* k = col.data() + u * c;
@@ -302,21 +360,38 @@ std::tuple<torch::Tensor, torch::Tensor> unit_table(torch::Tensor hist, torch::T
   return {stats, order};
 }
 
+// A block's candidate for a running top k ((score, character) pairs in list, best first, ties
+// to the earlier character; -1: an empty slot): score >= 0 goes in after every pair scoring
+// at least as much, at the first of the block's m keys equal to `key` (character first + t).
+void offer(int64_t* list, int64_t k, int64_t score, const uint16_t* keys, int64_t m, int64_t key, int64_t first) {
+  if (score < 0 || k == 0 || list[2 * (k - 1)] >= score) return;
+  int64_t i = k - 1;
+  for (; i > 0 && list[2 * (i - 1)] < score; --i) {
+    list[2 * i] = list[2 * (i - 1)];
+    list[2 * i + 1] = list[2 * (i - 1) + 1];
+  }
+  int64_t t = 0;
+  while (t + 1 < m && keys[t] != key) ++t;
+  list[2 * i] = score;
+  list[2 * i + 1] = first + t;
+}
+
 // Pass 2 over a (c, H) block of the characters offset..offset+c. Per unit u, with r =
 // lut2[u][key] (doubled midranks) and x the value of each character:
 //   sr[u, g] += sum of r over the characters in group g (groups: (c,) int32 in [0, G)),
 //   sx[u, g] += the same for x,
 //   dr[u, j] += sum_t r[t] dense_r[t, j], dx[u, j] += sum_t x[t] dense_x[t, j]  ((c, D) weights);
-//   top[u, b] / bottom[u, b] = the largest / smallest key of characters 32b..32b+31 (uint16
-//   stored in int32; skipped when empty);
+//   best[u, 0] / best[u, 1]: the running top k of (score, character) over blocks of 32
+//   characters, at most one per block: the block's largest finite key (side 0) or 65535
+//   minus its smallest (side 1), at the first character holding it; sorted by score, ties
+//   to the earlier character; empty slots hold -1 (skipped when best is empty);
 //   found[u, q] = offset + the first character whose key is targets[u, q] (-0 matching +0),
 //   where found is still -1 (skipped when empty).
 // r are integers below 2^31, so sr holds exact integers (below 2^53).
 void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, torch::Tensor dense_r,
                 torch::Tensor dense_x, torch::Tensor sr, torch::Tensor sx, torch::Tensor dr, torch::Tensor dx,
-                torch::Tensor top, torch::Tensor bottom, torch::Tensor targets, torch::Tensor found, int64_t offset,
-                int64_t threads) {
-  check_bits(bits);
+                torch::Tensor best, torch::Tensor targets, torch::Tensor found, int64_t offset, int64_t threads) {
+  const bool by_unit = check_bits(bits);
   const int64_t c = bits.size(0), h = bits.size(1), g = sr.size(1), d = dr.size(1);
   const int64_t nb = (c + 31) / 32, q = targets.numel() ? targets.size(1) : 0;
   check(lut2, torch::kInt32, h, 65536, "lut2: (H, 65536) int32");
@@ -328,11 +403,11 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
   check(sx, torch::kFloat64, h, g, "sx: (H, G) float64");
   check(dr, torch::kFloat64, h, d, "dr: (H, D) float64");
   check(dx, torch::kFloat64, h, d, "dx: (H, D) float64");
-  const bool spread = top.numel() > 0;
-  if (spread) {
-    check(top, torch::kInt32, h, nb, "top: (H, ceil(c / 32)) int32");
-    check(bottom, torch::kInt32, h, nb, "bottom: (H, ceil(c / 32)) int32");
-  }
+  const bool spread = best.numel() > 0;
+  const int64_t kb = spread ? best.size(2) : 0;
+  if (spread)
+    TORCH_CHECK(best.scalar_type() == torch::kInt64 && best.is_contiguous() && best.dim() == 4 &&
+                best.size(0) == h && best.size(1) == 2 && best.size(3) == 2, "best: (H, 2, k, 2) int64");
   if (q) {
     check(targets, torch::kInt32, h, q, "targets: (H, Q) int32");
     check(found, torch::kInt64, h, q, "found: (H, Q) int64");
@@ -347,8 +422,7 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
   double* osx = sx.data_ptr<double>();
   double* odr = dr.data_ptr<double>();
   double* odx = dx.data_ptr<double>();
-  int32_t* otop = spread ? top.data_ptr<int32_t>() : nullptr;
-  int32_t* obot = spread ? bottom.data_ptr<int32_t>() : nullptr;
+  int64_t* obest = spread ? best.data_ptr<int64_t>() : nullptr;
   const int32_t* tg = q ? targets.data_ptr<int32_t>() : nullptr;
   int64_t* fd = q ? found.data_ptr<int64_t>() : nullptr;
 
@@ -358,15 +432,19 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
   // are stored lane by lane, and one sweep over the characters adds kLanes units' ranks and
   // values to their groups and multiplies them by the dense weights, which are read once
   // per kLanes units.
-  constexpr int64_t kLanes = 8, kPiece = 32, kCopy = 16;   // kLanes: as in sweep
+  constexpr int64_t kLanes = 8, kPiece = 32;   // kLanes: as in sweep
   struct Scratch {
     std::vector<uint16_t> keys, bits;
     std::vector<int32_t> r;
     std::vector<double> gr, gx, ar, ax;
   };
   auto lanes = [&](int64_t u0, int64_t w, const uint16_t* keys, Scratch& s) {
-    s.r.assign(c * kLanes, 0);      // lanes past the last unit stay 0
-    s.bits.assign(c * kLanes, 0);
+    s.r.resize(c * kLanes);
+    s.bits.resize(c * kLanes);
+    if (w < kLanes) {               // lanes past the last unit: 0
+      std::fill(s.r.begin(), s.r.end(), 0);
+      std::fill(s.bits.begin(), s.bits.end(), 0);
+    }
     s.gr.assign(g * kLanes, 0.0);
     s.gx.assign(g * kLanes, 0.0);
     int32_t* r = s.r.data();
@@ -375,23 +453,33 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
       const uint16_t* k = keys + l * c;
       const int64_t u = u0 + l;
       if (spread) {
+        int64_t* bu = obest + u * 4 * kb;
         for (int64_t blk = 0; blk < nb; ++blk) {
-          const uint16_t* kb = k + blk * 32;
+          const uint16_t* kk = k + blk * 32;
           const int64_t m = std::min<int64_t>(32, c - blk * 32);
           uint16_t most = 0, least = 0xFFFF;
           if (m == 32) {   // a fixed count: vectorised
             for (int64_t t = 0; t < 32; ++t) {
-              most = std::max(most, kb[t]);
-              least = std::min(least, kb[t]);
+              most = std::max(most, kk[t]);
+              least = std::min(least, kk[t]);
             }
           } else {
             for (int64_t t = 0; t < m; ++t) {
-              most = std::max(most, kb[t]);
-              least = std::min(least, kb[t]);
+              most = std::max(most, kk[t]);
+              least = std::min(least, kk[t]);
             }
           }
-          otop[u * nb + blk] = most;
-          obot[u * nb + blk] = least;
+          int64_t top = most, bottom = 65535 - least;   // the scores; -1: no finite key
+          if (most > kLastFinite || least < kFirstFinite) {   // inf or NaN here: the finite keys alone
+            top = bottom = -1;
+            for (int64_t t = 0; t < m; ++t)
+              if (kk[t] >= kFirstFinite && kk[t] <= kLastFinite) {
+                top = std::max<int64_t>(top, kk[t]);
+                bottom = std::max<int64_t>(bottom, 65535 - kk[t]);
+              }
+          }
+          offer(bu, kb, top, kk, m, top, offset + blk * 32);
+          offer(bu + 2 * kb, kb, bottom, kk, m, 65535 - bottom, offset + blk * 32);
         }
       }
       for (int64_t j = 0; j < q; ++j) {
@@ -442,14 +530,35 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
   in_pieces<Scratch>(h, kPiece, threads, [&](int64_t p0, int64_t p1, Scratch& s) {
     s.keys.resize(kPiece * c);
     uint16_t* keys = s.keys.data();
-    for (int64_t t0 = 0; t0 < c; t0 += kCopy) {
-      const int64_t t1 = std::min(c, t0 + kCopy);
-      for (int64_t l = 0; l < p1 - p0; ++l)
-        for (int64_t t = t0; t < t1; ++t) keys[l * c + t] = key_of(b[t * h + p0 + l]);
-    }
+    copy_keys(b, by_unit, c, h, p0, p1 - p0, keys);
     for (int64_t u0 = p0; u0 < p1; u0 += kLanes)
       lanes(u0, std::min(p1, u0 + kLanes) - u0, keys + (u0 - p0) * c, s);
   });
+}
+
+// The 8 x 8 tile of 16-bit items at src (rows `from` apart) written transposed to dst
+// (rows `to` apart).
+inline void transpose8(const uint16_t* src, int64_t from, uint16_t* dst, int64_t to) {
+#ifdef __SSE2__
+  __m128i a[8], b[8], c[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * from));
+  for (int i = 0; i < 4; ++i) {
+    b[2 * i] = _mm_unpacklo_epi16(a[2 * i], a[2 * i + 1]);
+    b[2 * i + 1] = _mm_unpackhi_epi16(a[2 * i], a[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int half = 0; half < 2; ++half) {   // b[4i + half] with b[4i + half + 2]
+      c[4 * i + 2 * half] = _mm_unpacklo_epi32(b[4 * i + half], b[4 * i + half + 2]);
+      c[4 * i + 2 * half + 1] = _mm_unpackhi_epi32(b[4 * i + half], b[4 * i + half + 2]);
+    }
+  for (int i = 0; i < 4; ++i) {   // column 2i and 2i + 1 from c[i] (rows 0-3) and c[i + 4] (rows 4-7)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i) * to), _mm_unpacklo_epi64(c[i], c[i + 4]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i + 1) * to), _mm_unpackhi_epi64(c[i], c[i + 4]));
+  }
+#else
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) dst[j * to + i] = src[i * from + j];
+#endif
 }
 
 #ifndef _WIN32
@@ -460,11 +569,12 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
 // hyperslab copies cost more than the analysis of what they read. Returns false when a read
 // comes back short (a file cut since its chunks were listed).
 bool gather(int64_t fd, torch::Tensor offsets, int64_t h, int64_t cr, int64_t cu, int64_t size, int64_t first,
-            torch::Tensor cols, torch::Tensor out, int64_t threads) {
+            torch::Tensor cols, torch::Tensor out, bool by_unit, int64_t threads) {
   TORCH_CHECK(offsets.scalar_type() == torch::kInt64 && offsets.dim() == 2 && offsets.is_contiguous(),
               "offsets: (row chunks, unit chunks) int64");
   TORCH_CHECK(cols.scalar_type() == torch::kInt64 && cols.dim() == 1 && cols.is_contiguous(), "cols: (W,) int64");
-  TORCH_CHECK(out.is_contiguous() && out.dim() == 2 && out.element_size() == size, "out: (c, W) of the item size");
+  TORCH_CHECK(out.dim() == 2 && out.element_size() == size && (by_unit ? out.t() : out).is_contiguous(),
+              "out: (c, W) of the item size, contiguous (by_unit: its transpose)");
   const int64_t c = out.size(0), w = cols.numel() ? cols.numel() : h, nj = offsets.size(1);
   TORCH_CHECK(out.size(1) == w && cr > 0 && cu > 0 && nj * cu >= h && first >= 0 &&
               (c == 0 || (first + c - 1) / cr < offsets.size(0)), "gather: shapes do not match");
@@ -490,21 +600,56 @@ bool gather(int64_t fd, torch::Tensor offsets, int64_t h, int64_t cr, int64_t cu
   in_pieces<std::vector<uint8_t>>(i1 - i0, 1, threads, [&](int64_t p, int64_t, std::vector<uint8_t>& buf) {
     const int64_t i = i0 + p;
     const int64_t r0 = std::max(first, i * cr) - i * cr, r1 = std::min(first + c, (i + 1) * cr) - i * cr;
-    buf.resize(chunk_bytes);
-    for (const auto& [j, k0, k1] : parts) {
+    buf.resize(parts.size() * chunk_bytes);
+    // The wanted chunks of this row, read together where they lie one after another in the
+    // file (as rnnviz dump writes them): fewer, larger reads.
+    for (size_t p0 = 0; p0 < parts.size();) {
+      size_t p1 = p0 + 1;
+      while (p1 < parts.size() &&
+             off[i * nj + std::get<0>(parts[p1])] == off[i * nj + std::get<0>(parts[p1 - 1])] + chunk_bytes)
+        ++p1;
+      const int64_t want = static_cast<int64_t>(p1 - p0) * chunk_bytes;
       int64_t got = 0;
-      while (got < chunk_bytes) {
-        const ssize_t n = pread(static_cast<int>(fd), buf.data() + got, chunk_bytes - got, off[i * nj + j] + got);
+      while (got < want) {
+        const ssize_t n = pread(static_cast<int>(fd), buf.data() + p0 * chunk_bytes + got, want - got,
+                                off[i * nj + std::get<0>(parts[p0])] + got);
         if (n <= 0) break;
         got += n;
       }
-      if (got < chunk_bytes) {
+      if (got < want) {
         ok = false;
         return;
       }
+      p0 = p1;
+    }
+    for (size_t p = 0; p < parts.size(); ++p) {
+      const auto& [j, k0, k1] = parts[p];
+      const uint8_t* chunk = buf.data() + p * chunk_bytes;
+      if (by_unit && size == 2) {   // transposed here, from a chunk in the cache
+        const int64_t a = col ? k0 : j * cu, e = col ? k1 : std::min(h, (j + 1) * cu);
+        const uint16_t* src = reinterpret_cast<const uint16_t*>(chunk);
+        uint16_t* to = reinterpret_cast<uint16_t*>(dst) + i * cr - first;   // + k * c + r: unit k, row r
+        int64_t k = a, r_end = r0;
+        if (!col) {                     // whole 8 x 8 tiles
+          r_end = r0 + (r1 - r0) / 8 * 8;
+          for (; k + 8 <= e; k += 8)
+            for (int64_t r = r0; r < r_end; r += 8) transpose8(src + r * cu + (k - j * cu), cu, to + k * c + r, c);
+        }
+        for (int64_t kk = a; kk < e; ++kk) {   // what the tiles left: the last units, the last rows
+          const int64_t within = col ? col[kk] % cu : kk - j * cu;
+          for (int64_t r = (kk < k ? r_end : r0); r < r1; ++r) to[kk * c + r] = src[r * cu + within];
+        }
+        continue;
+      }
       for (int64_t r = r0; r < r1; ++r) {
-        uint8_t* row = dst + (i * cr + r - first) * w * size;
-        const uint8_t* src = buf.data() + r * chunk_row;
+        const int64_t t = i * cr + r - first;
+        const uint8_t* src = chunk + r * chunk_row;
+        if (by_unit) {
+          for (int64_t k = (col ? k0 : j * cu); k < (col ? k1 : std::min(h, (j + 1) * cu)); ++k)
+            std::memcpy(dst + (k * c + t) * size, src + (col ? col[k] % cu : k - j * cu) * size, size);
+          continue;
+        }
+        uint8_t* row = dst + t * w * size;
         if (!col) {
           std::memcpy(row + j * chunk_row, src, std::min(cu, h - j * cu) * size);
         } else {
@@ -524,7 +669,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("unit_table", &unit_table, "per unit: doubled midranks, moments, order statistics",
         py::call_guard<py::gil_scoped_release>());
   m.def("accumulate", &accumulate, "per unit: rank and value sums per group of characters and against weights, "
-        "the extremes of every 32 characters, the first character holding given keys",
+        "the running top k of the extremes of every 32 characters, the first character holding given keys",
         py::call_guard<py::gil_scoped_release>());
 #ifndef _WIN32
   m.def("gather", &gather, "rows of a chunked array stored uncompressed, read from the file",

@@ -61,14 +61,16 @@ class ChunkReader:
         return cls(os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)), offsets, ds, path, lib)
 
     def read(self, lo: int, hi: int, cols=None, out: np.ndarray | None = None) -> np.ndarray:
-        """Rows lo:hi (of ``cols``, increasing, or every unit) in the stored dtype."""
+        """Rows lo:hi (of ``cols``, increasing, or every unit) in the stored dtype, into ``out``
+        (C-contiguous, or F-contiguous: unit by unit, as the analysis kernel takes them)."""
         import torch
         from ..rankkernel import threads
         out = np.empty((hi - lo, self.shape[1] if cols is None else len(cols)), self.dtype) if out is None else out
+        by_unit = not out.flags.c_contiguous
         picked = torch.zeros(0, dtype=torch.int64) if cols is None else torch.as_tensor(np.asarray(cols, np.int64))
         if not self._lib.gather(self._fd, self._offsets, self.shape[1], self.chunks[0], self.chunks[1],
                                 self.dtype.itemsize, lo, picked, torch.from_numpy(out.view(_SAME_SIZE[out.itemsize])),
-                                threads()):
+                                by_unit, threads()):
             raise RnnvizError(f"{self.path}: cannot read {self.name} (a chunk ends past the end of the file); "
                               f"the file looks truncated or damaged")
         return out

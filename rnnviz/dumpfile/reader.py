@@ -131,16 +131,21 @@ class Dump(PointArrays):
         return out
 
     def reader(self, point: str, blocks):
-        """``read(lo, hi, cols=None)``: rows lo:hi of the characters in the (start, length)
-        ``blocks`` laid end to end (all of ``cols``, increasing, or every unit), in the stored
-        dtype; what the exact analysis streams over."""
+        """``read(lo, hi, cols=None, out=None, by_unit=False)``: rows lo:hi of the characters in
+        the (start, length) ``blocks`` laid end to end (all of ``cols``, increasing, or every
+        unit), in the stored dtype, into ``out`` when it has that shape; what the exact
+        analysis streams over. ``by_unit``: laid out unit by unit (F order), as the analysis
+        kernel takes them, where the chunks are read directly."""
         ds = self[point]
         starts = np.cumsum([0] + [length for _, length in blocks])
         direct = ChunkReader.open(ds, self.path) if self.mode == "r" else None
         width = ds.chunks[1] if ds.chunks else ds.shape[1]
 
-        def read(lo: int, hi: int, cols=None) -> np.ndarray:
-            out = np.empty((hi - lo, ds.shape[1] if cols is None else len(cols)), ds.dtype)
+        def read(lo: int, hi: int, cols=None, out: np.ndarray | None = None, by_unit: bool = False) -> np.ndarray:
+            shape = (hi - lo, ds.shape[1] if cols is None else len(cols))
+            layout = "f_contiguous" if by_unit and direct is not None else "c_contiguous"
+            if out is None or out.shape != shape or out.dtype != ds.dtype or not getattr(out.flags, layout):
+                out = np.empty(shape, ds.dtype, order="F" if layout == "f_contiguous" else "C")
             if cols is not None:     # (first, end) index ranges of cols, split where a whole chunk lies between
                 gaps = np.flatnonzero(np.diff(np.asarray(cols) // width) > 1) + 1
                 spans = list(zip([0, *gaps], [*gaps, len(cols)]))
@@ -149,8 +154,10 @@ class Dump(PointArrays):
                 while at < hi:
                     begin, length = blocks[b]
                     a, e = begin + at - starts[b], begin + min(length, hi - starts[b])
-                    if direct is not None:
-                        direct.read(a, e, cols, out[at - lo:at - lo + e - a])
+                    if direct is not None and e - a == len(out):
+                        direct.read(a, e, cols, out)
+                    elif direct is not None:     # one of several blocks: a row-major copy
+                        out[at - lo:at - lo + e - a] = direct.read(a, e, cols)
                     elif cols is None:
                         ds.read_direct(out, np.s_[a:e], np.s_[at - lo:at - lo + e - a])
                     else:     # plain slices over runs of columns (h5py's lists are slow), one
@@ -164,6 +171,7 @@ class Dump(PointArrays):
                                   f"looks truncated or damaged") from None
             return out
         read.direct = direct is not None     # read on every core already: nothing to overlap
+        read.into = True                     # takes ``out``: a buffer to fill (a fresh one costs page faults)
         return read
 
     # ----- text and predictions
