@@ -81,6 +81,6 @@ def threads() -> int:
 def as_bits(bits: np.ndarray) -> torch.Tensor:
     """float16 bit patterns as the kernel takes them: (c, H) int16, contiguous row by row or
     unit by unit (F order: what the analysis reads from chunks)."""
-    if not bits.flags.f_contiguous or bits.flags.c_contiguous:
+    if not (bits.flags.c_contiguous or bits.flags.f_contiguous):
         bits = np.ascontiguousarray(bits)
     return torch.from_numpy(bits.view(np.int16))

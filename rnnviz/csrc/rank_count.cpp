@@ -32,8 +32,13 @@
 
 namespace {
 
+// Without branches: a value's sign is a coin toss, and a branch on it mispredicts half the time.
 inline uint16_t key_of(uint16_t bits) {
-  return bits ^ static_cast<uint16_t>((bits & 0x8000) ? 0xFFFF : 0x8000);
+  return bits ^ static_cast<uint16_t>(0x8000 + (bits >> 15) * 0x7FFF);   // negative: 0xFFFF; else 0x8000
+}
+
+inline uint16_t bits_of(uint16_t key) {   // the inverse of key_of
+  return key ^ static_cast<uint16_t>(0xFFFF ^ ((key >> 15) * 0x7FFF));    // key of a positive: 0x8000; else 0xFFFF
 }
 
 // The value of a float16 bit pattern as a double, exactly. inf and NaN (exponent 31) give a
@@ -48,8 +53,21 @@ inline double half_value(uint16_t b) {
   return e ? nv : (sign ? -sub : sub);
 }
 
+// Streams the part of a unit's 65,536-entry table that the n keys fall in into the cache, in
+// order (the prefetcher follows it), before lookups in key order that would each wait on
+// memory.
+template <int Write>
+void warm(const int32_t* table, const uint16_t* keys, int64_t n) {
+  uint16_t lo = 0xFFFF, hi = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    lo = std::min(lo, keys[t]);
+    hi = std::max(hi, keys[t]);
+  }
+  for (int64_t key = lo; key <= hi; key += 16) __builtin_prefetch(table + key, Write);
+}
+
 // r[t * stride] = lut[keys[t]] and bits[t * stride] = the float16 bits of keys[t], for t < n.
-// Scalar lookups (GCC's gathers are slower here), no branches (a key's sign is a coin toss).
+// Scalar lookups: GCC's gathers are slower here.
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif
@@ -57,7 +75,7 @@ void look_up(const int32_t* lut, const uint16_t* keys, int64_t n, int64_t stride
   for (int64_t t = 0; t < n; ++t) {
     const uint16_t key = keys[t];
     r[t * stride] = lut[key];
-    bits[t * stride] = key ^ static_cast<uint16_t>(0xFFFF ^ ((key >> 15) * 0x7FFF));   // bits_of
+    bits[t * stride] = bits_of(key);
   }
 }
 
@@ -201,7 +219,7 @@ void copy_keys(const uint16_t* b, bool by_unit, int64_t c, int64_t h, int64_t u0
     for (int64_t l = 0; l < w; ++l) {
       const uint16_t* src = b + (u0 + l) * c;
       uint16_t* dst = keys + l * c;
-      for (int64_t t = 0; t < c; ++t) dst[t] = src[t] ^ static_cast<uint16_t>(0x8000 + (src[t] >> 15) * 0x7FFF);
+      for (int64_t t = 0; t < c; ++t) dst[t] = key_of(src[t]);
     }
     return;
   }
@@ -237,12 +255,7 @@ void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
       int32_t* hu = out + ((u0 + u) << 16);
       const uint16_t* k = col.data() + u * c;
       if (c == 0) continue;
-      uint16_t lo = 0xFFFF, hi = 0;   // the part of the table in use, streamed into the cache first
-      for (int64_t t = 0; t < c; ++t) {
-        lo = std::min(lo, k[t]);
-        hi = std::max(hi, k[t]);
-      }
-      for (int64_t key = lo; key <= hi; key += 16) __builtin_prefetch(hu + key, 1);
+      warm<1>(hu, k, c);
       uint16_t prev = k[0];
       int32_t run = 0;
       for (int64_t t = 0; t < c; ++t) {
@@ -261,9 +274,7 @@ void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
 constexpr int kFirstFinite = 0x0400, kLastFinite = 0xFBFF;   // keys of -65504 .. +65504
 constexpr int kNegZero = 0x7FFF, kPosZero = 0x8000;
 
-inline uint16_t bits_of(uint16_t key) {   // the inverse of key_of
-  return key ^ static_cast<uint16_t>((key & 0x8000) ? 0x8000 : 0xFFFF);
-}
+
 
 // Per unit, from its counts: lut2 (H, 65536) int32 = the doubled midrank of each finite key
 // it holds (2 * values below + count + 1; -0 and +0 one value; 0 elsewhere), and
@@ -498,15 +509,8 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
             }
         }
       }
-      // The part of the table these keys fall in, read in order first: the prefetcher streams it
-      // into the cache, where the lookups in key order would each wait on memory.
-      uint16_t lo = 0xFFFF, hi = 0;
-      for (int64_t t = 0; t < c; ++t) {
-        lo = std::min(lo, k[t]);
-        hi = std::max(hi, k[t]);
-      }
       const int32_t* lu = lut + (u << 16);
-      for (int64_t key = lo; key <= hi; key += 16) __builtin_prefetch(lu + key);
+      warm<0>(lu, k, c);
       look_up(lu, k, c, kLanes, r + l, bt + l);
     }
     double* gr = s.gr.data();

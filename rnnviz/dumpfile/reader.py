@@ -146,7 +146,8 @@ class Dump(PointArrays):
             layout = "f_contiguous" if by_unit and direct is not None else "c_contiguous"
             if out is None or out.shape != shape or out.dtype != ds.dtype or not getattr(out.flags, layout):
                 out = np.empty(shape, ds.dtype, order="F" if layout == "f_contiguous" else "C")
-            if cols is not None:     # (first, end) index ranges of cols, split where a whole chunk lies between
+            if cols is not None and direct is None:   # (first, end) index ranges of cols, split where a
+                # whole chunk lies between
                 gaps = np.flatnonzero(np.diff(np.asarray(cols) // width) > 1) + 1
                 spans = list(zip([0, *gaps], [*gaps, len(cols)]))
             b, at = int(np.searchsorted(starts, lo, side="right")) - 1, lo
@@ -154,10 +155,11 @@ class Dump(PointArrays):
                 while at < hi:
                     begin, length = blocks[b]
                     a, e = begin + at - starts[b], begin + min(length, hi - starts[b])
-                    if direct is not None and e - a == len(out):
-                        direct.read(a, e, cols, out)
-                    elif direct is not None:     # one of several blocks: a row-major copy
-                        out[at - lo:at - lo + e - a] = direct.read(a, e, cols)
+                    part = out[at - lo:at - lo + e - a]
+                    if direct is not None and (part.flags.c_contiguous or part.flags.f_contiguous):
+                        direct.read(a, e, cols, part)
+                    elif direct is not None:     # rows of a unit-by-unit buffer: read, then copied in
+                        part[:] = direct.read(a, e, cols)
                     elif cols is None:
                         ds.read_direct(out, np.s_[a:e], np.s_[at - lo:at - lo + e - a])
                     else:     # plain slices over runs of columns (h5py's lists are slow), one
