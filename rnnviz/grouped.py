@@ -80,15 +80,20 @@ class GroupSums:
         g, d = len(grouping.wr), len(grouping.dense)
         return cls(np.zeros((h, g)), np.zeros((h, g)), np.zeros((h, d)), np.zeros((h, d)))
 
+    def of(self, units: slice) -> "GroupSums":
+        """The sums of some units: views, which :meth:`add` adds into."""
+        return GroupSums(self.sr[units], self.sx[units], self.dr[units], self.dx[units])
+
     def add(self, bits: np.ndarray, lut2: np.ndarray, fc: FeatureColumns, lo: int, lib, *, best=None,
-            targets=None, found=None) -> None:
+            targets=None, found=None, weights=None) -> None:
         """The (c, H) block of float16 bit patterns of analysed characters lo..lo+c. The kernel
         also keeps ``best`` ((H, 2, k, 2) int64, :class:`rnnviz.stream.Extremes`), the running
         top k of the largest and smallest key of every 32 characters, and fills ``found``
         ((H, Q) int64), the first character holding each key of ``targets`` ((H, Q) int32),
-        where it is still -1."""
+        where it is still -1. ``weights``: ``fc.weights(lo, lo + c, fc.grouping.dense)``, when
+        the caller has them already."""
         hi = lo + len(bits)
-        wr, wx = fc.weights(lo, hi, fc.grouping.dense)
+        wr, wx = fc.weights(lo, hi, fc.grouping.dense) if weights is None else weights
         none = torch.zeros(0, dtype=torch.int32)
         lib.accumulate(as_bits(bits), torch.from_numpy(lut2), torch.from_numpy(fc.grouping.ids[lo:hi]),
                        torch.from_numpy(wr), torch.from_numpy(wx),

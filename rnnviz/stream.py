@@ -18,9 +18,14 @@ from .exact import (BINS, KEY_FINITE, KEY_VALUE, PERCENTILES, Counts, FeatureCol
                     column_scores, f16_keys, finish, midranks_1d, rank_kernel, unit_stats)
 from .grouped import GroupSums
 from .rank import shift_rows
+from .rankkernel import as_bits, threads
 
 COUNT_ROWS = 1 << 16      # characters per block in the counting pass (32 MB of float16 for 256 units)
 SUM_ROWS = 1 << 16        # in the pass of sums: each unit's 256 KiB rank table serves this many in a row
+# Reading chunks directly, the passes take a group of units (a whole chunk or a few, 32 units
+# for each thread) over 4x or 2x as many characters in the same memory: each unit's 256 KiB
+# table of counts or ranks is fetched once for that many values instead of for every 65,536.
+GROUP_VALUES = (COUNT_ROWS * 256, SUM_ROWS * 128)     # values per block: counting, sums
 NUMPY_ROWS = 1 << 13      # the same without the kernel (its float64 copies are 8x the block)
 COLUMN_BYTES = 64 << 20   # whole columns held at once (float32 dumps, inf/NaN units, the null)
 SPREAD = 32               # at most one top and one bottom context per 32 analysed characters
@@ -160,12 +165,22 @@ def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
     qat = np.full((h, len(QUANTILES)), -1, np.int64)
     targets = st.quantile_keys.astype(np.int32)
 
-    def block_sums(lo: int, bits: np.ndarray) -> None:
+    latest: dict = {}    # per feature set, the dense weights of the block last weighed: (lo, hi, weights)
+
+    def weighed(f: FeatureColumns, lo: int, hi: int):
+        """The block's dense weights, made once for all its groups of units."""
+        got = latest.get(id(f))
+        if got is None or got[:2] != (lo, hi):
+            latest[id(f)] = got = (lo, hi, f.weights(lo, hi, f.grouping.dense))
+        return got[2]
+
+    def block_sums(lo: int, bits: np.ndarray, units: slice) -> None:
         bits = bits.view(np.uint16)
         hi = lo + len(bits)
         if lib is not None:          # the kernel also keeps the extremes and finds the quantile characters
-            sums.add(bits, st.lut2, fc, lo, lib, best=best, targets=targets, found=qat)
-        else:
+            sums.of(units).add(bits, st.lut2[units], fc, lo, lib, best=None if best is None else best[units],
+                               targets=targets[units], found=qat[units], weights=weighed(fc, lo, hi))
+        else:                        # (whole rows)
             sums.add(bits, st.lut2, *fc.weights(lo, hi))
             keys = f16_keys(bits)
             ext.add(keys, lo, bad)
@@ -173,10 +188,12 @@ def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
         if lo < cut:                 # the fit part's characters again, with its own midranks
             m = min(hi, cut)
             if lib is not None:
-                fit_sums.add(bits[:m - lo], fit_st.lut2, fit, lo, lib)
+                fit_sums.of(units).add(bits[:m - lo], fit_st.lut2[units], fit, lo, lib, weights=weighed(fit, lo, m))
             else:
                 fit_sums.add(bits[:m - lo], fit_st.lut2, *fit.weights(lo, m))
-    _blocks(read, n, SUM_ROWS if lib is not None else NUMPY_ROWS, block_sums, _ahead(read, lib))
+    groups = _unit_groups(read, h, lib)
+    rows = _group_rows(groups, SUM_ROWS, GROUP_VALUES[1]) if lib is not None else NUMPY_ROWS
+    _blocks(read, n, rows, block_sums, _ahead(read, lib), groups)
     scores = finish(sums.sums(fc.grouping) if lib is not None else sums, st.n, st.rank_ss, st.ss, fc)
     fit_scores = None
     if fit is not None:
@@ -218,14 +235,15 @@ def _count(read, n: int, h: int, lib, cut: int = 0) -> tuple[Counts, Counts | No
     those are counted on their own, then added into the others'."""
     counts, first = Counts.empty(h), Counts.empty(h) if cut else None
 
-    def work(lo: int, block: np.ndarray) -> None:
+    def work(lo: int, block: np.ndarray, units: slice) -> None:
         bits = block.view(np.uint16)
         m = min(max(cut - lo, 0), len(bits))           # rows of this block before the cut
         if m:
-            first.add(bits[:m], lib)
+            Counts(first.hist[units]).add(bits[:m], lib)
         if m < len(bits):
-            counts.add(bits[m:], lib)
-    _blocks(read, n, COUNT_ROWS, work, _ahead(read, lib))
+            Counts(counts.hist[units]).add(bits[m:], lib)
+    groups = _unit_groups(read, h, lib)
+    _blocks(read, n, _group_rows(groups, COUNT_ROWS, GROUP_VALUES[0]), work, _ahead(read, lib), groups)
     if first is not None:
         counts.hist += first.hist
     return counts, first
@@ -237,34 +255,57 @@ def _ahead(read, lib) -> bool:
     return lib is not None and not getattr(read, "direct", False)
 
 
-def _blocks(read, n: int, rows: int, work, ahead: bool) -> None:
-    """work(lo, block) for every block of ``rows`` characters, in order. With ``ahead``, the
-    next block is read (h5py holds the GIL) while a worker thread runs the kernel on this
-    one (without it): reading and counting overlap, on two cores. A reader that fills a
-    given buffer (``read.into``) gets the same one or two back each time, and is asked for
-    the blocks unit by unit (the kernel's order; readers that read chunks directly lay them
-    out so, the others ignore it)."""
-    buffers = [None, None]
+def _unit_groups(read, h: int, lib) -> list[slice]:
+    """The units each block holds: all of them, or, where the kernel reads the chunks itself,
+    groups of whole chunks' units with 32 for each thread (read one group at a time, over
+    more characters: :data:`GROUP_VALUES`)."""
+    per = getattr(read, "chunk_units", 0)
+    if lib is None or not getattr(read, "direct", False) or not per:
+        return [slice(0, h)]
+    width = min(h, -(-32 * threads() // per) * per)
+    return [slice(u0, min(h, u0 + width)) for u0 in range(0, h, width)]
 
-    def next_block(lo: int, slot: int) -> np.ndarray:
+
+def _group_rows(groups: list[slice], rows: int, values: int) -> int:
+    """Characters per block: ``rows`` for whole rows, else ``values`` over the group's width
+    (a multiple of SPREAD, as the contexts' blocks of characters must be)."""
+    if len(groups) == 1:
+        return rows
+    width = groups[0].stop - groups[0].start
+    return max(rows, values // width // SPREAD * SPREAD)
+
+
+def _blocks(read, n: int, rows: int, work, ahead: bool, groups: list[slice]) -> None:
+    """work(lo, block, units) for every block of ``rows`` characters and, within it, every
+    group of units (a slice; the block holds those units' columns), in order. With ``ahead``
+    (whole rows only), the next block is read (h5py holds the GIL) while a worker thread
+    runs the kernel on this one (without it): reading and counting overlap, on two cores. A
+    reader that fills a given buffer (``read.into``) gets one back each time (two with
+    ``ahead``), and is asked for the blocks unit by unit (the kernel's order; readers that
+    read chunks directly lay them out so, the others ignore it)."""
+    buffers: dict = {}
+    whole = len(groups) == 1
+
+    def next_block(lo: int, units: slice, slot: int) -> np.ndarray:
         hi = min(n, lo + rows)
+        cols = None if whole else np.arange(units.start, units.stop)
         if not getattr(read, "into", False):
-            return read(lo, hi)
-        if buffers[slot] is None or len(buffers[slot]) != hi - lo:   # the first block, and a shorter last one
-            buffers[slot] = read(lo, hi, by_unit=True)
-            return buffers[slot]
-        return read(lo, hi, out=buffers[slot], by_unit=True)
-    if not ahead:
+            return read(lo, hi, cols)
+        key = (slot, hi - lo, units.stop - units.start)
+        buffers[key] = read(lo, hi, cols, out=buffers.get(key), by_unit=True)   # the first and a shorter last
+        return buffers[key]                                                    # block get their own
+    if not ahead or not whole:
         for lo in range(0, n, rows):
-            work(lo, next_block(lo, 0))
+            for units in groups:
+                work(lo, next_block(lo, units, 0), units)
         return
     with ThreadPoolExecutor(1, thread_name_prefix="rnnviz-analysis") as pool:
         pending = None
         for i, lo in enumerate(range(0, n, rows)):
-            block = next_block(lo, i % 2)
+            block = next_block(lo, groups[0], i % 2)
             if pending is not None:
                 pending.result()
-            pending = pool.submit(work, lo, block)
+            pending = pool.submit(work, lo, block, groups[0])
         if pending is not None:
             pending.result()
 
@@ -350,27 +391,25 @@ def shifted_sums(r: np.ndarray, w: np.ndarray, d: int, lags: np.ndarray) -> np.n
     """For (T, n) rows r and one (n,) column w: (T, 1 + len(lags)) sums sum_t r[t] w[(t + L) % n]
     for L = 0 and L = j*d (j in lags), over all n characters.
 
-    With the characters folded into A rows of d (zero padded to A*d), the unwrapped part of
-    a shift by j*d is the j-th diagonal of one (A, A) product and the wrapped part a diagonal
-    of a second product whose rows start q = A*d - n characters earlier.
+    With the characters folded into A rows of d (zero padded to A*d = n + q), the unwrapped
+    part of a shift by j*d is the j-th diagonal of the (A, A) product of the folded r and w,
+    and the wrapped part (t + j*d >= n: w[t - (A - j)*d + q]) a diagonal of r's product with
+    w folded q - d characters later (A + 1 rows): both from one product, the folded w stacked.
     """
     t_, n = r.shape
     a = -(-n // d)
     q = a * d - n
     rf = torch.zeros(t_, a * d)
     rf[:, :n] = torch.from_numpy(np.ascontiguousarray(r, np.float32))
-    r2 = torch.zeros(t_, a * d)
-    r2[:, q:] = rf[:, :n]
-    wf = torch.zeros(a * d)
+    wf = torch.zeros((2 * a + 1) * d)
     wf[:n] = torch.from_numpy(np.ascontiguousarray(w, np.float32))
-    wf = wf.reshape(a, d)
-    g1 = (rf.reshape(t_ * a, d) @ wf.T).reshape(t_, a, a).double().numpy()
-    g2 = (r2.reshape(t_ * a, d) @ wf.T).reshape(t_, a, a).double().numpy()
+    wf[a * d + d - q:a * d + d - q + n] = wf[:n].clone()
+    g = (rf.reshape(t_ * a, d) @ wf.reshape(2 * a + 1, d).T).reshape(t_, a, 2 * a + 1).double().numpy()
     out = np.empty((t_, 1 + len(lags)))
     for i, j in enumerate([0, *lags]):
-        out[:, i] = np.trace(g1, offset=j, axis1=1, axis2=2)
+        out[:, i] = np.trace(g[:, :, :a], offset=j, axis1=1, axis2=2)
         if j:
-            out[:, i] += np.trace(g2, offset=-(a - j), axis1=1, axis2=2)
+            out[:, i] += np.trace(g[:, :, a:], offset=-(a - j - 1), axis1=1, axis2=2)
     return out
 
 
@@ -379,6 +418,18 @@ def rank_columns(read, n: int, cols: np.ndarray, luts: dict | None) -> tuple[np.
     sum of squares of the midranks' deviations, from the luts (float16) or by sorting."""
     out = np.zeros((len(cols), n), np.float32)
     ss = np.zeros(len(cols))
+    lib = rank_kernel()
+    if luts is not None and all(int(c) in luts for c in cols) and lib is not None:
+        table = torch.from_numpy(np.stack([luts[int(c)] for c in cols]))
+        finite = torch.zeros(len(cols), dtype=torch.int64)
+        into = getattr(read, "into", False)
+        block = None
+        for lo in range(0, n, COUNT_ROWS):
+            hi = min(n, lo + COUNT_ROWS)
+            block = read(lo, hi, cols, out=block, by_unit=True) if into else read(lo, hi, cols)
+            lib.rank_rows(as_bits(block.view(np.uint16)), table, torch.from_numpy(out), lo, finite, threads())
+        lib.centre_rows(torch.from_numpy(out), finite, torch.from_numpy(ss), threads())
+        return out, ss
     if luts is not None and all(int(c) in luts for c in cols):
         for lo in range(0, n, COUNT_ROWS):
             hi = min(n, lo + COUNT_ROWS)

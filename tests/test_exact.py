@@ -283,3 +283,65 @@ def test_the_reader_reads_scattered_columns(tmp_path, stdlib_text_file):
         rows = np.r_[0:1000, 1500:len(text)]
         np.testing.assert_array_equal(read(900, 1200, cols), x[rows[900:1200]][:, cols])
         np.testing.assert_array_equal(read(0, 5, cols[3:4]), x[:5, [150]])
+
+
+def _wide_dump(path, text, units=150, chunk_units=16):
+    """A float16 dump of ``units`` units stored in chunks of 256 characters x ``chunk_units``."""
+    feats = compute_features(text, FEATURES)
+    rng = np.random.default_rng(4)
+    n = len(text)
+    s = feats["in_string"].to_numpy()
+    x = np.round(rng.standard_normal((n, units)), 2) + np.outer(s, rng.standard_normal(units))
+    x[:, 7] = 0.5                                                      # constant
+    x[3::101, 140] = np.inf                                            # float16 overflow
+    x = x.astype(np.float16)
+    write_synthetic_dump(path, text, {"layer0.c": x}, dtype="float16")
+    with h5py.File(path, "r+") as f:
+        attrs = dict(f["states/layer0/c"].attrs)
+        del f["states/layer0/c"]
+        f.create_dataset("states/layer0/c", data=x, chunks=(256, chunk_units)).attrs.update(attrs)
+    return x
+
+
+def test_units_read_a_few_chunks_at_a_time_score_as_whole_rows(tmp_path, stdlib_text_file, monkeypatch):
+    """Reading the chunks itself, the analysis takes a few chunks' units at a time over more
+    characters (each unit's table then serves more of them); every result is the same as
+    over whole rows, with the fit part's own scores and the null too."""
+    kernel_or_skip()
+    monkeypatch.setenv("RNNVIZ_THREADS", "2")                        # groups of 64 units: 64, 64 and 22
+    monkeypatch.setattr("rnnviz.stream.GROUP_VALUES", (64 * 1536, 64 * 1024))   # and many blocks
+    _wide_dump(tmp_path / "wide.h5", stdlib_text_file.read_text()[:20000])
+    import rnnviz.stream as stream
+    seen = []
+    grouped = stream._unit_groups
+    monkeypatch.setattr("rnnviz.stream._unit_groups", lambda *a: seen.append(grouped(*a)) or seen[-1])
+    kw = dict(features=FEATURES, store=False, shifts=19, top=3, parts=(0.6, 0.2, 0.2))
+    in_groups = analyze_dump(tmp_path / "wide.h5", **kw)
+    assert [(g.start, g.stop) for g in seen[0]] == [(0, 64), (64, 128), (128, 150)]
+    monkeypatch.setattr("rnnviz.stream._unit_groups", lambda read, h, lib: [slice(0, h)])
+    whole = analyze_dump(tmp_path / "wide.h5", **kw)
+    for name in ("ranking", "units", "contexts", "saturation"):
+        pd.testing.assert_frame_equal(getattr(in_groups, name), getattr(whole, name), rtol=1e-12, obj=name)
+    assert in_groups.ranking["null_z"].notna().sum() >= 3 * len(FEATURES) // 2
+
+
+def test_the_nulls_rank_columns_from_the_kernel_equal_numpys(tmp_path, stdlib_text_file, monkeypatch):
+    from rnnviz.dumpfile import open_dump
+    from rnnviz.stream import COUNT_ROWS, rank_columns
+    lib = kernel_or_skip()
+    text = stdlib_text_file.read_text()[:20000]
+    x = _wide_dump(tmp_path / "wide.h5", text)
+    counts = Counts.empty(x.shape[1])
+    counts.add(x.view(np.uint16), lib)
+    lut2 = unit_stats(counts, lib=lib).lut2
+    cols = np.array([0, 7, 70, 140, 149])                             # constant and inf among them
+    monkeypatch.setattr("rnnviz.stream.COUNT_ROWS", 4096)             # several blocks
+    with open_dump(tmp_path / "wide.h5") as d:
+        read = d.reader("layer0.c", [(0, len(text))])
+        ranks, ss = rank_columns(read, len(text), cols, {int(c): lut2[c] for c in cols})
+        monkeypatch.setattr("rnnviz.stream.rank_kernel", lambda: None)
+        want, want_ss = rank_columns(read, len(text), cols, {int(c): lut2[c] for c in cols})
+    assert COUNT_ROWS > 4096
+    np.testing.assert_array_equal(ranks, want)
+    np.testing.assert_allclose(ss, want_ss, rtol=1e-12)
+    assert ranks[3][3::101].tolist() == [0.0] * len(range(3, len(text), 101))   # inf: left out

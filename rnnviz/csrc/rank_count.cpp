@@ -243,30 +243,47 @@ void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
   check(hist, torch::kInt32, h, 65536, "hist: (H, 65536) int32");
   const uint16_t* b = reinterpret_cast<const uint16_t*>(bits.data_ptr<int16_t>());
   int32_t* out = hist.data_ptr<int32_t>();
-  // A few units at a time over all c rows: their columns are copied out (keys, unit by unit)
-  // 16 rows at a time, then each unit's 256 KiB table takes all c of its values while it
-  // is in cache. Runs of one key (saturated gates) add once.
+  // A few units at a time over all c rows, each unit's 256 KiB table taking all c of its
+  // values while it is in cache. Row-major bits are first copied out (keys, unit by unit)
+  // 16 rows at a time; unit-by-unit bits are keyed as they are read. Runs of one key
+  // (saturated gates) add once.
   constexpr int64_t kUnits = 32;   // 32 units: a whole 64-byte line of each row
+  auto count = [c](int32_t* hu, auto key) {
+    uint16_t lo = 0xFFFF, hi = 0;
+    for (int64_t t = 0; t < c; ++t) {
+      lo = std::min(lo, key(t));
+      hi = std::max(hi, key(t));
+    }
+    for (int64_t k = lo; k <= hi; k += 16) __builtin_prefetch(hu + k, 1);
+    uint16_t prev = key(0);
+    int32_t run = 0;
+    for (int64_t t = 0; t < c; ++t) {
+      const uint16_t k = key(t);
+      if (k != prev) {
+        hu[prev] += run;
+        prev = k;
+        run = 0;
+      }
+      ++run;
+    }
+    hu[prev] += run;
+  };
+  if (c == 0) return;
   in_pieces<std::vector<uint16_t>>(h, kUnits, threads, [&](int64_t u0, int64_t u1, std::vector<uint16_t>& col) {
     const int64_t w = u1 - u0;
-    col.resize(kUnits * c);
-    copy_keys(b, by_unit, c, h, u0, w, col.data());
+    if (!by_unit) {
+      col.resize(kUnits * c);
+      copy_keys(b, by_unit, c, h, u0, w, col.data());
+    }
     for (int64_t u = 0; u < w; ++u) {
       int32_t* hu = out + ((u0 + u) << 16);
-      const uint16_t* k = col.data() + u * c;
-      if (c == 0) continue;
-      warm<1>(hu, k, c);
-      uint16_t prev = k[0];
-      int32_t run = 0;
-      for (int64_t t = 0; t < c; ++t) {
-        if (k[t] != prev) {
-          hu[prev] += run;
-          prev = k[t];
-          run = 0;
-        }
-        ++run;
+      if (by_unit) {
+        const uint16_t* src = b + (u0 + u) * c;
+        count(hu, [src](int64_t t) { return key_of(src[t]); });
+      } else {
+        const uint16_t* k = col.data() + u * c;
+        count(hu, [k](int64_t t) { return k[t]; });
       }
-      hu[prev] += run;
     }
   });
 }
@@ -540,6 +557,61 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
   });
 }
 
+// The circular-shift null's rank columns, a block of characters at a time: out (W, n)
+// float32, columns offset..offset+c of row u = lut2[u][key of bits[t, u]] (doubled midranks;
+// 0 for inf/NaN), and finite[u] += how many of them are finite. bits (c, W) int16.
+void rank_rows(torch::Tensor bits, torch::Tensor lut2, torch::Tensor out, int64_t offset, torch::Tensor finite,
+               int64_t threads) {
+  const bool by_unit = check_bits(bits);
+  const int64_t c = bits.size(0), w = bits.size(1), n = out.size(1);
+  check(lut2, torch::kInt32, w, 65536, "lut2: (W, 65536) int32");
+  check(out, torch::kFloat32, w, n, "out: (W, n) float32");
+  TORCH_CHECK(finite.scalar_type() == torch::kInt64 && finite.is_contiguous() && finite.numel() == w,
+              "finite: (W,) int64");
+  TORCH_CHECK(offset >= 0 && offset + c <= n, "rank_rows: the block ends past out");
+  const uint16_t* b = reinterpret_cast<const uint16_t*>(bits.data_ptr<int16_t>());
+  const int32_t* lut = lut2.data_ptr<int32_t>();
+  float* o = out.data_ptr<float>();
+  int64_t* fin = finite.data_ptr<int64_t>();
+  in_pieces<std::vector<uint16_t>>(w, 1, threads, [&](int64_t u, int64_t, std::vector<uint16_t>& keys) {
+    keys.resize(c);
+    copy_keys(b, by_unit, c, w, u, 1, keys.data());
+    const int32_t* lu = lut + (u << 16);
+    float* ou = o + u * n + offset;
+    int64_t m = 0;
+    for (int64_t t = 0; t < c; ++t) {
+      const int32_t r = lu[keys[t]];
+      ou[t] = static_cast<float>(r);
+      m += r > 0;
+    }
+    fin[u] += m;
+  });
+}
+
+// Centres the rows of rank_rows's out: x > 0 becomes x - (finite[u] + 1) (the doubled
+// midrank's deviation from the mean), the rest 0; ss[u] = the sum of their squares / 4.
+void centre_rows(torch::Tensor out, torch::Tensor finite, torch::Tensor ss, int64_t threads) {
+  const int64_t w = out.size(0), n = out.size(1);
+  check(out, torch::kFloat32, w, n, "out: (W, n) float32");
+  TORCH_CHECK(finite.scalar_type() == torch::kInt64 && finite.is_contiguous() && finite.numel() == w,
+              "finite: (W,) int64");
+  TORCH_CHECK(ss.scalar_type() == torch::kFloat64 && ss.is_contiguous() && ss.numel() == w, "ss: (W,) float64");
+  float* o = out.data_ptr<float>();
+  const int64_t* fin = finite.data_ptr<int64_t>();
+  double* q = ss.data_ptr<double>();
+  in_pieces<int>(w, 1, threads, [&](int64_t u, int64_t, int&) {
+    float* ou = o + u * n;
+    const float mean = static_cast<float>(fin[u] + 1);   // an integer below 2^24: exact
+    double sum = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      const float x = ou[t] > 0 ? ou[t] - mean : 0.0f;
+      ou[t] = x;
+      sum += static_cast<double>(x) * x;
+    }
+    q[u] = sum / 4;
+  });
+}
+
 // The 8 x 8 tile of 16-bit items at src (rows `from` apart) written transposed to dst
 // (rows `to` apart).
 inline void transpose8(const uint16_t* src, int64_t from, uint16_t* dst, int64_t to) {
@@ -631,13 +703,17 @@ bool gather(int64_t fd, torch::Tensor offsets, int64_t h, int64_t cr, int64_t cu
       const uint8_t* chunk = buf.data() + p * chunk_bytes;
       if (by_unit && size == 2) {   // transposed here, from a chunk in the cache
         const int64_t a = col ? k0 : j * cu, e = col ? k1 : std::min(h, (j + 1) * cu);
+        // Units a..e of out are consecutive in the chunk too (all of it, or a range of cols):
+        // out's unit k is the chunk's column w0 + k - a.
+        const bool consecutive = !col || col[e - 1] - col[a] == e - 1 - a;
+        const int64_t w0 = col ? col[a] % cu : 0;
         const uint16_t* src = reinterpret_cast<const uint16_t*>(chunk);
         uint16_t* to = reinterpret_cast<uint16_t*>(dst) + i * cr - first;   // + k * c + r: unit k, row r
         int64_t k = a, r_end = r0;
-        if (!col) {                     // whole 8 x 8 tiles
+        if (consecutive) {              // whole 8 x 8 tiles
           r_end = r0 + (r1 - r0) / 8 * 8;
           for (; k + 8 <= e; k += 8)
-            for (int64_t r = r0; r < r_end; r += 8) transpose8(src + r * cu + (k - j * cu), cu, to + k * c + r, c);
+            for (int64_t r = r0; r < r_end; r += 8) transpose8(src + r * cu + w0 + (k - a), cu, to + k * c + r, c);
         }
         for (int64_t kk = a; kk < e; ++kk) {   // what the tiles left: the last units, the last rows
           const int64_t within = col ? col[kk] % cu : kk - j * cu;
@@ -674,6 +750,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::call_guard<py::gil_scoped_release>());
   m.def("accumulate", &accumulate, "per unit: rank and value sums per group of characters and against weights, "
         "the running top k of the extremes of every 32 characters, the first character holding given keys",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("rank_rows", &rank_rows, "the null's rank columns: doubled midranks of a block of characters",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("centre_rows", &centre_rows, "the null's rank columns centred, and their sums of squares",
         py::call_guard<py::gil_scoped_release>());
 #ifndef _WIN32
   m.def("gather", &gather, "rows of a chunked array stored uncompressed, read from the file",

@@ -173,6 +173,7 @@ class Dump(PointArrays):
                                   f"looks truncated or damaged") from None
             return out
         read.direct = direct is not None     # read on every core already: nothing to overlap
+        read.chunk_units = width             # units per chunk: reading whole chunks' units costs least
         read.into = True                     # takes ``out``: a buffer to fill (a fresh one costs page faults)
         return read
 
