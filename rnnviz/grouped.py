@@ -18,6 +18,7 @@ import torch
 
 from .contexts import LEFT, RIGHT
 from .exact import KEY_VALUE, PERCENTILES, BINS, Counts, FeatureColumns, Sums, UnitStats
+from .rank import matmul
 from .rankkernel import as_bits, threads
 
 MAX_GROUPS = 512      # groups of characters in pass 2 (their sums stay in the L1/L2 cache)
@@ -106,7 +107,7 @@ class GroupSums:
         return GroupSums(self.sr + other.sr, self.sx + other.sx, self.dr + other.dr, self.dx + other.dx)
 
     def sums(self, grouping: Grouping) -> Sums:
-        gr, gx = self.sr @ grouping.wr, self.sx @ grouping.wx
+        gr, gx = matmul(self.sr, grouping.wr), matmul(self.sx, grouping.wx)   # not numpy's: see matmul
         gr[:, grouping.dense] += self.dr
         gx[:, grouping.dense] += self.dx
         return Sums(gr, gx)
