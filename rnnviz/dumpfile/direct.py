@@ -4,10 +4,10 @@ The exact analysis reads every state array twice over; through HDF5's hyperslab 
 that took longer than the analysis of what it read. An array written by ``rnnviz dump``
 (uncompressed, in chunks of CHUNK_ROWS x CHUNK_UNITS) lies in the file chunk by chunk, so
 the analysis kernel (:mod:`rnnviz.rankkernel`) reads whole chunks at the places HDF5 lists
-and copies their rows out, on every core, without Python's lock. Nothing is mapped into
-memory: the process holds one block of rows at a time. Anything else (compressed or
-filtered arrays, chunks never written, other byte orders, no kernel, no ``pread``) is read
-through h5py.
+and copies their rows out (all units, or a few chunks' worth), on every core, without
+Python's lock. Nothing is mapped into memory: the process holds one block at a time.
+Anything else (compressed or filtered arrays, chunks never written, other byte orders, no
+kernel, no ``pread``) is read through h5py.
 """
 from __future__ import annotations
 
