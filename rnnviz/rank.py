@@ -51,15 +51,20 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def one_thread():
-    """Run torch on one thread meanwhile: the products here are small, and with every core
-    busy a second OpenMP thread makes each one wait for a descheduled peer (10x slower)."""
+def torch_threads(n: int):
+    """Run torch on n threads meanwhile."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def one_thread():
+    """Run torch on one thread meanwhile: the products here are small, and with every core
+    busy a second OpenMP thread makes each one wait for a descheduled peer (10x slower)."""
+    return torch_threads(1)
 
 
 # ----- features at the analysed characters

@@ -10,7 +10,8 @@ import pandas as pd
 from .contexts import QUANTILES, SATURATING
 from .exact import FeatureColumns
 from .names import parse_point
-from .rank import RANK_COLUMNS, null_stats, z_bound
+from .rank import RANK_COLUMNS, null_stats, torch_threads, z_bound
+from .rankkernel import threads
 from .stream import PointResult, feature_weight, shift_lags, shifted_sums
 
 UNIT_COLUMNS = ["unit", "point", "layer", "kind", "index", "analysed_chars", "nonfinite", "mean", "sd",
@@ -98,7 +99,8 @@ def build_tables(results: list[PointResult], fc: FeatureColumns, n: int, *, top:
                 if not mine:
                     continue
                 w, scale = feature_weight(fc, j)
-                sums = shifted_sums(ranks[[row[u] for u in mine]], w, d, lags)
+                with torch_threads(threads()):    # the null's products, on every core: nothing else runs
+                    sums = shifted_sums(ranks[[row[u] for u in mine]], w, d, lags)
                 if not fc.binary[j]:
                     scale = scale / np.sqrt(rank_ss[[row[u] for u in mine]] * fc.rank_ss[j])[:, None]
                 null = sums[:, 1:] * scale
