@@ -6,7 +6,8 @@
 // float16 bit patterns are mapped to keys that sort like the values (negative values have
 // every bit flipped, positive ones the sign bit set), the same map as rnnviz.exact.f16_keys.
 //
-// A third loop reads the rows of a block straight from the dump's uncompressed chunks (gather).
+// A third loop reads the rows of a block straight from the dump's uncompressed chunks (gather),
+// and two more give the circular-shift null its rank columns (rank_rows, centre_rows).
 //
 // They run on several threads, each taking the next few units from a shared counter, so a
 // thread that the OS deschedules on a busy machine delays only the units it holds. Every
