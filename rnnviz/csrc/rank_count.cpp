@@ -56,15 +56,14 @@ inline double half_value(uint16_t b) {
 
 // Streams the part of a unit's 65,536-entry table that the n keys fall in into the cache, in
 // order (the prefetcher follows it), before lookups in key order that would each wait on
-// memory.
-template <int Write>
+// memory. (Counting does the same for the table it writes, on keys it computes as it goes.)
 void warm(const int32_t* table, const uint16_t* keys, int64_t n) {
   uint16_t lo = 0xFFFF, hi = 0;
   for (int64_t t = 0; t < n; ++t) {
     lo = std::min(lo, keys[t]);
     hi = std::max(hi, keys[t]);
   }
-  for (int64_t key = lo; key <= hi; key += 16) __builtin_prefetch(table + key, Write);
+  for (int64_t key = lo; key <= hi; key += 16) __builtin_prefetch(table + key, 0);
 }
 
 // r[t * stride] = lut[keys[t]] and bits[t * stride] = the float16 bits of keys[t], for t < n.
@@ -290,7 +289,7 @@ void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
     const int64_t w = u1 - u0;
     if (!by_unit) {
       col.resize(kUnits * c);
-      copy_keys(b, by_unit, c, h, u0, w, col.data());
+      copy_keys(b, false, c, h, u0, w, col.data());
     }
     for (int64_t u = 0; u < w; ++u) {
       int32_t* hu = out + ((u0 + u) << 16);
@@ -307,8 +306,6 @@ void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
 
 constexpr int kFirstFinite = 0x0400, kLastFinite = 0xFBFF;   // keys of -65504 .. +65504
 constexpr int kNegZero = 0x7FFF, kPosZero = 0x8000;
-
-
 
 // Per unit, from its counts: lut2 (H, 65536) int32 = the doubled midrank of each finite key
 // it holds (2 * values below + count + 1; -0 and +0 one value; 0 elsewhere), and
@@ -550,7 +547,7 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
       for (int64_t l = l0; l < std::min(w, l0 + 4); ++l) {
         tables[l - l0] = lut + ((u0 + l) << 16);
         lane_keys[l - l0] = keys + l * c;
-        warm<0>(tables[l - l0], lane_keys[l - l0], c);
+        warm(tables[l - l0], lane_keys[l - l0], c);
       }
       if (l0 + 4 <= w) {
         look_up4(tables, lane_keys, c, kLanes, r + l0, bt + l0);
