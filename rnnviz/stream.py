@@ -152,7 +152,8 @@ def _empty_sums(h: int, fc: FeatureColumns, lib):
 def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
     lib = rank_kernel()
     cut = fit.n if fit is not None else 0
-    counts, fit_counts = _count(read, n, h, lib, cut)
+    groups = _unit_groups(read, h, lib)
+    counts, fit_counts = _count(read, n, h, lib, groups, cut)
     fit_st = unit_stats(fit_counts, QUANTILES, lib) if fit is not None else None
     del fit_counts
     st = unit_stats(counts, QUANTILES, lib)
@@ -191,7 +192,6 @@ def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
                 fit_sums.of(units).add(bits[:m - lo], fit_st.lut2[units], fit, lo, lib, weights=weighed(fit, lo, m))
             else:
                 fit_sums.add(bits[:m - lo], fit_st.lut2, *fit.weights(lo, m))
-    groups = _unit_groups(read, h, lib)
     rows = _group_rows(groups, SUM_ROWS, GROUP_VALUES[1]) if lib is not None else NUMPY_ROWS
     _blocks(read, n, rows, block_sums, _ahead(read, lib), groups)
     scores = finish(sums.sums(fc.grouping) if lib is not None else sums, st.n, st.rank_ss, st.ss, fc)
@@ -230,9 +230,9 @@ def _column_group_scores(read, n: int, h: int, fc: FeatureColumns) -> Scores:
     return scores
 
 
-def _count(read, n: int, h: int, lib, cut: int = 0) -> tuple[Counts, Counts | None]:
+def _count(read, n: int, h: int, lib, groups: list[slice], cut: int = 0) -> tuple[Counts, Counts | None]:
     """Value counts of all n characters, and of the first ``cut`` alone (None without a cut):
-    those are counted on their own, then added into the others'."""
+    those are counted on their own, then added into the others'. ``groups``: :func:`_unit_groups`."""
     counts, first = Counts.empty(h), Counts.empty(h) if cut else None
 
     def work(lo: int, block: np.ndarray, units: slice) -> None:
@@ -242,7 +242,6 @@ def _count(read, n: int, h: int, lib, cut: int = 0) -> tuple[Counts, Counts | No
             Counts(first.hist[units]).add(bits[:m], lib)
         if m < len(bits):
             Counts(counts.hist[units]).add(bits[m:], lib)
-    groups = _unit_groups(read, h, lib)
     _blocks(read, n, _group_rows(groups, COUNT_ROWS, GROUP_VALUES[0]), work, _ahead(read, lib), groups)
     if first is not None:
         counts.hist += first.hist
@@ -253,6 +252,15 @@ def _ahead(read, lib) -> bool:
     """Whether to read the next block while the kernel works: yes when h5py reads (holding
     Python's lock, on one core); no when the kernel reads the chunks itself, on every core."""
     return lib is not None and not getattr(read, "direct", False)
+
+
+def _read_into(read, lo: int, hi: int, cols, buffer: np.ndarray | None) -> np.ndarray:
+    """Rows lo:hi (of ``cols``) from ``read``: into ``buffer`` and unit by unit (the kernel's
+    order) where the reader takes a buffer (``read.into``; one that does not fit is replaced),
+    else as the reader returns them."""
+    if not getattr(read, "into", False):
+        return read(lo, hi, cols)
+    return read(lo, hi, cols, out=buffer, by_unit=True)
 
 
 def _unit_groups(read, h: int, lib) -> list[slice]:
@@ -288,12 +296,10 @@ def _blocks(read, n: int, rows: int, work, ahead: bool, groups: list[slice]) -> 
 
     def next_block(lo: int, units: slice, slot: int) -> np.ndarray:
         hi = min(n, lo + rows)
-        cols = None if whole else np.arange(units.start, units.stop)
-        if not getattr(read, "into", False):
-            return read(lo, hi, cols)
-        key = (slot, hi - lo, units.stop - units.start)
-        buffers[key] = read(lo, hi, cols, out=buffers.get(key), by_unit=True)   # the first and a shorter last
-        return buffers[key]                                                    # block get their own
+        key = (slot, hi - lo, units.stop - units.start)     # the first and a shorter last block get their own
+        buffers[key] = _read_into(read, lo, hi, None if whole else np.arange(units.start, units.stop),
+                                  buffers.get(key))
+        return buffers[key]
     if not ahead or not whole:
         for lo in range(0, n, rows):
             for units in groups:
@@ -418,25 +424,22 @@ def rank_columns(read, n: int, cols: np.ndarray, luts: dict | None) -> tuple[np.
     sum of squares of the midranks' deviations, from the luts (float16) or by sorting."""
     out = np.zeros((len(cols), n), np.float32)
     ss = np.zeros(len(cols))
-    lib = rank_kernel()
-    if luts is not None and all(int(c) in luts for c in cols) and lib is not None:
-        table = torch.from_numpy(np.stack([luts[int(c)] for c in cols]))
+    if luts is not None and all(int(c) in luts for c in cols):
+        lib = rank_kernel()
+        table = torch.from_numpy(np.stack([luts[int(c)] for c in cols])) if lib is not None else None
         finite = torch.zeros(len(cols), dtype=torch.int64)
-        into = getattr(read, "into", False)
         block = None
         for lo in range(0, n, COUNT_ROWS):
-            hi = min(n, lo + COUNT_ROWS)
-            block = read(lo, hi, cols, out=block, by_unit=True) if into else read(lo, hi, cols)
-            lib.rank_rows(as_bits(block.view(np.uint16)), table, torch.from_numpy(out), lo, finite, threads())
-        lib.centre_rows(torch.from_numpy(out), finite, torch.from_numpy(ss), threads())
-        return out, ss
-    if luts is not None and all(int(c) in luts for c in cols):
-        for lo in range(0, n, COUNT_ROWS):
-            hi = min(n, lo + COUNT_ROWS)
-            block = read(lo, hi, cols, by_unit=True) if getattr(read, "into", False) else read(lo, hi, cols)
-            keys = f16_keys(block.view(np.uint16))       # unit by unit where the reader can: columns in a row
+            block = _read_into(read, lo, min(n, lo + COUNT_ROWS), cols, block)   # unit by unit where it can
+            if lib is not None:
+                lib.rank_rows(as_bits(block.view(np.uint16)), table, torch.from_numpy(out), lo, finite, threads())
+                continue
+            keys = f16_keys(block.view(np.uint16))
             for i, c in enumerate(cols):
-                out[i, lo:hi] = luts[int(c)][keys[:, i]]
+                out[i, lo:lo + len(keys)] = luts[int(c)][keys[:, i]]
+        if lib is not None:
+            lib.centre_rows(torch.from_numpy(out), finite, torch.from_numpy(ss), threads())
+            return out, ss
         for i in range(len(cols)):
             m = int((out[i] > 0).sum())
             out[i] = np.where(out[i] > 0, out[i] - (m + 1), 0)
