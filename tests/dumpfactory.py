@@ -12,11 +12,12 @@ from rnnviz.model import UNKNOWN
 def write_synthetic_dump(path, text: str, states: dict[str, np.ndarray], *, sources=None,
                          topk: int = 3, dtype: str = "float32", complete: bool = True,
                          hidden_size: int | None = None, num_layers: int | None = None,
-                         seed: int = 0, attrs: dict | None = None) -> None:
+                         seed: int = 0, attrs: dict | None = None, chunks: tuple[int, int] | None = None) -> None:
     """``states`` maps point names (``layer0.c``) to (N, H) arrays; predictions are random.
 
     ``sources``: list of (name, length) pairs covering the text; default one source.
     ``attrs``: root attributes to set differently (e.g. a newer ``schema_version``).
+    ``chunks``: (rows, units) of the states' chunks; default up to 4,096 rows of every unit.
     """
     n = len(text)
     rng = np.random.default_rng(seed)
@@ -40,7 +41,7 @@ def write_synthetic_dump(path, text: str, states: dict[str, np.ndarray], *, sour
         sources=pd.DataFrame({"name": [name for name, _ in sources], "start": starts.astype(np.int64),
                               "length": lengths, "size_bytes": lengths, "sha256": ["0" * 64] * len(sources)}),
         loss=loss, topk_ids=ids, topk_probs=probs.astype(np.float32), dtype=dtype, complete=complete,
-        chunks=(min(n, 4096), hidden),
+        chunks=chunks or (min(n, 4096), hidden),
         header={"num_layers": layer_count, "hidden_size": hidden, "unknown_chars": 0,
                 "model_config": {"num_layers": layer_count, "hidden_size": hidden, "vocab_size": len(vocab)},
                 "checkpoint": "synthetic", "checkpoint_sha256": "0" * 64, "versions": {"rnnviz": "test"},

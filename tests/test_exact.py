@@ -271,11 +271,8 @@ def test_the_reader_reads_scattered_columns(tmp_path, stdlib_text_file):
     """The null's columns: far-apart units are read from the chunks that hold them."""
     text = stdlib_text_file.read_text()[:3000]
     x = np.random.default_rng(1).standard_normal((len(text), 300)).astype(np.float16)
-    write_synthetic_dump(tmp_path / "wide.h5", text, {"layer0.c": x}, dtype="float16")
-    with h5py.File(tmp_path / "wide.h5", "r+") as f:           # chunks of 64 units, as rnnviz dump writes
-        attrs = dict(f["states/layer0/c"].attrs)
-        del f["states/layer0/c"]
-        f.create_dataset("states/layer0/c", data=x, chunks=(256, 64)).attrs.update(attrs)
+    write_synthetic_dump(tmp_path / "wide.h5", text, {"layer0.c": x}, dtype="float16",
+                         chunks=(256, 64))                    # chunks of 64 units, as rnnviz dump writes
     from rnnviz.dumpfile import open_dump
     with open_dump(tmp_path / "wide.h5") as d:
         read = d.reader("layer0.c", [(0, 1000), (1500, len(text) - 1500)])
@@ -295,11 +292,7 @@ def _wide_dump(path, text, units=150, chunk_units=16):
     x[:, 7] = 0.5                                                      # constant
     x[3::101, 140] = np.inf                                            # float16 overflow
     x = x.astype(np.float16)
-    write_synthetic_dump(path, text, {"layer0.c": x}, dtype="float16")
-    with h5py.File(path, "r+") as f:
-        attrs = dict(f["states/layer0/c"].attrs)
-        del f["states/layer0/c"]
-        f.create_dataset("states/layer0/c", data=x, chunks=(256, chunk_units)).attrs.update(attrs)
+    write_synthetic_dump(path, text, {"layer0.c": x}, dtype="float16", chunks=(256, chunk_units))
     return x
 
 
