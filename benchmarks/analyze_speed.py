@@ -6,8 +6,9 @@ text (the standard library's .py files) is written for each size; then, each in 
 subprocess, every array is read once (the baseline) and the dump is analysed with the
 default options: every character, exactly, all built-in features. Each is timed twice and
 the faster time kept (the same for both: a shared VM's noise and its page cache, which it
-empties between runs, then slow the two alike). Peak memory is each subprocess's VmHWM. It prints the CPU model and the instruction-set flags that matter
-here; the last line is one JSON object.
+empties between runs, then slow the two alike). Peak memory is each subprocess's VmHWM
+(for the analysis, after its first run). It prints the CPU model and the instruction-set
+flags that matter here; the last line is one JSON object.
 
     python benchmarks/analyze_speed.py            # 100k and 1M characters
     python benchmarks/analyze_speed.py --quick    # 20k and 100k characters, under a minute
