@@ -241,6 +241,7 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
         fit_n = part_bounds(n, parts)[0] if parts else 0
         fc, fit_fc, y = _feature_columns(ti, feats, cache, pos, fit_n)
         hold_fc = _feature_columns(ti, feats, cache, plan.positions(plan.hold_blocks))[0] if plan.hold_blocks else None
+        ti.forget()                            # (N,) helpers: the scans' memory; _store builds them again
         used_shifts = min(shifts, n // 20)     # fewer than ~20 characters per lag says little
         readers = {p: d.reader(p, plan.rank_blocks) for p in names}
         results, keep_luts, hold_scores = [], {}, []

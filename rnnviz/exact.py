@@ -88,7 +88,7 @@ class FeatureColumns:
     kinds: list
     binary: np.ndarray       # (K,) bool
     masks: np.ndarray        # (n, Kb) uint8
-    inverse: np.ndarray      # (n, Kc) int32 index into values[j]
+    inverse: np.ndarray      # (n, Kc) index into values[j]: uint16 (int32 for a feature of more values)
     values: list             # per non-binary feature: (m,) distinct values, ascending
     ranks2: list             # per non-binary feature: (m,) 2 * midrank - (n + 1)
     mean: np.ndarray         # (K,) feature means
@@ -128,14 +128,16 @@ class FeatureColumns:
             vals, inv, counts = np.unique(f, return_inverse=True, return_counts=True)
             cum = np.cumsum(counts)
             r2 = 2.0 * cum - counts + 1 - (n + 1)                     # doubled midranks, centred
-            inverse.append(inv.astype(np.int32))
+            inverse.append(inv.astype(np.uint16 if len(vals) <= 1 << 16 else np.int32))
             values.append(vals)
             ranks2.append(r2)
             rank_ss.append(float((counts * r2 * r2).sum()) / 4.0)
             npos.append(0)
         n = n or 0
         stack = lambda parts, dt: np.stack(parts, 1) if parts else np.zeros((n, 0), dt)   # noqa: E731
-        return cls(list(names), list(kinds), binary, stack(masks, np.uint8), stack(inverse, np.int32),
+        narrow = all(inv.dtype == np.uint16 for inv in inverse)
+        return cls(list(names), list(kinds), binary, stack(masks, np.uint8),
+                   stack(inverse, np.uint16) if narrow else stack([i.astype(np.int32) for i in inverse], np.int32),
                    values, ranks2, np.array(mean), np.array(ss), np.array(rank_ss), np.array(npos))
 
     def subset(self, keep: np.ndarray) -> "FeatureColumns":
@@ -219,12 +221,27 @@ class UnitStats:
     above: np.ndarray         # (H,) values > RIGHT (0.9)
     quantile_keys: np.ndarray  # (H, Q) key of the order statistic at each context quantile
 
+    @classmethod
+    def empty(cls, h: int, q: int) -> "UnitStats":
+        """For h units, filled a few at a time (:meth:`put`)."""
+        count, real = (lambda: np.zeros(h, np.int64)), (lambda: np.full(h, np.nan))   # noqa: E731
+        return cls(count(), count(), np.zeros((h, BINS), np.int32), real(), real(), real(),
+                   np.full((h, len(PERCENTILES)), np.nan), real(), real(), count(), count(), np.zeros((h, q), np.int64))
 
-def unit_stats(counts: Counts, quantiles=QUANTILES, lib=None) -> UnitStats:
-    """Per unit, from the values it holds (the non-zero counts); ``lib``: rank_kernel()."""
+    def put(self, units: slice, part: "UnitStats") -> None:
+        """Set the statistics of ``units`` to those of ``part`` (its lut2 may be ours already)."""
+        for name in self.__dataclass_fields__:
+            mine, theirs = getattr(self, name)[units], getattr(part, name)
+            if not np.shares_memory(mine, theirs):
+                mine[...] = theirs
+
+
+def unit_stats(counts: Counts, quantiles=QUANTILES, lib=None, lut2: np.ndarray | None = None) -> UnitStats:
+    """Per unit, from the values it holds (the non-zero counts); ``lib``: rank_kernel();
+    ``lut2``: an (H, 65536) int32 array to write the midranks into (the kernel only)."""
     if lib is not None:
         from .grouped import kernel_unit_stats
-        return kernel_unit_stats(counts, quantiles, lib)
+        return kernel_unit_stats(counts, quantiles, lib, lut2)
     hist = counts.hist
     h = len(hist)
     lut2 = np.zeros((h, BINS), np.int32)
@@ -286,9 +303,11 @@ class Sums:
     def add(self, bits: np.ndarray, lut2: np.ndarray, wr: np.ndarray, wx: np.ndarray, lib=None) -> None:
         """A (c, H) block of float16 bit patterns against its (c, K) feature weights."""
         c, h = bits.shape
-        if lib is not None:          # every feature weighted per character: one group
+        if lib is not None:          # every feature weighted per character (one group): each weight its own code
+            k = wr.shape[1]
             lib.accumulate(as_bits(bits), torch.from_numpy(lut2), torch.zeros(c, dtype=torch.int32),
-                           *(torch.from_numpy(np.ascontiguousarray(w, np.float64)) for w in (wr, wx)),
+                           torch.arange(c * k, dtype=torch.int32).reshape(c, k),
+                           *(torch.from_numpy(np.ascontiguousarray(w, np.float64).ravel()) for w in (wr, wx)),
                            torch.zeros(h, 1, dtype=torch.float64), torch.zeros(h, 1, dtype=torch.float64),
                            torch.from_numpy(self.gr), torch.from_numpy(self.gx),
                            torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int32),

@@ -67,6 +67,13 @@ class TextIndex:
         self.languages = [language_of(nm, text[s:e], language)
                           for nm, s, e in zip(names, self.starts.tolist(), self.ends.tolist())]
 
+    def forget(self) -> None:
+        """Drop the per-character helpers built so far (they are built again when asked for):
+        the analysis holds the features' compact columns instead while it reads the dump."""
+        for name, attr in type(self).__dict__.items():
+            if isinstance(attr, cached_property):
+                self.__dict__.pop(name, None)
+
     def describe(self, feat: "Feature") -> str:
         """The feature's description for the languages of these sources."""
         return describe(feat.name, feat.description, self.languages)

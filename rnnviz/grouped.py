@@ -37,6 +37,9 @@ class Grouping:
     wr: np.ndarray         # (G, K) rank weights of each group's characters (0 for dense features)
     wx: np.ndarray         # (G, K) value weights
     dense: np.ndarray      # (D,) the features weighted per character
+    codes: np.ndarray      # (n, D) uint16 (int32 past 65,536 weights) per character and dense feature,
+    tab_r: np.ndarray      # its weights' index in these (T,) tables: rank weights (mask; centred
+    tab_x: np.ndarray      # doubled midrank) and value weights (centred value), as fc.weights
 
     @classmethod
     def build(cls, fc: FeatureColumns, max_groups: int = MAX_GROUPS) -> "Grouping":
@@ -63,7 +66,31 @@ class Grouping:
         dense = np.array([j for j in range(k) if j not in grouped], int)
         wr[:, dense] = 0.0
         wx[:, dense] = 0.0
-        return cls(ids.astype(np.int32), wr, wx, dense)
+        return cls(ids.astype(np.int32), wr, wx, dense, *_dense_codes(fc, dense))
+
+
+def _dense_codes(fc: FeatureColumns, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dense features' weights as codes into two tables (:class:`Grouping`): the kernel
+    looks them up per character instead of reading (c, D) float64 weights made per block."""
+    bcol, ccol = np.cumsum(fc.binary) - 1, np.cumsum(~fc.binary) - 1
+    tables_r, tables_x, columns = [], [], []
+    for j in dense:
+        if fc.binary[j]:
+            levels = np.array([0.0, 1.0])
+            tables_r.append(levels)
+            tables_x.append(levels - fc.mean[j])
+            columns.append(fc.masks[:, bcol[j]])
+        else:
+            tables_r.append(np.asarray(fc.ranks2[ccol[j]], np.float64))
+            tables_x.append(fc.values[ccol[j]] - fc.mean[j])
+            columns.append(fc.inverse[:, ccol[j]])
+    base = np.cumsum([0] + [len(t) for t in tables_r])
+    dtype = np.uint16 if base[-1] <= 1 << 16 else np.int32
+    codes = np.empty((fc.n, len(dense)), dtype)
+    for i, col in enumerate(columns):
+        codes[:, i] = col + base[i]
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)   # noqa: E731
+    return codes, cat(tables_r), cat(tables_x)
 
 
 @dataclass
@@ -86,18 +113,18 @@ class GroupSums:
         return GroupSums(self.sr[units], self.sx[units], self.dr[units], self.dx[units])
 
     def add(self, bits: np.ndarray, lut2: np.ndarray, fc: FeatureColumns, lo: int, lib, *, best=None,
-            targets=None, found=None, weights=None) -> None:
+            targets=None, found=None) -> None:
         """The (c, H) block of float16 bit patterns of analysed characters lo..lo+c. The kernel
         also keeps ``best`` ((H, 2, k, 2) int64, :class:`rnnviz.stream.Extremes`), the running
         top k of the largest and smallest key of every 32 characters, and fills ``found``
         ((H, Q) int64), the first character holding each key of ``targets`` ((H, Q) int32),
-        where it is still -1. ``weights``: ``fc.weights(lo, lo + c, fc.grouping.dense)``, when
-        the caller has them already."""
-        hi = lo + len(bits)
-        wr, wx = fc.weights(lo, hi, fc.grouping.dense) if weights is None else weights
+        where it is still -1."""
+        hi, g = lo + len(bits), fc.grouping
+        codes = g.codes[lo:hi]
         none = torch.zeros(0, dtype=torch.int32)
-        lib.accumulate(as_bits(bits), torch.from_numpy(lut2), torch.from_numpy(fc.grouping.ids[lo:hi]),
-                       torch.from_numpy(wr), torch.from_numpy(wx),
+        lib.accumulate(as_bits(bits), torch.from_numpy(lut2), torch.from_numpy(g.ids[lo:hi]),
+                       torch.from_numpy(codes.view(np.int16) if codes.dtype == np.uint16 else codes),
+                       torch.from_numpy(g.tab_r), torch.from_numpy(g.tab_x),
                        *map(torch.from_numpy, (self.sr, self.sx, self.dr, self.dx)),
                        torch.zeros(0, dtype=torch.int64) if best is None else torch.from_numpy(best),
                        none if targets is None else torch.from_numpy(targets),
@@ -113,11 +140,11 @@ class GroupSums:
         return Sums(gr, gx)
 
 
-def kernel_unit_stats(counts: Counts, quantiles, lib) -> UnitStats:
+def kernel_unit_stats(counts: Counts, quantiles, lib, lut2: np.ndarray | None = None) -> UnitStats:
     """:func:`unit_stats` in the kernel: the same numbers (order statistics by key, then
-    numpy's linear interpolation between them)."""
+    numpy's linear interpolation between them); the midranks into ``lut2`` when given."""
     h = len(counts.hist)
-    lut2 = np.empty((h, BINS), np.int32)
+    lut2 = np.empty((h, BINS), np.int32) if lut2 is None else lut2
     fractions = np.array([q / 100 for q in PERCENTILES] + list(quantiles), np.float64)
     stats, order = lib.unit_table(torch.from_numpy(counts.hist), torch.from_numpy(lut2), torch.from_numpy(fractions),
                                   LEFT, RIGHT, threads())

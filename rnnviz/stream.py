@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .contexts import LEFT, QUANTILES, RIGHT
-from .exact import (BINS, KEY_FINITE, KEY_VALUE, PERCENTILES, Counts, FeatureColumns, Scores, Sums,
+from .exact import (BINS, KEY_FINITE, KEY_VALUE, PERCENTILES, Counts, FeatureColumns, Scores, Sums, UnitStats,
                     column_scores, f16_keys, finish, midranks_1d, rank_kernel, unit_stats)
 from .grouped import GroupSums
 from .rank import shift_rows
@@ -28,6 +28,9 @@ SUM_ROWS = 1 << 16        # in the pass of sums: each unit's 256 KiB rank table 
 GROUP_VALUES = (COUNT_ROWS * 256, SUM_ROWS * 128)     # values per block: counting, sums
 NUMPY_ROWS = 1 << 13      # the same without the kernel (its float64 copies are 8x the block)
 COLUMN_BYTES = 64 << 20   # whole columns held at once (float32 dumps, inf/NaN units, the null)
+# A group of units (one 64-unit chunk here) over every character, read once for both passes,
+# up to this size (2M characters at 64 units); longer texts are read twice, in blocks.
+ONCE_BYTES = 256 << 20
 SPREAD = 32               # at most one top and one bottom context per 32 analysed characters
 
 
@@ -153,47 +156,55 @@ def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
     lib = rank_kernel()
     cut = fit.n if fit is not None else 0
     groups = _unit_groups(read, h, lib)
-    counts, fit_counts = _count(read, n, h, lib, groups, cut)
-    fit_st = unit_stats(fit_counts, QUANTILES, lib) if fit is not None else None
-    del fit_counts
-    st = unit_stats(counts, QUANTILES, lib)
-    del counts
-    bad = st.nonfinite > 0
-    sums = _empty_sums(h, fc, lib)
-    fit_sums = _empty_sums(h, fit, lib) if fit is not None else None
     ext = Extremes(h, contexts)
     best = ext.in_kernel(h) if lib is not None and contexts else None
     qat = np.full((h, len(QUANTILES)), -1, np.int64)
-    targets = st.quantile_keys.astype(np.int32)
-
-    latest: dict = {}    # per feature set, the dense weights of the block last weighed: (lo, hi, weights)
-
-    def weighed(f: FeatureColumns, lo: int, hi: int):
-        """The block's dense weights, made once for all its groups of units."""
-        got = latest.get(id(f))
-        if got is None or got[:2] != (lo, hi):
-            latest[id(f)] = got = (lo, hi, f.weights(lo, hi, f.grouping.dense))
-        return got[2]
+    sums = _empty_sums(h, fc, lib)
+    fit_sums = _empty_sums(h, fit, lib) if fit is not None else None
+    once = _read_once(read, n, groups, lib)
+    if once:        # each group's column read once, for both passes
+        st, fit_st = UnitStats.empty(h, len(QUANTILES)), UnitStats.empty(h, len(QUANTILES)) if fit else None
+    else:
+        counts, fit_counts = _count(read, n, h, lib, groups, cut)
+        fit_st = unit_stats(fit_counts, QUANTILES, lib) if fit is not None else None
+        del fit_counts
+        st = unit_stats(counts, QUANTILES, lib)
+        del counts
 
     def block_sums(lo: int, bits: np.ndarray, units: slice) -> None:
         bits = bits.view(np.uint16)
         hi = lo + len(bits)
         if lib is not None:          # the kernel also keeps the extremes and finds the quantile characters
             sums.of(units).add(bits, st.lut2[units], fc, lo, lib, best=None if best is None else best[units],
-                               targets=targets[units], found=qat[units], weights=weighed(fc, lo, hi))
+                               targets=st.quantile_keys[units].astype(np.int32), found=qat[units])
         else:                        # (whole rows)
             sums.add(bits, st.lut2, *fc.weights(lo, hi))
             keys = f16_keys(bits)
-            ext.add(keys, lo, bad)
+            ext.add(keys, lo, st.nonfinite > 0)
             _find_quantiles(keys, st.quantile_keys, qat, lo)
         if lo < cut:                 # the fit part's characters again, with its own midranks
             m = min(hi, cut)
             if lib is not None:
-                fit_sums.of(units).add(bits[:m - lo], fit_st.lut2[units], fit, lo, lib, weights=weighed(fit, lo, m))
+                fit_sums.of(units).add(bits[:m - lo], fit_st.lut2[units], fit, lo, lib)
             else:
                 fit_sums.add(bits[:m - lo], fit_st.lut2, *fit.weights(lo, m))
     rows = _group_rows(groups, SUM_ROWS, GROUP_VALUES[1]) if lib is not None else NUMPY_ROWS
-    _blocks(read, n, rows, block_sums, _ahead(read, lib), groups)
+    if once:
+        column = np.empty((n, groups[0].stop - groups[0].start), np.float16, order="F")
+        for units in groups:
+            bits = _read_into(read, 0, n, np.arange(units.start, units.stop),
+                              column[:, :units.stop - units.start]).view(np.uint16)
+            counts, first = _count_column(bits, cut, lib)
+            if first is not None:
+                fit_st.put(units, unit_stats(first, QUANTILES, lib, fit_st.lut2[units]))
+            st.put(units, unit_stats(counts, QUANTILES, lib, st.lut2[units]))
+            del counts, first
+            for lo in range(0, n, rows):
+                block_sums(lo, bits[lo:lo + rows], units)
+        del column, bits
+    else:
+        _blocks(read, n, rows, block_sums, _ahead(read, lib), groups)
+    bad = st.nonfinite > 0
     scores = finish(sums.sums(fc.grouping) if lib is not None else sums, st.n, st.rank_ss, st.ss, fc)
     fit_scores = None
     if fit is not None:
@@ -245,6 +256,29 @@ def _count(read, n: int, h: int, lib, groups: list[slice], cut: int = 0) -> tupl
     _blocks(read, n, _group_rows(groups, COUNT_ROWS, GROUP_VALUES[0]), work, _ahead(read, lib), groups)
     if first is not None:
         counts.hist += first.hist
+    return counts, first
+
+
+def _read_once(read, n: int, groups: list[slice], lib) -> bool:
+    """Whether each group of units is read once, whole, for both passes: where the kernel
+    reads the chunks itself, in groups (:func:`_unit_groups`), and a group's column of all n
+    characters fits in :data:`ONCE_BYTES`; else the passes read the dump twice, in blocks."""
+    width = groups[0].stop - groups[0].start
+    return (lib is not None and getattr(read, "direct", False) and getattr(read, "into", False)
+            and n * width * 2 <= ONCE_BYTES)
+
+
+def _count_column(bits: np.ndarray, cut: int, lib) -> tuple[Counts, Counts | None]:
+    """Value counts of a group's whole (n, W) column, and of its first ``cut`` characters
+    alone (None without a cut; the first counts include them)."""
+    counts = Counts.empty(bits.shape[1])
+    if not cut:
+        counts.add(bits, lib)
+        return counts, None
+    first = Counts.empty(bits.shape[1])
+    first.add(bits[:cut], lib)
+    counts.add(bits[cut:], lib)
+    counts.hist += first.hist
     return counts, first
 
 

@@ -75,14 +75,19 @@ def hard_dump(request, tmp_path_factory, stdlib_text_file):
     return path, stored, feats
 
 
-@pytest.fixture(params=["kernel", "kernel, many blocks", "numpy"])
+@pytest.fixture(params=["kernel", "kernel, many blocks", "kernel, read twice", "numpy"])
 def counting(request, monkeypatch):
     """Both ways of counting and ranking float16 values: the compiled kernel and numpy; the
-    kernel also over many blocks (the last one shorter), in buffers read again and again."""
+    kernel also over many blocks (the last one shorter), and reading the dump once per pass
+    (in blocks, in buffers read again and again) instead of each column once for both."""
     if request.param == "numpy":
         monkeypatch.setattr("rnnviz.stream.rank_kernel", lambda: None)
         return None
     if request.param == "kernel, many blocks":
+        monkeypatch.setattr("rnnviz.stream.COUNT_ROWS", 1024)
+        monkeypatch.setattr("rnnviz.stream.SUM_ROWS", 2048)
+    if request.param == "kernel, read twice":
+        monkeypatch.setattr("rnnviz.stream.ONCE_BYTES", 0)
         monkeypatch.setattr("rnnviz.stream.COUNT_ROWS", 1024)
         monkeypatch.setattr("rnnviz.stream.SUM_ROWS", 2048)
     lib = rank_kernel()
@@ -298,8 +303,9 @@ def _wide_dump(path, text, units=150, chunk_units=16):
 
 def test_units_read_a_few_chunks_at_a_time_score_as_whole_rows(tmp_path, stdlib_text_file, monkeypatch):
     """Reading the chunks itself, the analysis takes a few chunks' units at a time over more
-    characters (each unit's table then serves more of them); every result is the same as
-    over whole rows, with the fit part's own scores and the null too."""
+    characters (each unit's table then serves more of them), each group's whole column read
+    once for both passes, or in blocks once per pass; every result is the same as over whole
+    rows, with the fit part's own scores and the null too."""
     kernel_or_skip()
     monkeypatch.setenv("RNNVIZ_THREADS", "2")                        # groups of 64 units: 64, 64 and 22
     monkeypatch.setattr("rnnviz.stream.GROUP_VALUES", (64 * 1536, 64 * 1024))   # and many blocks
@@ -309,12 +315,19 @@ def test_units_read_a_few_chunks_at_a_time_score_as_whole_rows(tmp_path, stdlib_
     grouped = stream._unit_groups
     monkeypatch.setattr("rnnviz.stream._unit_groups", lambda *a: seen.append(grouped(*a)) or seen[-1])
     kw = dict(features=FEATURES, store=False, shifts=19, top=3, parts=(0.6, 0.2, 0.2))
-    in_groups = analyze_dump(tmp_path / "wide.h5", **kw)
-    assert [(g.start, g.stop) for g in seen[0]] == [(0, 64), (64, 128), (128, 150)]
+    read_once = stream._read_once
+    once = []
+    monkeypatch.setattr("rnnviz.stream._read_once", lambda *a: once.append(read_once(*a)) or once[-1])
+    in_groups = analyze_dump(tmp_path / "wide.h5", **kw)       # each group's column read once
+    assert [(g.start, g.stop) for g in seen[0]] == [(0, 64), (64, 128), (128, 150)] and all(once)
+    monkeypatch.setattr("rnnviz.stream.ONCE_BYTES", 0)
+    twice = analyze_dump(tmp_path / "wide.h5", **kw)           # read in blocks, once per pass
+    assert not any(once[-len(once) // 2:])
     monkeypatch.setattr("rnnviz.stream._unit_groups", lambda read, h, lib: [slice(0, h)])
     whole = analyze_dump(tmp_path / "wide.h5", **kw)
-    for name in ("ranking", "units", "contexts", "saturation"):
-        pd.testing.assert_frame_equal(getattr(in_groups, name), getattr(whole, name), rtol=1e-12, obj=name)
+    for got in (in_groups, twice):
+        for name in ("ranking", "units", "contexts", "saturation"):
+            pd.testing.assert_frame_equal(getattr(got, name), getattr(whole, name), rtol=1e-12, obj=name)
     assert in_groups.ranking["null_z"].notna().sum() >= 3 * len(FEATURES) // 2
 
 

@@ -123,11 +123,12 @@ inline v8d half8(const uint16_t* bits) {
 
 // One sweep over c characters for 8 lanes: r (c, 8) int32 doubled midranks and bits (c, 8)
 // float16 values are added to their character's group (gr, gx: (G, 8)) and multiplied by
-// the D dense weights of the character (wr, wx: (c, D)) into ar, ax ((D, 8)). D as a
-// template argument keeps the sums in registers; D < 0: the runtime d.
-template <int D>
-void sweep(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const double* wr,
-           const double* wx, double* gr, double* gx, double* ar, double* ax) {
+// the D dense weights of the character (tr[code], tx[code] for code in codes (c, D): indices
+// into the weight tables) into ar, ax ((D, 8)). D as a template argument keeps the sums in
+// registers; D < 0: the runtime d.
+template <int D, class Code>
+void sweep(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
+           const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax) {
   if (D >= 0) d = D;
   v8d fixed_r[D > 0 ? D : 1], fixed_x[D > 0 ? D : 1];
   std::vector<v8d> any_r(D < 0 ? d : 0), any_x(D < 0 ? d : 0);
@@ -148,8 +149,9 @@ void sweep(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const i
     std::memcpy(g_r, &a, sizeof a);
     std::memcpy(g_x, &b, sizeof b);
     for (int64_t j = 0; j < d; ++j) {
-      sr[j] += rv * wr[t * d + j];
-      sx[j] += xv * wx[t * d + j];
+      const int64_t code = codes[t * d + j];
+      sr[j] += rv * tr[code];
+      sx[j] += xv * tx[code];
     }
   }
   for (int64_t j = 0; j < d; ++j) {
@@ -158,17 +160,18 @@ void sweep(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const i
   }
 }
 
-void sweep_any(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const double* wr,
-               const double* wx, double* gr, double* gx, double* ar, double* ax) {
+template <class Code>
+void sweep_any(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
+               const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax) {
   switch (d) {
-    case 0: return sweep<0>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
-    case 1: return sweep<1>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
-    case 2: return sweep<2>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
-    case 3: return sweep<3>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
-    case 4: return sweep<4>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
-    case 5: return sweep<5>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
-    case 6: return sweep<6>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
-    default: return sweep<-1>(c, d, r, bits, gid, wr, wx, gr, gx, ar, ax);
+    case 0: return sweep<0>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
+    case 1: return sweep<1>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
+    case 2: return sweep<2>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
+    case 3: return sweep<3>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
+    case 4: return sweep<4>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
+    case 5: return sweep<5>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
+    case 6: return sweep<6>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
+    default: return sweep<-1>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
   }
 }
 
@@ -219,21 +222,24 @@ void in_pieces(int64_t n, int64_t step, int64_t threads, Work work) {
   for (auto& t : pool) t.join();
 }
 
-// bits (c, H) int16 either row by row (contiguous) or unit by unit (its transpose contiguous,
-// as gather writes it for the analysis); returns true for the second.
-bool check_bits(const torch::Tensor& bits) {
+// bits (c, H) int16 either row by row (contiguous) or unit by unit: each unit's c values
+// consecutive, units `ld` items apart (ld >= c: the rows lo..hi of a whole column that
+// gather wrote); returns ld for the second, 0 for the first.
+int64_t check_bits(const torch::Tensor& bits) {
   TORCH_CHECK(bits.dim() == 2 && bits.scalar_type() == torch::kInt16, "bits: (c, H) int16");
-  if (bits.is_contiguous()) return false;
-  TORCH_CHECK(bits.t().is_contiguous(), "bits: (c, H) int16, contiguous row by row or unit by unit");
-  return true;
+  if (bits.is_contiguous()) return 0;
+  TORCH_CHECK(bits.stride(0) == 1 && (bits.size(1) == 1 || bits.stride(1) >= bits.size(0)),
+              "bits: (c, H) int16, contiguous row by row or unit by unit");
+  return std::max<int64_t>(bits.size(1) == 1 ? bits.size(0) : bits.stride(1), 1);
 }
 
 // keys[l * c + t] = the key of bits[t, u0 + l] for l < w, t < c: a transpose of row-major bits
-// (kRows rows at a time: whole cache lines of each row), or a copy of unit-major ones.
-void copy_keys(const uint16_t* b, bool by_unit, int64_t c, int64_t h, int64_t u0, int64_t w, uint16_t* keys) {
-  if (by_unit) {
+// (kRows rows at a time: whole cache lines of each row), or a copy of unit-by-unit ones
+// (units ld apart; ld = 0: row by row).
+void copy_keys(const uint16_t* b, int64_t ld, int64_t c, int64_t h, int64_t u0, int64_t w, uint16_t* keys) {
+  if (ld) {
     for (int64_t l = 0; l < w; ++l) {
-      const uint16_t* src = b + (u0 + l) * c;
+      const uint16_t* src = b + (u0 + l) * ld;
       uint16_t* dst = keys + l * c;
       for (int64_t t = 0; t < c; ++t) dst[t] = key_of(src[t]);
     }
@@ -254,7 +260,7 @@ void check(const torch::Tensor& t, torch::ScalarType type, int64_t rows, int64_t
 
 // hist (H, 65536) int32 += counts of the keys of bits (c, H) int16.
 void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
-  const bool by_unit = check_bits(bits);
+  const int64_t ld = check_bits(bits);
   const int64_t c = bits.size(0), h = bits.size(1);
   check(hist, torch::kInt32, h, 65536, "hist: (H, 65536) int32");
   const uint16_t* b = reinterpret_cast<const uint16_t*>(bits.data_ptr<int16_t>());
@@ -287,14 +293,14 @@ void count_keys(torch::Tensor bits, torch::Tensor hist, int64_t threads) {
   if (c == 0) return;
   in_pieces<std::vector<uint16_t>>(h, kUnits, threads, [&](int64_t u0, int64_t u1, std::vector<uint16_t>& col) {
     const int64_t w = u1 - u0;
-    if (!by_unit) {
+    if (!ld) {
       col.resize(kUnits * c);
-      copy_keys(b, false, c, h, u0, w, col.data());
+      copy_keys(b, 0, c, h, u0, w, col.data());
     }
     for (int64_t u = 0; u < w; ++u) {
       int32_t* hu = out + ((u0 + u) << 16);
-      if (by_unit) {
-        const uint16_t* src = b + (u0 + u) * c;
+      if (ld) {
+        const uint16_t* src = b + (u0 + u) * ld;
         count(hu, [src](int64_t t) { return key_of(src[t]); });
       } else {
         const uint16_t* k = col.data() + u * c;
@@ -422,7 +428,8 @@ void offer(int64_t* list, int64_t k, int64_t score, const uint16_t* keys, int64_
 // lut2[u][key] (doubled midranks) and x the value of each character:
 //   sr[u, g] += sum of r over the characters in group g (groups: (c,) int32 in [0, G)),
 //   sx[u, g] += the same for x,
-//   dr[u, j] += sum_t r[t] dense_r[t, j], dx[u, j] += sum_t x[t] dense_x[t, j]  ((c, D) weights);
+//   dr[u, j] += sum_t r[t] tab_r[codes[t, j]], dx[u, j] += sum_t x[t] tab_x[codes[t, j]]  (codes: (c, D)
+//   uint16 or int32, indices into the weight tables (T,));
 //   best[u, 0] / best[u, 1]: the running top k of (score, character) over blocks of 32
 //   characters, at most one per block: the block's largest finite key (side 0) or 65535
 //   minus its smallest (side 1), at the first character holding it; sorted by score, ties
@@ -430,17 +437,27 @@ void offer(int64_t* list, int64_t k, int64_t score, const uint16_t* keys, int64_
 //   found[u, q] = offset + the first character whose key is targets[u, q] (-0 matching +0),
 //   where found is still -1 (skipped when empty).
 // r are integers below 2^31, so sr holds exact integers (below 2^53).
-void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, torch::Tensor dense_r,
-                torch::Tensor dense_x, torch::Tensor sr, torch::Tensor sx, torch::Tensor dr, torch::Tensor dx,
+void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, torch::Tensor codes,
+                torch::Tensor tab_r, torch::Tensor tab_x, torch::Tensor sr, torch::Tensor sx, torch::Tensor dr, torch::Tensor dx,
                 torch::Tensor best, torch::Tensor targets, torch::Tensor found, int64_t offset, int64_t threads) {
-  const bool by_unit = check_bits(bits);
+  const int64_t ld = check_bits(bits);
   const int64_t c = bits.size(0), h = bits.size(1), g = sr.size(1), d = dr.size(1);
   const int64_t nb = (c + 31) / 32, q = targets.numel() ? targets.size(1) : 0;
   check(lut2, torch::kInt32, h, 65536, "lut2: (H, 65536) int32");
   TORCH_CHECK(groups.scalar_type() == torch::kInt32 && groups.is_contiguous() && groups.numel() == c,
               "groups: (c,) int32");
-  check(dense_r, torch::kFloat64, c, d, "dense_r: (c, D) float64");
-  check(dense_x, torch::kFloat64, c, d, "dense_x: (c, D) float64");
+  const bool wide = codes.scalar_type() == torch::kInt32;
+  check(codes, wide ? torch::kInt32 : torch::kInt16, c, d, "codes: (c, D) int16 (read as uint16) or int32");
+  const int64_t nt = tab_r.numel();
+  TORCH_CHECK(tab_r.scalar_type() == torch::kFloat64 && tab_r.is_contiguous() && tab_r.dim() == 1 &&
+              tab_x.scalar_type() == torch::kFloat64 && tab_x.is_contiguous() && tab_x.numel() == nt,
+              "tab_r, tab_x: (T,) float64");
+  const uint16_t* code16 = wide ? nullptr : reinterpret_cast<const uint16_t*>(codes.data_ptr<int16_t>());
+  const int32_t* code32 = wide ? codes.data_ptr<int32_t>() : nullptr;
+  for (int64_t t = 0; t < c * d; ++t) {
+    const int64_t code = wide ? code32[t] : code16[t];
+    TORCH_CHECK(code >= 0 && code < nt, "codes: an index outside the weight tables");
+  }
   check(sr, torch::kFloat64, h, g, "sr: (H, G) float64");
   check(sx, torch::kFloat64, h, g, "sx: (H, G) float64");
   check(dr, torch::kFloat64, h, d, "dr: (H, D) float64");
@@ -458,8 +475,8 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
   for (int64_t t = 0; t < c; ++t) TORCH_CHECK(gid[t] >= 0 && gid[t] < g, "groups: a group outside [0, G)");
   const uint16_t* b = reinterpret_cast<const uint16_t*>(bits.data_ptr<int16_t>());
   const int32_t* lut = lut2.data_ptr<int32_t>();
-  const double* wr = dense_r.data_ptr<double>();
-  const double* wx = dense_x.data_ptr<double>();
+  const double* tr = tab_r.data_ptr<double>();
+  const double* tx = tab_x.data_ptr<double>();
   double* osr = sr.data_ptr<double>();
   double* osx = sx.data_ptr<double>();
   double* odr = dr.data_ptr<double>();
@@ -561,7 +578,11 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
     s.ax.resize(d * kLanes);
     double* ar = s.ar.data();
     double* ax = s.ax.data();
-    sweep_any(c, d, r, bt, gid, wr, wx, gr, gx, ar, ax);
+    if (wide) {
+      sweep_any(c, d, r, bt, gid, code32, tr, tx, gr, gx, ar, ax);
+    } else {
+      sweep_any(c, d, r, bt, gid, code16, tr, tx, gr, gx, ar, ax);
+    }
     for (int64_t l = 0; l < w; ++l) {
       for (int64_t k = 0; k < g; ++k) {
         osr[(u0 + l) * g + k] += gr[k * kLanes + l];
@@ -576,7 +597,7 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
   in_pieces<Scratch>(h, kPiece, threads, [&](int64_t p0, int64_t p1, Scratch& s) {
     s.keys.resize(kPiece * c);
     uint16_t* keys = s.keys.data();
-    copy_keys(b, by_unit, c, h, p0, p1 - p0, keys);
+    copy_keys(b, ld, c, h, p0, p1 - p0, keys);
     for (int64_t u0 = p0; u0 < p1; u0 += kLanes)
       lanes(u0, std::min(p1, u0 + kLanes) - u0, keys + (u0 - p0) * c, s);
   });
@@ -587,7 +608,7 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
 // 0 for inf/NaN), and finite[u] += how many of them are finite. bits (c, W) int16.
 void rank_rows(torch::Tensor bits, torch::Tensor lut2, torch::Tensor out, int64_t offset, torch::Tensor finite,
                int64_t threads) {
-  const bool by_unit = check_bits(bits);
+  const int64_t ld = check_bits(bits);
   const int64_t c = bits.size(0), w = bits.size(1), n = out.size(1);
   check(lut2, torch::kInt32, w, 65536, "lut2: (W, 65536) int32");
   check(out, torch::kFloat32, w, n, "out: (W, n) float32");
@@ -600,7 +621,7 @@ void rank_rows(torch::Tensor bits, torch::Tensor lut2, torch::Tensor out, int64_
   int64_t* fin = finite.data_ptr<int64_t>();
   in_pieces<std::vector<uint16_t>>(w, 1, threads, [&](int64_t u, int64_t, std::vector<uint16_t>& keys) {
     keys.resize(c);
-    copy_keys(b, by_unit, c, w, u, 1, keys.data());
+    copy_keys(b, ld, c, w, u, 1, keys.data());
     const int32_t* lu = lut + (u << 16);
     float* ou = o + u * n + offset;
     int64_t m = 0;
