@@ -244,17 +244,19 @@ def _analyze(path: Path, feats: list[Feature], *, points, top, shifts, holdout, 
         ti.forget()                            # (N,) helpers: the scans' memory; _store builds them again
         used_shifts = min(shifts, n // 20)     # fewer than ~20 characters per lag says little
         readers = {p: d.reader(p, plan.rank_blocks) for p in names}
-        results, keep_luts, hold_scores = [], {}, []
+        results, keep_luts, hold_scores, buffers = [], {}, [], {}
         for p in names:
             ds = d[p]
-            res = scan_point(p, readers[p], n, ds.shape[1], ds.dtype, fc, contexts=contexts, fit=fit_fc)
+            res = scan_point(p, readers[p], n, ds.shape[1], ds.dtype, fc, contexts=contexts, fit=fit_fc,
+                             buffers=buffers)
             results.append(res)
             keep_luts = null_candidates(results, keep_luts, top)
             res.luts = {}
             if hold_fc is not None:
                 hold = scan_point(p, d.reader(p, plan.hold_blocks), hold_fc.n, ds.shape[1], ds.dtype,
-                                  hold_fc, contexts=0)
+                                  hold_fc, contexts=0, buffers=buffers)
                 hold_scores.append(hold.scores.score)
+        del buffers
         tables = build_tables(results, fc, n, top=top, shifts=used_shifts,
                               null_columns=lambda p, cols: rank_columns(readers[p], n, cols, keep_luts.get(p)))
         units = tables.units["unit"].tolist()

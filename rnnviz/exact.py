@@ -80,6 +80,19 @@ def midranks_1d(f: np.ndarray) -> np.ndarray:
 
 
 # ----- features of the analysed characters
+def _distinct(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(f, return_inverse=True, return_counts=True)``; by counting, without a sort,
+    for small non-negative integers (positions, depths, indentation: most features)."""
+    if len(f) and 0 <= f.min() and f.max() < max(1 << 16, 2 * len(f)):
+        whole = f.astype(np.int64)
+        if np.array_equal(whole, f):
+            counts = np.bincount(whole)
+            vals = np.flatnonzero(counts)
+            index = np.cumsum(counts > 0) - 1
+            return vals.astype(np.float64), index[whole], counts[vals]
+    return np.unique(f, return_inverse=True, return_counts=True)
+
+
 @dataclass
 class FeatureColumns:
     """Features at the n analysed characters, kept compact: 0/1 masks for binary ones,
@@ -125,7 +138,7 @@ class FeatureColumns:
                     p = npos[-1] / n
                     mean[-1], ss[-1] = p, n * p * (1 - p)
                 continue
-            vals, inv, counts = np.unique(f, return_inverse=True, return_counts=True)
+            vals, inv, counts = _distinct(f)
             cum = np.cumsum(counts)
             r2 = 2.0 * cum - counts + 1 - (n + 1)                     # doubled midranks, centred
             inverse.append(inv.astype(np.uint16 if len(vals) <= 1 << 16 else np.int32))

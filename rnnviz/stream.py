@@ -136,12 +136,14 @@ def _spread_blocks(keys: np.ndarray) -> np.ndarray:
 
 
 def scan_point(point: str, read, n: int, h: int, dtype, fc: FeatureColumns, *, contexts: int = 8,
-               fit: FeatureColumns | None = None) -> PointResult:
+               fit: FeatureColumns | None = None, buffers: dict | None = None) -> PointResult:
     """Score the H units of one point against ``fc`` on all n analysed characters; with
     ``fit`` (the features of the first fit.n characters), also on those alone (``fit_scores``:
-    the counting pass is shared, its counts of those characters merged with the rest's)."""
+    the counting pass is shared, its counts of those characters merged with the rest's).
+    ``buffers``: a dict the caller keeps from one point to the next, for the large buffers
+    the scan can use again (fresh ones cost a page fault per 4 KiB)."""
     if np.dtype(dtype) == np.float16:
-        return _scan_float16(point, read, n, h, fc, contexts, fit)
+        return _scan_float16(point, read, n, h, fc, contexts, fit, {} if buffers is None else buffers)
     res = _scan_columns(point, read, n, h, fc, contexts)
     if fit is not None:
         res.fit_scores = _column_group_scores(read, fit.n, h, fit)
@@ -152,7 +154,7 @@ def _empty_sums(h: int, fc: FeatureColumns, lib):
     return GroupSums.empty(h, fc.grouping) if lib is not None else Sums.empty(h, len(fc.names))
 
 
-def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
+def _scan_float16(point, read, n, h, fc, contexts, fit, buffers: dict) -> PointResult:
     lib = rank_kernel()
     cut = fit.n if fit is not None else 0
     groups = _unit_groups(read, h, lib)
@@ -190,18 +192,19 @@ def _scan_float16(point, read, n, h, fc, contexts, fit=None) -> PointResult:
                 fit_sums.add(bits[:m - lo], fit_st.lut2, *fit.weights(lo, m))
     rows = _group_rows(groups, SUM_ROWS, GROUP_VALUES[1]) if lib is not None else NUMPY_ROWS
     if once:
-        column = np.empty((n, groups[0].stop - groups[0].start), np.float16, order="F")
+        width = groups[0].stop - groups[0].start
+        column = _buffer(buffers, "column", (n, width), np.float16, "F")
+        hists = [_buffer(buffers, f"counts{i}", (width, BINS), np.int32) for i in range(2 if cut else 1)]
         for units in groups:
-            bits = _read_into(read, 0, n, np.arange(units.start, units.stop),
-                              column[:, :units.stop - units.start]).view(np.uint16)
-            counts, first = _count_column(bits, cut, lib)
+            w = units.stop - units.start
+            bits = _read_into(read, 0, n, np.arange(units.start, units.stop), column[:, :w]).view(np.uint16)
+            counts, first = _count_column(bits, cut, lib, [hist[:w] for hist in hists])
             if first is not None:
                 fit_st.put(units, unit_stats(first, QUANTILES, lib, fit_st.lut2[units]))
             st.put(units, unit_stats(counts, QUANTILES, lib, st.lut2[units]))
-            del counts, first
             for lo in range(0, n, rows):
                 block_sums(lo, bits[lo:lo + rows], units)
-        del column, bits
+        del column, hists
     else:
         _blocks(read, n, rows, block_sums, _ahead(read, lib), groups)
     bad = st.nonfinite > 0
@@ -268,14 +271,28 @@ def _read_once(read, n: int, groups: list[slice], lib) -> bool:
             and n * width * 2 <= ONCE_BYTES)
 
 
-def _count_column(bits: np.ndarray, cut: int, lib) -> tuple[Counts, Counts | None]:
+def _buffer(buffers: dict, name: str, shape: tuple, dtype, order: str = "C") -> np.ndarray:
+    """``buffers[name]`` when it has this shape and dtype, else a new one there (the old one
+    let go first)."""
+    got = buffers.pop(name, None)
+    if got is None or got.shape != shape or got.dtype != dtype:
+        del got
+        got = np.empty(shape, dtype, order=order)
+    buffers[name] = got
+    return got
+
+
+def _count_column(bits: np.ndarray, cut: int, lib, hists: list[np.ndarray]) -> tuple[Counts, Counts | None]:
     """Value counts of a group's whole (n, W) column, and of its first ``cut`` characters
-    alone (None without a cut; the first counts include them)."""
-    counts = Counts.empty(bits.shape[1])
+    alone (None without a cut; the first counts include them), into the (W, 65536) int32
+    ``hists`` (one, two with a cut), which are zeroed first."""
+    for hist in hists:
+        hist.fill(0)
+    counts = Counts(hists[0])
     if not cut:
         counts.add(bits, lib)
         return counts, None
-    first = Counts.empty(bits.shape[1])
+    first = Counts(hists[1])
     first.add(bits[:cut], lib)
     counts.add(bits[cut:], lib)
     counts.hist += first.hist
