@@ -54,28 +54,24 @@ inline double half_value(uint16_t b) {
   return e ? nv : (sign ? -sub : sub);
 }
 
-// Streams the part of a unit's 65,536-entry table that the n keys fall in into the cache, in
-// order (the prefetcher follows it), before lookups in key order that would each wait on
-// memory. (Counting does the same for the table it writes, on keys it computes as it goes.)
-void warm(const int32_t* table, const uint16_t* keys, int64_t n) {
-  uint16_t lo = 0xFFFF, hi = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    lo = std::min(lo, keys[t]);
-    hi = std::max(hi, keys[t]);
-  }
+// Streams the part [lo, hi] of a unit's 65,536-entry table that its keys fall in into the
+// cache, in order (the prefetcher follows it), before lookups in key order that would each
+// wait on memory. (Counting does the same for the table it writes, on keys it computes as it
+// goes.)
+void warm(const int32_t* table, uint16_t lo, uint16_t hi) {
   for (int64_t key = lo; key <= hi; key += 16) __builtin_prefetch(table + key, 0);
 }
 
-// r[t * stride] = lut[keys[t]] and bits[t * stride] = the float16 bits of keys[t], for t < n.
+// r[t * stride] = lut[key of src[t]] and bits[t * stride] = src[t] (float16 bits), for t < n.
 // Scalar lookups: GCC's gathers are slower here.
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif
-void look_up(const int32_t* lut, const uint16_t* keys, int64_t n, int64_t stride, int32_t* r, uint16_t* bits) {
+void look_up(const int32_t* lut, const uint16_t* src, int64_t n, int64_t stride, int32_t* r, uint16_t* bits) {
   for (int64_t t = 0; t < n; ++t) {
-    const uint16_t key = keys[t];
-    r[t * stride] = lut[key];
-    bits[t * stride] = bits_of(key);
+    const uint16_t b = src[t];
+    r[t * stride] = lut[key_of(b)];
+    bits[t * stride] = b;
   }
 }
 
@@ -85,13 +81,13 @@ void look_up(const int32_t* lut, const uint16_t* keys, int64_t n, int64_t stride
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif
-void look_up4(const int32_t* const* lut, const uint16_t* const* keys, int64_t n, int64_t stride, int32_t* r,
+void look_up4(const int32_t* const* lut, const uint16_t* const* src, int64_t n, int64_t stride, int32_t* r,
               uint16_t* bits) {
   for (int64_t t = 0; t < n; ++t)
     for (int l = 0; l < 4; ++l) {
-      const uint16_t key = keys[l][t];
-      r[t * stride + l] = lut[l][key];
-      bits[t * stride + l] = bits_of(key);
+      const uint16_t b = src[l][t];
+      r[t * stride + l] = lut[l][key_of(b)];
+      bits[t * stride + l] = b;
     }
 }
 
@@ -233,15 +229,17 @@ int64_t check_bits(const torch::Tensor& bits) {
   return std::max<int64_t>(bits.size(1) == 1 ? bits.size(0) : bits.stride(1), 1);
 }
 
-// keys[l * c + t] = the key of bits[t, u0 + l] for l < w, t < c: a transpose of row-major bits
-// (kRows rows at a time: whole cache lines of each row), or a copy of unit-by-unit ones
-// (units ld apart; ld = 0: row by row).
+// keys[l * c + t] = the key of bits[t, u0 + l] for l < w, t < c (kRaw: the bits themselves):
+// a transpose of row-major bits (kRows rows at a time: whole cache lines of each row), or a
+// copy of unit-by-unit ones (units ld apart; ld = 0: row by row).
+template <bool kRaw = false>
 void copy_keys(const uint16_t* b, int64_t ld, int64_t c, int64_t h, int64_t u0, int64_t w, uint16_t* keys) {
+  auto key = [](uint16_t x) { return kRaw ? x : key_of(x); };
   if (ld) {
     for (int64_t l = 0; l < w; ++l) {
       const uint16_t* src = b + (u0 + l) * ld;
       uint16_t* dst = keys + l * c;
-      for (int64_t t = 0; t < c; ++t) dst[t] = key_of(src[t]);
+      for (int64_t t = 0; t < c; ++t) dst[t] = key(src[t]);
     }
     return;
   }
@@ -249,7 +247,7 @@ void copy_keys(const uint16_t* b, int64_t ld, int64_t c, int64_t h, int64_t u0, 
   for (int64_t t0 = 0; t0 < c; t0 += kRows) {
     const int64_t t1 = std::min(c, t0 + kRows);
     for (int64_t l = 0; l < w; ++l)
-      for (int64_t t = t0; t < t1; ++t) keys[l * c + t] = key_of(b[t * h + u0 + l]);
+      for (int64_t t = t0; t < t1; ++t) keys[l * c + t] = key(b[t * h + u0 + l]);
   }
 }
 
@@ -410,8 +408,9 @@ std::tuple<torch::Tensor, torch::Tensor> unit_table(torch::Tensor hist, torch::T
 
 // A block's candidate for a running top k ((score, character) pairs in list, best first, ties
 // to the earlier character; -1: an empty slot): score >= 0 goes in after every pair scoring
-// at least as much, at the first of the block's m keys equal to `key` (character first + t).
-void offer(int64_t* list, int64_t k, int64_t score, const uint16_t* keys, int64_t m, int64_t key, int64_t first) {
+// at least as much, at the first of the block's m float16 bit patterns whose key is `key`
+// (character first + t).
+void offer(int64_t* list, int64_t k, int64_t score, const uint16_t* bits, int64_t m, int64_t key, int64_t first) {
   if (score < 0 || k == 0 || list[2 * (k - 1)] >= score) return;
   int64_t i = k - 1;
   for (; i > 0 && list[2 * (i - 1)] < score; --i) {
@@ -419,7 +418,7 @@ void offer(int64_t* list, int64_t k, int64_t score, const uint16_t* keys, int64_
     list[2 * i + 1] = list[2 * (i - 1) + 1];
   }
   int64_t t = 0;
-  while (t + 1 < m && keys[t] != key) ++t;
+  while (t + 1 < m && key_of(bits[t]) != key) ++t;
   list[2 * i] = score;
   list[2 * i + 1] = first + t;
 }
@@ -485,19 +484,20 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
   const int32_t* tg = q ? targets.data_ptr<int32_t>() : nullptr;
   int64_t* fd = q ? found.data_ptr<int64_t>() : nullptr;
 
-  // kLanes units side by side. Each unit's keys are copied out of the rows (kPiece units at
-  // a time: whole cache lines of each row), then looked up for all c characters at once, so
-  // that its 256 KiB table is fetched once per block; the ranks (int32) and float16 bits
-  // are stored lane by lane, and one sweep over the characters adds kLanes units' ranks and
-  // values to their groups and multiplies them by the dense weights, which are read once
-  // per kLanes units.
+  // kLanes units side by side. Each unit's float16 bits are read where they lie (unit by
+  // unit) or copied out of the rows first (kPiece units at a time: whole cache lines of each
+  // row), then looked up for all c characters at once, so that its 256 KiB table is fetched
+  // once per block; the ranks (int32) and bits are stored lane by lane, and one sweep over
+  // the characters adds kLanes units' ranks and values to their groups and multiplies them
+  // by the dense weights, which are read once per kLanes units.
   constexpr int64_t kLanes = 8, kPiece = 32;   // kLanes: as in sweep
   struct Scratch {
-    std::vector<uint16_t> keys, bits;
+    std::vector<uint16_t> rows, bits;
     std::vector<int32_t> r;
     std::vector<double> gr, gx, ar, ax;
   };
-  auto lanes = [&](int64_t u0, int64_t w, const uint16_t* keys, Scratch& s) {
+  // Units u0..u0+w, their bits at src + l * stride.
+  auto lanes = [&](int64_t u0, int64_t w, const uint16_t* src, int64_t stride, Scratch& s) {
     s.r.resize(c * kLanes);
     s.bits.resize(c * kLanes);
     if (w < kLanes) {               // lanes past the last unit: 0
@@ -508,9 +508,12 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
     s.gx.assign(g * kLanes, 0.0);
     int32_t* r = s.r.data();
     uint16_t* bt = s.bits.data();
+    uint16_t lowest[kLanes], highest[kLanes];   // each unit's range of keys here
     for (int64_t l = 0; l < w; ++l) {
-      const uint16_t* k = keys + l * c;
+      const uint16_t* k = src + l * stride;
       const int64_t u = u0 + l;
+      uint16_t& lo = lowest[l] = 0xFFFF;
+      uint16_t& hi = highest[l] = 0;
       if (spread) {
         int64_t* bu = obest + u * 4 * kb;
         for (int64_t blk = 0; blk < nb; ++blk) {
@@ -519,32 +522,41 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
           uint16_t most = 0, least = 0xFFFF;
           if (m == 32) {   // a fixed count: vectorised
             for (int64_t t = 0; t < 32; ++t) {
-              most = std::max(most, kk[t]);
-              least = std::min(least, kk[t]);
+              most = std::max(most, key_of(kk[t]));
+              least = std::min(least, key_of(kk[t]));
             }
           } else {
             for (int64_t t = 0; t < m; ++t) {
-              most = std::max(most, kk[t]);
-              least = std::min(least, kk[t]);
+              most = std::max(most, key_of(kk[t]));
+              least = std::min(least, key_of(kk[t]));
             }
           }
+          lo = std::min(lo, least);
+          hi = std::max(hi, most);
           int64_t top = most, bottom = 65535 - least;   // the scores; -1: no finite key
           if (most > kLastFinite || least < kFirstFinite) {   // inf or NaN here: the finite keys alone
             top = bottom = -1;
-            for (int64_t t = 0; t < m; ++t)
-              if (kk[t] >= kFirstFinite && kk[t] <= kLastFinite) {
-                top = std::max<int64_t>(top, kk[t]);
-                bottom = std::max<int64_t>(bottom, 65535 - kk[t]);
+            for (int64_t t = 0; t < m; ++t) {
+              const uint16_t key = key_of(kk[t]);
+              if (key >= kFirstFinite && key <= kLastFinite) {
+                top = std::max<int64_t>(top, key);
+                bottom = std::max<int64_t>(bottom, 65535 - key);
               }
+            }
           }
           offer(bu, kb, top, kk, m, top, offset + blk * 32);
           offer(bu + 2 * kb, kb, bottom, kk, m, 65535 - bottom, offset + blk * 32);
         }
+      } else {
+        for (int64_t t = 0; t < c; ++t) {
+          lo = std::min(lo, key_of(k[t]));
+          hi = std::max(hi, key_of(k[t]));
+        }
       }
       for (int64_t j = 0; j < q; ++j) {
         if (fd[u * q + j] >= 0) continue;
-        const uint16_t want = static_cast<uint16_t>(tg[u * q + j]);
-        const uint16_t also = want == kPosZero ? kNegZero : want;
+        const uint16_t want = bits_of(static_cast<uint16_t>(tg[u * q + j]));   // as bits: -0 and +0 alike
+        const uint16_t also = want == 0 ? 0x8000 : want;
         for (int64_t t0 = 0; t0 < c && fd[u * q + j] < 0; t0 += 256) {   // no early exit inside: vectorised
           const int64_t t1 = std::min(c, t0 + 256);
           bool hit = false;
@@ -560,16 +572,16 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
     }
     for (int64_t l0 = 0; l0 < w; l0 += 4) {   // 4 units at a time: their tables fit in the cache
       const int32_t* tables[4];
-      const uint16_t* lane_keys[4];
+      const uint16_t* lane_bits[4];
       for (int64_t l = l0; l < std::min(w, l0 + 4); ++l) {
         tables[l - l0] = lut + ((u0 + l) << 16);
-        lane_keys[l - l0] = keys + l * c;
-        warm(tables[l - l0], lane_keys[l - l0], c);
+        lane_bits[l - l0] = src + l * stride;
+        warm(tables[l - l0], lowest[l], highest[l]);
       }
       if (l0 + 4 <= w) {
-        look_up4(tables, lane_keys, c, kLanes, r + l0, bt + l0);
+        look_up4(tables, lane_bits, c, kLanes, r + l0, bt + l0);
       } else {
-        for (int64_t l = l0; l < w; ++l) look_up(tables[l - l0], lane_keys[l - l0], c, kLanes, r + l, bt + l);
+        for (int64_t l = l0; l < w; ++l) look_up(tables[l - l0], lane_bits[l - l0], c, kLanes, r + l, bt + l);
       }
     }
     double* gr = s.gr.data();
@@ -595,11 +607,16 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
     }
   };
   in_pieces<Scratch>(h, kPiece, threads, [&](int64_t p0, int64_t p1, Scratch& s) {
-    s.keys.resize(kPiece * c);
-    uint16_t* keys = s.keys.data();
-    copy_keys(b, ld, c, h, p0, p1 - p0, keys);
+    const uint16_t* src = b + p0 * ld;   // unit by unit: as they are
+    int64_t stride = ld;
+    if (!ld) {
+      s.rows.resize(kPiece * c);
+      copy_keys<true>(b, 0, c, h, p0, p1 - p0, s.rows.data());
+      src = s.rows.data();
+      stride = c;
+    }
     for (int64_t u0 = p0; u0 < p1; u0 += kLanes)
-      lanes(u0, std::min(p1, u0 + kLanes) - u0, keys + (u0 - p0) * c, s);
+      lanes(u0, std::min(p1, u0 + kLanes) - u0, src + (u0 - p0) * stride, stride, s);
   });
 }
 
