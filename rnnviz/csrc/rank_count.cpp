@@ -117,14 +117,37 @@ inline v8d half8(const uint16_t* bits) {
 #endif
 }
 
+typedef double v4d __attribute__((vector_size(32)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef uint16_t v4u16 __attribute__((vector_size(8)));
+
+// half8 for 4 lanes.
+inline v4d half4(const uint16_t* bits) {
+#ifdef __F16C__
+  v4u16 b;
+  std::memcpy(&b, bits, sizeof b);
+  b &= ~(v4u16)((b & 0x7C00) == 0x7C00);   // exponent 31: inf or NaN
+  const __m128 f = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&b)));
+  v4f v;
+  std::memcpy(&v, &f, sizeof v);
+  return __builtin_convertvector(v, v4d);
+#else
+  v4d x;
+  for (int l = 0; l < 4; ++l) x[l] = half_value(bits[l]);
+  return x;
+#endif
+}
+
 // One sweep over c characters for 8 lanes: r (c, 8) int32 doubled midranks and bits (c, 8)
 // float16 values are added to their character's group (gr, gx: (G, 8)) and multiplied by
 // the D dense weights of the character (tr[code], tx[code] for code in codes (c, D): indices
 // into the weight tables) into ar, ax ((D, 8)). D as a template argument keeps the sums in
-// registers; D < 0: the runtime d.
+// registers; D < 0: the runtime d. Each lane's sums are added in the same order whichever
+// way the lanes are split (sweep4): the results are the same on every CPU.
 template <int D, class Code>
-void sweep(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
-           const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax) {
+void sweep8(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
+            const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax) {
   if (D >= 0) d = D;
   v8d fixed_r[D > 0 ? D : 1], fixed_x[D > 0 ? D : 1];
   std::vector<v8d> any_r(D < 0 ? d : 0), any_x(D < 0 ? d : 0);
@@ -154,6 +177,53 @@ void sweep(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const i
     std::memcpy(ar + j * 8, &sr[j], sizeof sr[j]);
     std::memcpy(ax + j * 8, &sx[j], sizeof sx[j]);
   }
+}
+
+// sweep8 for lanes h * 4 .. h * 4 + 3 of the same arrays (rows of 8): with 16 vector registers
+// (AVX2, SSE) the 2 D sums of 8 lanes and their operands do not fit, and spilling them to
+// the stack on every character costs more than a second sweep.
+template <int D, class Code>
+void sweep4(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
+            const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax, int h) {
+  if (D >= 0) d = D;
+  v4d fixed_r[D > 0 ? D : 1], fixed_x[D > 0 ? D : 1];
+  std::vector<v4d> any_r(D < 0 ? d : 0), any_x(D < 0 ? d : 0);
+  v4d* sr = D < 0 ? any_r.data() : fixed_r;
+  v4d* sx = D < 0 ? any_x.data() : fixed_x;
+  for (int64_t j = 0; j < d; ++j) sr[j] = sx[j] = v4d{};
+  for (int64_t t = 0; t < c; ++t) {
+    v4i ri;
+    std::memcpy(&ri, r + t * 8 + h * 4, sizeof ri);
+    const v4d rv = __builtin_convertvector(ri, v4d), xv = half4(bits + t * 8 + h * 4);
+    double* g_r = gr + static_cast<int64_t>(gid[t]) * 8 + h * 4;
+    double* g_x = gx + static_cast<int64_t>(gid[t]) * 8 + h * 4;
+    v4d a, b;
+    std::memcpy(&a, g_r, sizeof a);
+    std::memcpy(&b, g_x, sizeof b);
+    a += rv;
+    b += xv;
+    std::memcpy(g_r, &a, sizeof a);
+    std::memcpy(g_x, &b, sizeof b);
+    for (int64_t j = 0; j < d; ++j) {
+      const int64_t code = codes[t * d + j];
+      sr[j] += rv * tr[code];
+      sx[j] += xv * tx[code];
+    }
+  }
+  for (int64_t j = 0; j < d; ++j) {
+    std::memcpy(ar + j * 8 + h * 4, &sr[j], sizeof sr[j]);
+    std::memcpy(ax + j * 8 + h * 4, &sx[j], sizeof sx[j]);
+  }
+}
+
+template <int D, class Code>
+void sweep(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
+           const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax) {
+#ifdef __AVX512F__
+  sweep8<D>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
+#else
+  for (int h = 0; h < 2; ++h) sweep4<D>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax, h);
+#endif
 }
 
 template <class Code>
