@@ -4,8 +4,13 @@ Per (unit, feature): ROC-AUC with ties counting half (binary features), Spearman
 (continuous and ordinal ones), Pearson's r (point-biserial r for binary features). The
 results equal scipy's on the full columns (``rankdata`` midranks) to float64 rounding.
 
-float16 states (what ``rnnviz dump`` writes) take two passes over each recording point,
-a block of characters at a time, so memory does not grow with the text:
+float16 states (what ``rnnviz dump`` writes) take two passes over each recording point.
+Where the compiled kernel reads the dump's uncompressed chunks itself, it reads a group of
+units (32 per thread in whole chunks: one 64-unit chunk on two cores) over every character
+once and runs both passes on it, while that column takes at most 256 MiB
+(:data:`rnnviz.stream.ONCE_BYTES`: 2M characters at 64 units); past that, and for other
+readers, the point is read once per pass, a block of characters at a time. Either way memory is bounded, whatever the length of the text,
+beyond the features:
 
 1. **counts**: per unit, how many characters hold each of the 65,536 float16 values
    (:class:`Counts`). They give every value's exact midrank (ties share the mean of

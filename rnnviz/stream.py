@@ -165,7 +165,8 @@ def _scan_float16(point, read, n, h, fc, contexts, fit, buffers: dict) -> PointR
     fit_sums = _empty_sums(h, fit, lib) if fit is not None else None
     once = _read_once(read, n, groups, lib)
     if once:        # each group's column read once, for both passes
-        st, fit_st = UnitStats.empty(h, len(QUANTILES)), UnitStats.empty(h, len(QUANTILES)) if fit else None
+        st = UnitStats.empty(h, len(QUANTILES))
+        fit_st = UnitStats.empty(h, len(QUANTILES)) if fit is not None else None
     else:
         counts, fit_counts = _count(read, n, h, lib, groups, cut)
         fit_st = unit_stats(fit_counts, QUANTILES, lib) if fit is not None else None

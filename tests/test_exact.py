@@ -238,6 +238,46 @@ def test_grouped_sums_equal_the_products_and_merge(stdlib_text_file, max_groups)
     np.testing.assert_allclose(got.gx, want.gx, rtol=1e-10, atol=1e-9)
 
 
+def test_grouped_sums_with_wide_codes_equal_the_products():
+    """A feature of more than 65,536 distinct values (its index int32, and the dense weights'
+    codes too): the kernel's sums are numpy's, and the scores scipy's."""
+    lib = kernel_or_skip()
+    rng = np.random.default_rng(3)
+    n = 70_000
+    cols = [rng.random(n), rng.random(n) < 0.3, rng.integers(0, 40, n).astype(float)]
+    names, kinds = ["many", "on", "few"], ["continuous", "binary", "ordinal"]
+    fc = FeatureColumns.build(cols, names, kinds)
+    assert fc.inverse.dtype == np.int32 and fc.grouping.codes.dtype == np.int32
+    x = (rng.standard_normal((n, 9)) * 3).astype(np.float16)
+    bits = np.ascontiguousarray(x).view(np.uint16)
+    counts = Counts.empty(9)
+    counts.add(bits)
+    stats = unit_stats(counts)
+    want = Sums.empty(9, 3)
+    want.add(bits, stats.lut2, *fc.weights(0, n))
+    got = GroupSums.empty(9, fc.grouping)
+    for lo in range(0, n, 30_000):
+        got.add(bits[lo:lo + 30_000], stats.lut2, fc, lo, lib)
+    got = got.sums(fc.grouping)
+    np.testing.assert_allclose(got.gr, want.gr, rtol=1e-12)
+    np.testing.assert_allclose(got.gx, want.gx, rtol=1e-10, atol=1e-9)
+    scores = finish(got, stats.n, stats.rank_ss, stats.ss, fc)
+    for u in (0, 8):
+        for j, (name, kind) in enumerate(zip(names, kinds)):
+            np.testing.assert_allclose(scores.score[u, j], reference(x[:, u], cols[j], kind)[0], rtol=1e-9)
+
+
+def test_distinct_values_by_counting_equal_numpys_unique():
+    from rnnviz.exact import _distinct
+    rng = np.random.default_rng(0)
+    for f in (rng.integers(0, 125, 5000).astype(float), np.array([3.0, 0.0, 3.0, 7.0, -0.0]),
+              rng.random(100), np.array([1.5, 2.0, 2.0]), np.zeros(0), np.array([np.nan, 1.0, 1.0]),
+              np.array([2.0 ** 40, 1.0]), np.array([-1.0, 0.0, 2.0])):
+        got, want = _distinct(f), np.unique(f, return_inverse=True, return_counts=True)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_the_kernel_counts_and_unit_statistics_equal_numpy(hard_dump):
     lib = kernel_or_skip()
     path, stored, _ = hard_dump
