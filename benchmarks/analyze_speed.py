@@ -4,11 +4,13 @@ A synthetic dump of a 2 x 256 model with every point recorded (c, h and four gat
 3072 units, float16, uncompressed, in the chunks `rnnviz dump` writes) over real
 text (the standard library's .py files) is written for each size; then, each in a fresh
 subprocess, every array is read once (the baseline) and the dump is analysed with the
-default options: every character, exactly, all built-in features. Each is timed twice and
-the faster time kept (the same for both: a shared VM's noise and its page cache, which it
-empties between runs, then slow the two alike). Peak memory is each subprocess's VmHWM
-(for the analysis, after its first run). It prints the CPU model and the instruction-set
-flags that matter here; the last line is one JSON object.
+default options: every character, exactly, all built-in features. The two alternate, three
+rounds of one read and one analysis, and the fastest time of each is kept: a shared VM's
+noise (the two are bound by memory, whose speed here swings by a third from minute to
+minute) and its page cache, which it empties between runs, then slow the two alike; each
+round's pair and ratio are printed too. Peak memory is each subprocess's VmHWM (the
+largest over the rounds). It prints the CPU model and the instruction-set flags that
+matter here; the last line is one JSON object.
 
     python benchmarks/analyze_speed.py            # 100k and 1M characters
     python benchmarks/analyze_speed.py --quick    # 20k and 100k characters, under a minute
@@ -32,7 +34,7 @@ import numpy as np
 from common import peak_rss_bytes, stdlib_text
 
 LAYERS, HIDDEN = 2, 256
-REPEATS = 2               # runs of each timing; the fastest is kept
+ROUNDS = 3                # rounds of one read and one analysis, alternating; the fastest of each is kept
 
 
 def make_dump(path: Path, n: int) -> None:
@@ -72,11 +74,11 @@ def make_dump(path: Path, n: int) -> None:
     w.finish()
 
 
-def child_read(path: str) -> dict:
+def child_read(path: str, repeats: int = 1) -> dict:
     """Read every recorded array whole, in row blocks, in its stored dtype."""
     from rnnviz.dumpfile import open_dump
     best = float("inf")
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         t = time.perf_counter()
         with open_dump(path) as d:
             for ds in d.values():
@@ -178,10 +180,19 @@ def run(args, folder: Path) -> None:
             t = time.perf_counter()
             run_child("make", path, n)   # in a child: its memory is not the parent's
             print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s")
-        read = run_child("read", path)
-        rank = run_child("analyze", path, "no-store", "all", REPEATS)
+        rounds = []
+        for i in range(ROUNDS):
+            pair = run_child("read", path), run_child("analyze", path, "no-store", "all", 1)
+            rounds.append(pair)
+            print(f"  {n:,} chars, round {i + 1}: read {pair[0]['seconds']:.2f} s, analyze {pair[1]['seconds']:.2f} s "
+                  f"({pair[1]['seconds'] / pair[0]['seconds']:.2f}x)")
+        read = min((r for r, _ in rounds), key=lambda r: r["seconds"])
+        rank = min((a for _, a in rounds), key=lambda a: a["seconds"])
+        read["peak_mb"] = max(r["peak_mb"] for r, _ in rounds)
+        rank["peak_mb"] = max(a["peak_mb"] for _, a in rounds)
         assert rank["analysed_chars"] == n and not rank["sampled"], rank
         tag = f"{n // 1000}k"
+        figures[f"rounds_{tag}"] = [[round(r["seconds"], 3), round(a["seconds"], 3)] for r, a in rounds]
         figures.update({f"read_s_{tag}": round(read["seconds"], 3), f"analyze_s_{tag}": round(rank["seconds"], 3),
                         f"ratio_to_read_{tag}": round(rank["seconds"] / read["seconds"], 2),
                         f"peak_mb_read_{tag}": round(read["peak_mb"]), f"peak_mb_analyze_{tag}": round(rank["peak_mb"]),
