@@ -210,7 +210,8 @@ def build_kernel(retry: bool = False):
     source = folder / SOURCE.name
     if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
         shutil.copyfile(SOURCE, source)
-    log.info("building rnnviz's recording kernel (once per machine; 30 s to a few minutes)")
+    if not (folder / f"{kernel_name()}.so").exists():     # else loaded as built
+        log.info("building rnnviz's recording kernel (once per machine; 30 s to a few minutes)")
     started, error, lib = time.perf_counter(), "", None
     for flags in flag_sets():
         try:

@@ -53,7 +53,8 @@ def rank_kernel():
     source = folder / SOURCE.name       # one path for every checkout: ninja builds it once
     if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
         shutil.copyfile(SOURCE, source)
-    log.info("building rnnviz's analysis kernel (once per machine, about 30 s)")
+    if not (folder / f"{kernel_name()}.so").exists():     # else loaded as built
+        log.info("building rnnviz's analysis kernel (once per machine, about 30 s)")
     error = ""
     for flags in flag_sets():
         try:
