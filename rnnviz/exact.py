@@ -9,8 +9,8 @@ Where the compiled kernel reads the dump's uncompressed chunks itself, it reads 
 units (32 per thread in whole chunks: one 64-unit chunk on two cores) over every character
 once and runs both passes on it, while that column takes at most 256 MiB
 (:data:`rnnviz.stream.ONCE_BYTES`: 2M characters at 64 units); past that, and for other
-readers, the point is read once per pass, a block of characters at a time. Either way memory is bounded, whatever the length of the text,
-beyond the features:
+readers, the point is read once per pass, a block of characters at a time. Either way
+memory is bounded, whatever the length of the text, beyond the features:
 
 1. **counts**: per unit, how many characters hold each of the 65,536 float16 values
    (:class:`Counts`). They give every value's exact midrank (ties share the mean of
@@ -250,7 +250,7 @@ class UnitStats:
         """Set the statistics of ``units`` to those of ``part`` (its lut2 may be ours already)."""
         for name in self.__dataclass_fields__:
             mine, theirs = getattr(self, name)[units], getattr(part, name)
-            if not np.shares_memory(mine, theirs):
+            if not np.may_share_memory(mine, theirs):
                 mine[...] = theirs
 
 

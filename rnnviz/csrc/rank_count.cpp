@@ -507,8 +507,9 @@ void offer(int64_t* list, int64_t k, int64_t score, const uint16_t* bits, int64_
 //   where found is still -1 (skipped when empty).
 // r are integers below 2^31, so sr holds exact integers (below 2^53).
 void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, torch::Tensor codes,
-                torch::Tensor tab_r, torch::Tensor tab_x, torch::Tensor sr, torch::Tensor sx, torch::Tensor dr, torch::Tensor dx,
-                torch::Tensor best, torch::Tensor targets, torch::Tensor found, int64_t offset, int64_t threads) {
+                torch::Tensor tab_r, torch::Tensor tab_x, torch::Tensor sr, torch::Tensor sx, torch::Tensor dr,
+                torch::Tensor dx, torch::Tensor best, torch::Tensor targets, torch::Tensor found, int64_t offset,
+                int64_t threads) {
   const int64_t ld = check_bits(bits);
   const int64_t c = bits.size(0), h = bits.size(1), g = sr.size(1), d = dr.size(1);
   const int64_t nb = (c + 31) / 32, q = targets.numel() ? targets.size(1) : 0;
