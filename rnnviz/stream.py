@@ -194,7 +194,8 @@ def _scan_float16(point, read, n, h, fc, contexts, fit, buffers: dict) -> PointR
     rows = _group_rows(groups, SUM_ROWS, GROUP_VALUES[1]) if lib is not None else NUMPY_ROWS
     if once:
         width = groups[0].stop - groups[0].start
-        column = _buffer(buffers, "column", (n, width), np.float16, "F")
+        # each unit's n values, the next unit's starting on a 16-byte boundary (see gather)
+        column = _buffer(buffers, "column", (-(-n // 8) * 8, width), np.float16, "F")[:n]
         hists = [_buffer(buffers, f"counts{i}", (width, BINS), np.int32) for i in range(2 if cut else 1)]
         for units in groups:
             w = units.stop - units.start

@@ -204,6 +204,10 @@ def test_the_analysis_reads_chunks_directly_and_gets_what_h5py_reads(tmp_path, d
                 again = read(lo, hi, out=got, by_unit=True)           # into the same buffer
                 assert again is got and np.array_equal(again, laid[lo:hi])
                 assert np.array_equal(read(lo, hi, np.array([1, 64, 99]), by_unit=True), laid[lo:hi][:, [1, 64, 99]])
+                padded = np.full((hi - lo + 11, 40), 7, full.dtype, order="F")   # units further apart
+                into = read(lo, hi, np.arange(60, 100), out=padded[:hi - lo], by_unit=True)
+                assert np.shares_memory(into, padded) and np.array_equal(into, laid[lo:hi, 60:])
+                assert (padded[hi - lo:] == 7).all()                          # the gaps untouched
 
 
 def test_compressed_arrays_and_cut_files_are_read_through_h5py(tmp_path):

@@ -747,7 +747,9 @@ void centre_rows(torch::Tensor out, torch::Tensor finite, torch::Tensor ss, int6
 }
 
 // The 8 x 8 tile of 16-bit items at src (rows `from` apart) written transposed to dst
-// (rows `to` apart).
+// (rows `to` apart). Where dst's rows are 16-byte aligned they are stored past the cache
+// (streaming stores): the block they go to is larger than the cache, and a plain store
+// would first read each line it writes from memory.
 inline void transpose8(const uint16_t* src, int64_t from, uint16_t* dst, int64_t to) {
 #ifdef __SSE2__
   __m128i a[8], b[8], c[8];
@@ -761,9 +763,17 @@ inline void transpose8(const uint16_t* src, int64_t from, uint16_t* dst, int64_t
       c[4 * i + 2 * half] = _mm_unpacklo_epi32(b[4 * i + half], b[4 * i + half + 2]);
       c[4 * i + 2 * half + 1] = _mm_unpackhi_epi32(b[4 * i + half], b[4 * i + half + 2]);
     }
+  const bool aligned = ((reinterpret_cast<uintptr_t>(dst) | static_cast<uintptr_t>(to * 2)) & 15) == 0;
   for (int i = 0; i < 4; ++i) {   // column 2i and 2i + 1 from c[i] (rows 0-3) and c[i + 4] (rows 4-7)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i) * to), _mm_unpacklo_epi64(c[i], c[i + 4]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i + 1) * to), _mm_unpackhi_epi64(c[i], c[i + 4]));
+    __m128i* lo = reinterpret_cast<__m128i*>(dst + (2 * i) * to);
+    __m128i* hi = reinterpret_cast<__m128i*>(dst + (2 * i + 1) * to);
+    if (aligned) {
+      _mm_stream_si128(lo, _mm_unpacklo_epi64(c[i], c[i + 4]));
+      _mm_stream_si128(hi, _mm_unpackhi_epi64(c[i], c[i + 4]));
+    } else {
+      _mm_storeu_si128(lo, _mm_unpacklo_epi64(c[i], c[i + 4]));
+      _mm_storeu_si128(hi, _mm_unpackhi_epi64(c[i], c[i + 4]));
+    }
   }
 #else
   for (int i = 0; i < 8; ++i)
@@ -773,7 +783,8 @@ inline void transpose8(const uint16_t* src, int64_t from, uint16_t* dst, int64_t
 
 #ifndef _WIN32
 // out (c, W) = rows first..first+c of a chunked (N, H) array stored uncompressed in the open
-// file `fd`, its items `size` bytes: chunk (i, j) (rows i*cr.., units j*cu..) lies at byte
+// file `fd`, its items `size` bytes (by_unit: each unit's c items consecutive, units
+// out.stride(1) >= c items apart; a multiple of 8 lets the 16-bit tiles stream past the cache): chunk (i, j) (rows i*cr.., units j*cu..) lies at byte
 // offsets[i, j]. cols (W,) int64: the units wanted, increasing; empty for all H. Each chunk
 // is read whole (pread) into a buffer of the thread, then its rows are copied out: HDF5's
 // hyperslab copies cost more than the analysis of what they read. Returns false when a read
@@ -783,9 +794,12 @@ bool gather(int64_t fd, torch::Tensor offsets, int64_t h, int64_t cr, int64_t cu
   TORCH_CHECK(offsets.scalar_type() == torch::kInt64 && offsets.dim() == 2 && offsets.is_contiguous(),
               "offsets: (row chunks, unit chunks) int64");
   TORCH_CHECK(cols.scalar_type() == torch::kInt64 && cols.dim() == 1 && cols.is_contiguous(), "cols: (W,) int64");
-  TORCH_CHECK(out.dim() == 2 && out.element_size() == size && (by_unit ? out.t() : out).is_contiguous(),
-              "out: (c, W) of the item size, contiguous (by_unit: its transpose)");
+  TORCH_CHECK(out.dim() == 2 && out.element_size() == size &&
+              (by_unit ? out.stride(0) == 1 && (out.size(1) <= 1 || out.stride(1) >= out.size(0))
+                       : out.is_contiguous()),
+              "out: (c, W) of the item size, contiguous (by_unit: unit by unit)");
   const int64_t c = out.size(0), w = cols.numel() ? cols.numel() : h, nj = offsets.size(1);
+  const int64_t ld = by_unit && out.size(1) > 1 ? out.stride(1) : c;   // items from one unit to the next
   TORCH_CHECK(out.size(1) == w && cr > 0 && cu > 0 && nj * cu >= h && first >= 0 &&
               (c == 0 || (first + c - 1) / cr < offsets.size(0)), "gather: shapes do not match");
   const int64_t* off = offsets.data_ptr<int64_t>();
@@ -847,11 +861,11 @@ bool gather(int64_t fd, torch::Tensor offsets, int64_t h, int64_t cr, int64_t cu
         if (consecutive) {              // whole 8 x 8 tiles
           r_end = r0 + (r1 - r0) / 8 * 8;
           for (; k + 8 <= e; k += 8)
-            for (int64_t r = r0; r < r_end; r += 8) transpose8(src + r * cu + w0 + (k - a), cu, to + k * c + r, c);
+            for (int64_t r = r0; r < r_end; r += 8) transpose8(src + r * cu + w0 + (k - a), cu, to + k * ld + r, ld);
         }
         for (int64_t kk = a; kk < e; ++kk) {   // what the tiles left: the last units, the last rows
           const int64_t within = col ? col[kk] % cu : kk - j * cu;
-          for (int64_t r = (kk < k ? r_end : r0); r < r1; ++r) to[kk * c + r] = src[r * cu + within];
+          for (int64_t r = (kk < k ? r_end : r0); r < r1; ++r) to[kk * ld + r] = src[r * cu + within];
         }
         continue;
       }
@@ -860,7 +874,7 @@ bool gather(int64_t fd, torch::Tensor offsets, int64_t h, int64_t cr, int64_t cu
         const uint8_t* src = chunk + r * chunk_row;
         if (by_unit) {
           for (int64_t k = (col ? k0 : j * cu); k < (col ? k1 : std::min(h, (j + 1) * cu)); ++k)
-            std::memcpy(dst + (k * c + t) * size, src + (col ? col[k] % cu : k - j * cu) * size, size);
+            std::memcpy(dst + (k * ld + t) * size, src + (col ? col[k] % cu : k - j * cu) * size, size);
           continue;
         }
         uint8_t* row = dst + t * w * size;
@@ -871,6 +885,9 @@ bool gather(int64_t fd, torch::Tensor offsets, int64_t h, int64_t cr, int64_t cu
         }
       }
     }
+#ifdef __SSE2__
+    _mm_sfence();   // the streaming stores reach memory before the thread reports its piece done
+#endif
   });
   return ok;
 }

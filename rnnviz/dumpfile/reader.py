@@ -143,9 +143,11 @@ class Dump(PointArrays):
 
         def read(lo: int, hi: int, cols=None, out: np.ndarray | None = None, by_unit: bool = False) -> np.ndarray:
             shape = (hi - lo, ds.shape[1] if cols is None else len(cols))
-            layout = "f_contiguous" if by_unit and direct is not None else "c_contiguous"
-            if out is None or out.shape != shape or out.dtype != ds.dtype or not getattr(out.flags, layout):
-                out = np.empty(shape, ds.dtype, order="F" if layout == "f_contiguous" else "C")
+            by_unit = by_unit and direct is not None
+            fits = out is not None and out.shape == shape and out.dtype == ds.dtype and (
+                _unit_by_unit(out) if by_unit else out.flags.c_contiguous)
+            if not fits:
+                out = np.empty(shape, ds.dtype, order="F" if by_unit else "C")
             if cols is not None and direct is None:   # (first, end) index ranges of cols, split where a
                 # whole chunk lies between
                 gaps = np.flatnonzero(np.diff(np.asarray(cols) // width) > 1) + 1
@@ -156,7 +158,7 @@ class Dump(PointArrays):
                     begin, length = blocks[b]
                     a, e = begin + at - starts[b], begin + min(length, hi - starts[b])
                     part = out[at - lo:at - lo + e - a]
-                    if direct is not None and (part.flags.c_contiguous or part.flags.f_contiguous):
+                    if direct is not None and (part.flags.c_contiguous or _unit_by_unit(part)):
                         direct.read(a, e, cols, part)
                     elif direct is not None:     # rows of a unit-by-unit buffer: read, then copied in
                         part[:] = direct.read(a, e, cols)
@@ -295,6 +297,13 @@ class Dump(PointArrays):
         point, index = self.check_unit(name)
         ds = self[point]
         return computed_stats(lambda lo, hi: ds[lo:hi, index:index + 1], self.n_chars, 1, ds.dtype)[0]
+
+
+def _unit_by_unit(a: np.ndarray) -> bool:
+    """Whether (c, W) ``a`` holds each unit's c items one after another: F order, or rows of a
+    longer F-order column (units further apart)."""
+    return a.ndim == 2 and (a.flags.f_contiguous or (a.strides[0] == a.itemsize
+                                                     and a.strides[1] >= a.shape[0] * a.itemsize))
 
 
 def check_unit(name: str, points: list[str], hidden_size: int) -> tuple[str, int]:
