@@ -91,76 +91,66 @@ void look_up4(const int32_t* const* lut, const uint16_t* const* src, int64_t n, 
     }
 }
 
-// Eight lanes (units) side by side: GCC and Clang make these AVX-512, AVX2 or SSE registers.
-typedef double v8d __attribute__((vector_size(64)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef float v8f __attribute__((vector_size(32)));
+// L lanes (units) side by side: GCC and Clang make these AVX-512, AVX2 or SSE registers.
+template <int L>
+struct Lanes {
+  typedef double d __attribute__((vector_size(8 * L)));
+  typedef int32_t i __attribute__((vector_size(4 * L)));
+  typedef float f __attribute__((vector_size(4 * L)));
+  typedef uint16_t u16 __attribute__((vector_size(2 * L)));
+};
 
-typedef uint16_t v8u16 __attribute__((vector_size(16)));
-
-// The float16 bits of 8 lanes as doubles, exactly; inf and NaN as 0, finite like half_value's
-// stand-ins (the units that hold them are scored from their columns elsewhere, and their
-// sums must not warn on the way).
-inline v8d half8(const uint16_t* bits) {
+// The float16 bits of L (8 or 4) lanes as doubles, exactly; inf and NaN as 0, finite like
+// half_value's stand-ins (the units that hold them are scored from their columns elsewhere,
+// and their sums must not warn on the way).
+template <int L>
+inline typename Lanes<L>::d half_lanes(const uint16_t* bits) {
+  typedef Lanes<L> V;
 #ifdef __F16C__
-  v8u16 b;
+  typename V::u16 b;
   std::memcpy(&b, bits, sizeof b);
-  b &= ~(v8u16)((b & 0x7C00) == 0x7C00);   // exponent 31: inf or NaN
-  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&b)));
-  v8f v;
-  std::memcpy(&v, &f, sizeof v);
-  return __builtin_convertvector(v, v8d);
+  b &= ~(typename V::u16)((b & 0x7C00) == 0x7C00);   // exponent 31: inf or NaN
+  typename V::f v;
+  if constexpr (L == 8) {
+    const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&b)));
+    std::memcpy(&v, &f, sizeof v);
+  } else {
+    static_assert(L == 4, "8 or 4 lanes");
+    const __m128 f = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&b)));
+    std::memcpy(&v, &f, sizeof v);
+  }
+  return __builtin_convertvector(v, typename V::d);
 #else
-  v8d x;
-  for (int l = 0; l < 8; ++l) x[l] = half_value(bits[l]);
+  typename V::d x;
+  for (int l = 0; l < L; ++l) x[l] = half_value(bits[l]);
   return x;
 #endif
 }
 
-typedef double v4d __attribute__((vector_size(32)));
-typedef int32_t v4i __attribute__((vector_size(16)));
-typedef float v4f __attribute__((vector_size(16)));
-typedef uint16_t v4u16 __attribute__((vector_size(8)));
-
-// half8 for 4 lanes.
-inline v4d half4(const uint16_t* bits) {
-#ifdef __F16C__
-  v4u16 b;
-  std::memcpy(&b, bits, sizeof b);
-  b &= ~(v4u16)((b & 0x7C00) == 0x7C00);   // exponent 31: inf or NaN
-  const __m128 f = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&b)));
-  v4f v;
-  std::memcpy(&v, &f, sizeof v);
-  return __builtin_convertvector(v, v4d);
-#else
-  v4d x;
-  for (int l = 0; l < 4; ++l) x[l] = half_value(bits[l]);
-  return x;
-#endif
-}
-
-// One sweep over c characters for 8 lanes: r (c, 8) int32 doubled midranks and bits (c, 8)
-// float16 values are added to their character's group (gr, gx: (G, 8)) and multiplied by
-// the D dense weights of the character (tr[code], tx[code] for code in codes (c, D): indices
-// into the weight tables) into ar, ax ((D, 8)). D as a template argument keeps the sums in
-// registers; D < 0: the runtime d. Each lane's sums are added in the same order whichever
-// way the lanes are split (sweep4): the results are the same on every CPU.
-template <int D, class Code>
-void sweep8(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
-            const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax) {
+// One sweep over c characters for lanes h * L .. h * L + L - 1 of 8: r (c, 8) int32 doubled
+// midranks and bits (c, 8) float16 values are added to their character's group (gr, gx:
+// (G, 8)) and multiplied by the D dense weights of the character (tr[code], tx[code] for code
+// in codes (c, D): indices into the weight tables) into ar, ax ((D, 8)). D as a template
+// argument keeps the sums in registers; D < 0: the runtime d. Each lane's sums are added in
+// the same order whichever L: the results are the same on every CPU.
+template <int L, int D, class Code>
+void sweep_lanes(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
+                 const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax, int h) {
+  typedef typename Lanes<L>::d vd;
   if (D >= 0) d = D;
-  v8d fixed_r[D > 0 ? D : 1], fixed_x[D > 0 ? D : 1];
-  std::vector<v8d> any_r(D < 0 ? d : 0), any_x(D < 0 ? d : 0);
-  v8d* sr = D < 0 ? any_r.data() : fixed_r;
-  v8d* sx = D < 0 ? any_x.data() : fixed_x;
-  for (int64_t j = 0; j < d; ++j) sr[j] = sx[j] = v8d{};
+  vd fixed_r[D > 0 ? D : 1], fixed_x[D > 0 ? D : 1];
+  std::vector<vd> any_r(D < 0 ? d : 0), any_x(D < 0 ? d : 0);
+  vd* sr = D < 0 ? any_r.data() : fixed_r;
+  vd* sx = D < 0 ? any_x.data() : fixed_x;
+  for (int64_t j = 0; j < d; ++j) sr[j] = sx[j] = vd{};
+  const int64_t o = h * L;
   for (int64_t t = 0; t < c; ++t) {
-    v8i ri;
-    std::memcpy(&ri, r + t * 8, sizeof ri);
-    const v8d rv = __builtin_convertvector(ri, v8d), xv = half8(bits + t * 8);
-    double* g_r = gr + static_cast<int64_t>(gid[t]) * 8;
-    double* g_x = gx + static_cast<int64_t>(gid[t]) * 8;
-    v8d a, b;
+    typename Lanes<L>::i ri;
+    std::memcpy(&ri, r + t * 8 + o, sizeof ri);
+    const vd rv = __builtin_convertvector(ri, vd), xv = half_lanes<L>(bits + t * 8 + o);
+    double* g_r = gr + static_cast<int64_t>(gid[t]) * 8 + o;
+    double* g_x = gx + static_cast<int64_t>(gid[t]) * 8 + o;
+    vd a, b;
     std::memcpy(&a, g_r, sizeof a);
     std::memcpy(&b, g_x, sizeof b);
     a += rv;
@@ -174,55 +164,21 @@ void sweep8(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const 
     }
   }
   for (int64_t j = 0; j < d; ++j) {
-    std::memcpy(ar + j * 8, &sr[j], sizeof sr[j]);
-    std::memcpy(ax + j * 8, &sx[j], sizeof sx[j]);
+    std::memcpy(ar + j * 8 + o, &sr[j], sizeof sr[j]);
+    std::memcpy(ax + j * 8 + o, &sx[j], sizeof sx[j]);
   }
 }
 
-// sweep8 for lanes h * 4 .. h * 4 + 3 of the same arrays (rows of 8): with 16 vector registers
-// (AVX2, SSE) the 2 D sums of 8 lanes and their operands do not fit, and spilling them to
-// the stack on every character costs more than a second sweep.
-template <int D, class Code>
-void sweep4(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
-            const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax, int h) {
-  if (D >= 0) d = D;
-  v4d fixed_r[D > 0 ? D : 1], fixed_x[D > 0 ? D : 1];
-  std::vector<v4d> any_r(D < 0 ? d : 0), any_x(D < 0 ? d : 0);
-  v4d* sr = D < 0 ? any_r.data() : fixed_r;
-  v4d* sx = D < 0 ? any_x.data() : fixed_x;
-  for (int64_t j = 0; j < d; ++j) sr[j] = sx[j] = v4d{};
-  for (int64_t t = 0; t < c; ++t) {
-    v4i ri;
-    std::memcpy(&ri, r + t * 8 + h * 4, sizeof ri);
-    const v4d rv = __builtin_convertvector(ri, v4d), xv = half4(bits + t * 8 + h * 4);
-    double* g_r = gr + static_cast<int64_t>(gid[t]) * 8 + h * 4;
-    double* g_x = gx + static_cast<int64_t>(gid[t]) * 8 + h * 4;
-    v4d a, b;
-    std::memcpy(&a, g_r, sizeof a);
-    std::memcpy(&b, g_x, sizeof b);
-    a += rv;
-    b += xv;
-    std::memcpy(g_r, &a, sizeof a);
-    std::memcpy(g_x, &b, sizeof b);
-    for (int64_t j = 0; j < d; ++j) {
-      const int64_t code = codes[t * d + j];
-      sr[j] += rv * tr[code];
-      sx[j] += xv * tx[code];
-    }
-  }
-  for (int64_t j = 0; j < d; ++j) {
-    std::memcpy(ar + j * 8 + h * 4, &sr[j], sizeof sr[j]);
-    std::memcpy(ax + j * 8 + h * 4, &sx[j], sizeof sx[j]);
-  }
-}
-
+// All 8 lanes at once with 32 vector registers (AVX-512); with 16 (AVX2, SSE) the 2 D sums of
+// 8 lanes and their operands do not fit, and spilling them to the stack on every character
+// costs more than a second sweep of 4.
 template <int D, class Code>
 void sweep(int64_t c, int64_t d, const int32_t* r, const uint16_t* bits, const int32_t* gid, const Code* codes,
            const double* tr, const double* tx, double* gr, double* gx, double* ar, double* ax) {
 #ifdef __AVX512F__
-  sweep8<D>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax);
+  sweep_lanes<8, D>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax, 0);
 #else
-  for (int h = 0; h < 2; ++h) sweep4<D>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax, h);
+  for (int h = 0; h < 2; ++h) sweep_lanes<4, D>(c, d, r, bits, gid, codes, tr, tx, gr, gx, ar, ax, h);
 #endif
 }
 
@@ -319,6 +275,18 @@ void copy_keys(const uint16_t* b, int64_t ld, int64_t c, int64_t h, int64_t u0, 
     for (int64_t l = 0; l < w; ++l)
       for (int64_t t = t0; t < t1; ++t) keys[l * c + t] = key(b[t * h + u0 + l]);
   }
+}
+
+// Whether every one of the n indices is in [0, end): a reduction without branches (the
+// pass of sums checks a block's indices on every call).
+template <class T>
+bool within(const T* index, int64_t n, int64_t end) {
+  T low = 0, high = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    low = std::min(low, index[t]);
+    high = std::max(high, index[t]);
+  }
+  return n == 0 || (low >= 0 && static_cast<int64_t>(high) < end);
 }
 
 void check(const torch::Tensor& t, torch::ScalarType type, int64_t rows, int64_t cols, const char* what) {
@@ -524,10 +492,8 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
               "tab_r, tab_x: (T,) float64");
   const uint16_t* code16 = wide ? nullptr : reinterpret_cast<const uint16_t*>(codes.data_ptr<int16_t>());
   const int32_t* code32 = wide ? codes.data_ptr<int32_t>() : nullptr;
-  for (int64_t t = 0; t < c * d; ++t) {
-    const int64_t code = wide ? code32[t] : code16[t];
-    TORCH_CHECK(code >= 0 && code < nt, "codes: an index outside the weight tables");
-  }
+  TORCH_CHECK(wide ? within(code32, c * d, nt) : within(code16, c * d, nt),
+              "codes: an index outside the weight tables");
   check(sr, torch::kFloat64, h, g, "sr: (H, G) float64");
   check(sx, torch::kFloat64, h, g, "sx: (H, G) float64");
   check(dr, torch::kFloat64, h, d, "dr: (H, D) float64");
@@ -542,7 +508,7 @@ void accumulate(torch::Tensor bits, torch::Tensor lut2, torch::Tensor groups, to
     check(found, torch::kInt64, h, q, "found: (H, Q) int64");
   }
   const int32_t* gid = groups.data_ptr<int32_t>();
-  for (int64_t t = 0; t < c; ++t) TORCH_CHECK(gid[t] >= 0 && gid[t] < g, "groups: a group outside [0, G)");
+  TORCH_CHECK(within(gid, c, g), "groups: a group outside [0, G)");
   const uint16_t* b = reinterpret_cast<const uint16_t*>(bits.data_ptr<int16_t>());
   const int32_t* lut = lut2.data_ptr<int32_t>();
   const double* tr = tab_r.data_ptr<double>();
@@ -784,11 +750,12 @@ inline void transpose8(const uint16_t* src, int64_t from, uint16_t* dst, int64_t
 #ifndef _WIN32
 // out (c, W) = rows first..first+c of a chunked (N, H) array stored uncompressed in the open
 // file `fd`, its items `size` bytes (by_unit: each unit's c items consecutive, units
-// out.stride(1) >= c items apart; a multiple of 8 lets the 16-bit tiles stream past the cache): chunk (i, j) (rows i*cr.., units j*cu..) lies at byte
-// offsets[i, j]. cols (W,) int64: the units wanted, increasing; empty for all H. Each chunk
-// is read whole (pread) into a buffer of the thread, then its rows are copied out: HDF5's
-// hyperslab copies cost more than the analysis of what they read. Returns false when a read
-// comes back short (a file cut since its chunks were listed).
+// out.stride(1) >= c items apart; a multiple of 8 lets the 16-bit tiles stream past the
+// cache): chunk (i, j) (rows i*cr.., units j*cu..) lies at byte offsets[i, j]. cols (W,)
+// int64: the units wanted, increasing; empty for all H. Each chunk is read whole (pread)
+// into a buffer of the thread, then its rows are copied out: HDF5's hyperslab copies cost
+// more than the analysis of what they read. Returns false when a read comes back short (a
+// file cut since its chunks were listed).
 bool gather(int64_t fd, torch::Tensor offsets, int64_t h, int64_t cr, int64_t cu, int64_t size, int64_t first,
             torch::Tensor cols, torch::Tensor out, bool by_unit, int64_t threads) {
   TORCH_CHECK(offsets.scalar_type() == torch::kInt64 && offsets.dim() == 2 && offsets.is_contiguous(),
