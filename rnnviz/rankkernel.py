@@ -83,7 +83,7 @@ def as_bits(bits: np.ndarray) -> torch.Tensor:
     """float16 bit patterns as the kernel takes them: (c, H) int16, contiguous row by row or
     unit by unit (each unit's values consecutive, as the analysis reads them from chunks:
     F order, or rows of a whole F-order column)."""
-    by_unit = bits.ndim == 2 and bits.strides[0] == bits.itemsize and bits.strides[1] >= bits.shape[0] * bits.itemsize
-    if not (bits.flags.c_contiguous or bits.flags.f_contiguous or by_unit):
+    from .dumpfile.direct import unit_by_unit
+    if not (bits.flags.c_contiguous or unit_by_unit(bits)):
         bits = np.ascontiguousarray(bits)
     return torch.from_numpy(bits.view(np.int16))

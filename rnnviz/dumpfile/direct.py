@@ -1,11 +1,12 @@
 """Reading a dump's uncompressed chunked arrays chunk by chunk, past HDF5's hyperslab copies.
 
-The exact analysis reads every state array twice over; through HDF5's hyperslab selection
-that took longer than the analysis of what it read. An array written by ``rnnviz dump``
+The exact analysis reads every state array (once, or once per pass for long texts); through
+HDF5's hyperslab selection that took longer than the analysis of what it read. An array written by ``rnnviz dump``
 (uncompressed, in chunks of CHUNK_ROWS x CHUNK_UNITS) lies in the file chunk by chunk, so
 the analysis kernel (:mod:`rnnviz.rankkernel`) reads whole chunks at the places HDF5 lists
 and copies their rows out (all units, or a few chunks' worth), on every core, without
-Python's lock. Nothing is mapped into memory: the process holds one block at a time.
+Python's lock. Nothing is mapped into memory: the process holds what it asked for (a block,
+or a group of units' whole column).
 Anything else (compressed or filtered arrays, chunks never written, other byte orders, no
 kernel, no ``pread``) is read through h5py.
 """
@@ -22,6 +23,13 @@ from ..errors import RnnvizError
 
 _NATIVE = ("=", "|", "<" if sys.byteorder == "little" else ">")
 _SAME_SIZE = {1: np.uint8, 2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def unit_by_unit(a: np.ndarray) -> bool:
+    """Whether (c, W) ``a`` holds each unit's c items one after another, as the analysis
+    kernel takes them: F order, or rows of a longer F-order column (units further apart)."""
+    return a.ndim == 2 and (a.flags.f_contiguous or (a.strides[0] == a.itemsize
+                                                     and a.strides[1] >= a.shape[0] * a.itemsize))
 
 
 class ChunkReader:
@@ -62,7 +70,7 @@ class ChunkReader:
 
     def read(self, lo: int, hi: int, cols=None, out: np.ndarray | None = None) -> np.ndarray:
         """Rows lo:hi (of ``cols``, increasing, or every unit) in the stored dtype, into ``out``
-        (C-contiguous, or F-contiguous: unit by unit, as the analysis kernel takes them)."""
+        (C-contiguous, or :func:`unit_by_unit`, as the analysis kernel takes them)."""
         import torch
         from ..rankkernel import threads
         out = np.empty((hi - lo, self.shape[1] if cols is None else len(cols)), self.dtype) if out is None else out

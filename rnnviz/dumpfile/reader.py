@@ -19,7 +19,7 @@ from ..errors import RnnvizError
 from ..names import PointArrays, expand_selection, parse_point, parse_unit
 from .analysis import GROUP, AnalysisGroup, write_analysis
 from .groups import replace_group
-from .direct import ChunkReader
+from .direct import ChunkReader, unit_by_unit
 from .schema import CODES, IDS, SOURCES, DumpLocked, dataset_path, open_checked
 from .tables import json_attr, read_table
 
@@ -145,7 +145,7 @@ class Dump(PointArrays):
             shape = (hi - lo, ds.shape[1] if cols is None else len(cols))
             by_unit = by_unit and direct is not None
             fits = out is not None and out.shape == shape and out.dtype == ds.dtype and (
-                _unit_by_unit(out) if by_unit else out.flags.c_contiguous)
+                unit_by_unit(out) if by_unit else out.flags.c_contiguous)
             if not fits:
                 out = np.empty(shape, ds.dtype, order="F" if by_unit else "C")
             if cols is not None and direct is None:   # (first, end) index ranges of cols, split where a
@@ -158,7 +158,7 @@ class Dump(PointArrays):
                     begin, length = blocks[b]
                     a, e = begin + at - starts[b], begin + min(length, hi - starts[b])
                     part = out[at - lo:at - lo + e - a]
-                    if direct is not None and (part.flags.c_contiguous or _unit_by_unit(part)):
+                    if direct is not None and (part.flags.c_contiguous or unit_by_unit(part)):
                         direct.read(a, e, cols, part)
                     elif direct is not None:     # rows of a unit-by-unit buffer: read, then copied in
                         part[:] = direct.read(a, e, cols)
@@ -297,13 +297,6 @@ class Dump(PointArrays):
         point, index = self.check_unit(name)
         ds = self[point]
         return computed_stats(lambda lo, hi: ds[lo:hi, index:index + 1], self.n_chars, 1, ds.dtype)[0]
-
-
-def _unit_by_unit(a: np.ndarray) -> bool:
-    """Whether (c, W) ``a`` holds each unit's c items one after another: F order, or rows of a
-    longer F-order column (units further apart)."""
-    return a.ndim == 2 and (a.flags.f_contiguous or (a.strides[0] == a.itemsize
-                                                     and a.strides[1] >= a.shape[0] * a.itemsize))
 
 
 def check_unit(name: str, points: list[str], hidden_size: int) -> tuple[str, int]:
