@@ -181,17 +181,22 @@ class FeatureColumns:
         c = len(range(self.n)[rows]) if isinstance(rows, slice) else len(rows)
         wr = np.empty((c, len(cols)))
         wx = np.empty((c, len(cols)))
-        bcol = np.cumsum(self.binary) - 1           # feature -> its column in masks / inverse
-        ccol = np.cumsum(~self.binary) - 1
         for i, j in enumerate(cols):
-            if self.binary[j]:
-                wr[:, i] = self.masks[rows, bcol[j]]
-                wx[:, i] = wr[:, i] - self.mean[j]
-            else:
-                inv = self.inverse[rows, ccol[j]]
-                wr[:, i] = self.ranks2[ccol[j]][inv]
-                wx[:, i] = self.values[ccol[j]][inv] - self.mean[j]
+            table_r, table_x, code = self.weight_table(j)
+            at = code[rows]
+            wr[:, i] = table_r[at]
+            wx[:, i] = table_x[at]
         return wr, wx
+
+    def weight_table(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feature j's weights as two tables and each character's index into them: (m,) rank
+        weights (0/1 for a mask, centred doubled midranks), (m,) value weights (the values
+        less the mean) and the (n,) column of indices (the mask itself, or ``inverse``'s)."""
+        if self.binary[j]:
+            levels = np.array([0.0, 1.0])
+            return levels, levels - self.mean[j], self.masks[:, int(self.binary[:j].sum())]
+        c = int((~self.binary[:j]).sum())
+        return np.asarray(self.ranks2[c], np.float64), self.values[c] - self.mean[j], self.inverse[:, c]
 
     @functools.cached_property
     def grouping(self):

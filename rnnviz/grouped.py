@@ -72,18 +72,12 @@ class Grouping:
 def _dense_codes(fc: FeatureColumns, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The dense features' weights as codes into two tables (:class:`Grouping`): the kernel
     looks them up per character instead of reading (c, D) float64 weights made per block."""
-    bcol, ccol = np.cumsum(fc.binary) - 1, np.cumsum(~fc.binary) - 1
     tables_r, tables_x, columns = [], [], []
     for j in dense:
-        if fc.binary[j]:
-            levels = np.array([0.0, 1.0])
-            tables_r.append(levels)
-            tables_x.append(levels - fc.mean[j])
-            columns.append(fc.masks[:, bcol[j]])
-        else:
-            tables_r.append(np.asarray(fc.ranks2[ccol[j]], np.float64))
-            tables_x.append(fc.values[ccol[j]] - fc.mean[j])
-            columns.append(fc.inverse[:, ccol[j]])
+        table_r, table_x, code = fc.weight_table(j)
+        tables_r.append(table_r)
+        tables_x.append(table_x)
+        columns.append(code)
     base = np.cumsum([0] + [len(t) for t in tables_r])
     dtype = np.uint16 if base[-1] <= 1 << 16 else np.int32
     codes = np.empty((fc.n, len(dense)), dtype)

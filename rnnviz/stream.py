@@ -252,16 +252,22 @@ def _count(read, n: int, h: int, lib, groups: list[slice], cut: int = 0) -> tupl
     counts, first = Counts.empty(h), Counts.empty(h) if cut else None
 
     def work(lo: int, block: np.ndarray, units: slice) -> None:
-        bits = block.view(np.uint16)
-        m = min(max(cut - lo, 0), len(bits))           # rows of this block before the cut
-        if m:
-            Counts(first.hist[units]).add(bits[:m], lib)
-        if m < len(bits):
-            Counts(counts.hist[units]).add(bits[m:], lib)
+        _count_rows(block.view(np.uint16), lo, cut, Counts(counts.hist[units]),
+                    None if first is None else Counts(first.hist[units]), lib)
     _blocks(read, n, _group_rows(groups, COUNT_ROWS, GROUP_VALUES[0]), work, _ahead(read, lib), groups)
     if first is not None:
         counts.hist += first.hist
     return counts, first
+
+
+def _count_rows(bits: np.ndarray, lo: int, cut: int, counts: Counts, first: Counts | None, lib) -> None:
+    """Count the (c, W) bits of characters lo..lo+c into ``counts``, those before ``cut`` into
+    ``first`` instead (the callers add them in at the end)."""
+    m = min(max(cut - lo, 0), len(bits))           # rows before the cut
+    if m:
+        first.add(bits[:m], lib)
+    if m < len(bits):
+        counts.add(bits[m:], lib)
 
 
 def _read_once(read, n: int, groups: list[slice], lib) -> bool:
@@ -290,14 +296,10 @@ def _count_column(bits: np.ndarray, cut: int, lib, hists: list[np.ndarray]) -> t
     ``hists`` (one, two with a cut), which are zeroed first."""
     for hist in hists:
         hist.fill(0)
-    counts = Counts(hists[0])
-    if not cut:
-        counts.add(bits, lib)
-        return counts, None
-    first = Counts(hists[1])
-    first.add(bits[:cut], lib)
-    counts.add(bits[cut:], lib)
-    counts.hist += first.hist
+    counts, first = Counts(hists[0]), Counts(hists[1]) if cut else None
+    _count_rows(bits, 0, cut, counts, first, lib)
+    if first is not None:
+        counts.hist += first.hist
     return counts, first
 
 
@@ -510,12 +512,11 @@ def rank_columns(read, n: int, cols: np.ndarray, luts: dict | None) -> tuple[np.
 
 def feature_weight(fc: FeatureColumns, j: int) -> tuple[np.ndarray, float]:
     """Feature j's centred column for the null, and the scale from sum_t r2[t] w[t] to its score."""
-    c = int(np.flatnonzero(~fc.binary[:j + 1]).size) - 1
-    if fc.binary[j]:
-        b = int(fc.binary[:j + 1].sum()) - 1
+    table_r, table_x, code = fc.weight_table(j)
+    if fc.binary[j]:                  # the mask less its mean (npos / n)
         npos = fc.npos[j]
-        return fc.masks[:, b] - npos / fc.n, 1.0 / (npos * (fc.n - npos))   # 2*AUC-1 = sum r2 m / (p q)
-    return fc.ranks2[c][fc.inverse[:, c]], 0.25                                # times 1/sqrt(ss ss)
+        return table_x[code], 1.0 / (npos * (fc.n - npos))   # 2*AUC-1 = sum r2 m / (p q)
+    return table_r[code], 0.25                               # times 1/sqrt(ss ss)
 
 
 __all__ = ["PointResult", "scan_point", "shift_lags", "shifted_sums", "rank_columns", "feature_weight",
