@@ -74,34 +74,29 @@ def make_dump(path: Path, n: int) -> None:
     w.finish()
 
 
-def child_read(path: str, repeats: int = 1) -> dict:
-    """Read every recorded array whole, in row blocks, in its stored dtype."""
+def child_read(path: str) -> dict:
+    """Read every recorded array whole, in row blocks, in its stored dtype, once."""
     from rnnviz.dumpfile import open_dump
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        with open_dump(path) as d:
-            for ds in d.values():
-                buf = np.empty((1 << 16, ds.shape[1]), ds.dtype)
-                for s in range(0, ds.shape[0], 1 << 16):
-                    e = min(ds.shape[0], s + (1 << 16))
-                    ds.read_direct(buf, np.s_[s:e], np.s_[0:e - s])
-        best = min(best, time.perf_counter() - t)
-    return {"seconds": best}
+    t = time.perf_counter()
+    with open_dump(path) as d:
+        for ds in d.values():
+            buf = np.empty((1 << 16, ds.shape[1]), ds.dtype)
+            for s in range(0, ds.shape[0], 1 << 16):
+                e = min(ds.shape[0], s + (1 << 16))
+                ds.read_direct(buf, np.s_[s:e], np.s_[0:e - s])
+    return {"seconds": time.perf_counter() - t}
 
 
-def child_analyze(path: str, store: bool, max_chars, repeats: int) -> dict:
+def child_analyze(path: str, store: bool, max_chars) -> dict:
+    """One analysis with the default options (besides ``store`` and ``max_chars``), timed."""
     import rnnviz.analyze as an   # imports torch, pandas, h5py: not part of the timing
     from rnnviz.exact import rank_kernel
     from rnnviz.rankkernel import threads
     rank_kernel()                 # built once per machine, not part of the timing
-    best, result, peak = float("inf"), None, None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = an.analyze_dump(path, store=store, max_chars=max_chars)
-        best = min(best, time.perf_counter() - t)
-        peak = peak or peak_rss_bytes() / 2**20      # one analysis's (the next reuses what it freed)
-    return {"seconds": best, "peak_mb": peak, "units": result.info["units"], "features": len(result.features),
+    t = time.perf_counter()
+    result = an.analyze_dump(path, store=store, max_chars=max_chars)
+    seconds, peak = time.perf_counter() - t, peak_rss_bytes() / 2**20     # before features_seconds
+    return {"seconds": seconds, "peak_mb": peak, "units": result.info["units"], "features": len(result.features),
             "analysed_chars": result.info["analysed_chars"], "sampled": result.info["sampled"],
             "kernel": " ".join(rank_kernel().flags) if rank_kernel() is not None else "none (numpy)",
             "threads": threads(), "features_seconds": features_seconds(path)}
@@ -140,7 +135,7 @@ def main() -> None:
             res = {}
         else:
             res = child_read(path) if job == "read" else child_analyze(
-                path, rest[0] == "store", None if rest[1] == "all" else int(rest[1]), int(rest[2]))
+                path, rest[0] == "store", None if rest[1] == "all" else int(rest[1]))
         res.setdefault("peak_mb", peak_rss_bytes() / 2**20)
         print(json.dumps(res))
         return
@@ -182,7 +177,7 @@ def run(args, folder: Path) -> None:
             print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s")
         rounds = []
         for i in range(ROUNDS):
-            pair = run_child("read", path), run_child("analyze", path, "no-store", "all", 1)
+            pair = run_child("read", path), run_child("analyze", path, "no-store", "all")
             rounds.append(pair)
             print(f"  {n:,} chars, round {i + 1}: read {pair[0]['seconds']:.2f} s, analyze {pair[1]['seconds']:.2f} s "
                   f"({pair[1]['seconds'] / pair[0]['seconds']:.2f}x)")
