@@ -4,6 +4,8 @@ standard-library files)."""
 import csv
 import io
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,11 @@ from rnnviz.app import urlstate
 from rnnviz.app.document import make_doc
 from rnnviz.app.selectmatch import COVER, Matcher, Selection, candidate_runs, on_almost_everywhere, runs, select
 from rnnviz.errors import RnnvizError
+
+# The figure's rule and counting, shared with the browser-free benchmark of the same figure.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from selectmatch_quality import best_point, counted_runs, first_literals  # noqa: E402
+from selectmatch_quality import figures as offline_figures  # noqa: E402
 
 
 # ----- the pure query
@@ -280,56 +287,35 @@ def _run_match(driver):
     return driver.execute_script(DATA, "match_runs")
 
 
-def _first_literals(dump, token_type):
-    """(start, end) of the first string literal (or comment) of >= 12 chars in each source, by tokenize."""
-    import tokenize
-    import rnnviz
-    with rnnviz.open(dump) as d:
-        text, sources = d.text, d.sources
-    spans = []
-    for s0, n, name in zip(sources["start"], sources["length"], sources["name"]):
-        body = text[int(s0):int(s0) + int(n)]
-        offsets = np.cumsum([0] + [len(line) for line in body.splitlines(keepends=True)])
-        for t in tokenize.generate_tokens(io.StringIO(body).readline):
-            if t.type == token_type and len(t.string) >= 12:
-                a = int(s0) + int(offsets[t.start[0] - 1]) + t.start[1]
-                spans.append((name.rsplit("/", 1)[-1], a, a + len(t.string)))
-                break
-    return spans
-
-
 def _match_figures(chrome, demo, feature, token_type):
     """Per held-out module: the app's top-20 matches for its first literal, counted as the issue says."""
     import rnnviz
     url, dump = demo
     with rnnviz.open(dump) as d:
-        ranking = d.ranking
-        feats = d.features
+        text, sources, ranking, feats = d.text, d.sources, d.ranking, d.features
     on = feats[feature].to_numpy() > 0.5
     prose = (feats["in_string"].to_numpy() > 0.5) | (feats["in_comment"].to_numpy() > 0.5)
     # The rule: the best unit for the feature decides the layer, the kind and the sign; the rest is
     # the app's defaults (threshold 0.3, on at >= 90% of the span, off 1 char before, 0 after).
-    best = ranking[ranking["feature"] == feature].iloc[0]
-    sign = "neg" if best["score"] < 0 else "pos"
+    unit, point, sign = best_point(ranking, feature)
     rows = []
-    for name, a, b in _first_literals(dump, token_type):
-        _open(chrome, f"{url}?unit={best['unit']}&span={a}-{b}&sign={sign}&from={best['point']}")
+    for name, a, b in first_literals(text, sources, token_type):
+        _open(chrome, f"{url}?unit={unit}&span={a}-{b}&sign={sign[:3]}&from={point}")
         units = chrome.execute_script(DATA, "selected_units")
         note = chrome.execute_script(TEXT, "select_note")
         matched = [u for u, e in zip(units["unit"], units["everywhere"]) if not e]
         found = _run_match(chrome) if matched else {"start": [], "end": []}
-        counted, taken = [], []
-        for s, e in list(zip(found["start"], found["end"]))[:20]:
-            if e <= a or s >= b:
-                if all(e <= ts or s >= te for ts, te in taken):
-                    counted.append((s, e))
-                    taken.append((s, e))
+        counted = counted_runs(found["start"], found["end"], (a, b))
         inside = sum(bool(on[s:e].all()) for s, e in counted)
         in_prose = sum(bool(prose[s:e].all()) for s, e in counted)
         rows.append((name, a, b, len(units["unit"]), len(found["start"]), len(counted), inside,
                      len(units["unit"]) - len(matched), note, in_prose))
+    # benchmarks/selectmatch_quality.py computes the same figure without a browser: it must agree.
+    offline, _ = offline_figures(str(dump), feature)
+    assert [(r.name, *r.span, r.selected, r.counted, r.inside) for r in offline] == \
+        [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in rows]
     base = on.mean()
-    print(f"\n{feature}: best unit {best['unit']} (score {best['score']:+.3f}) -> select from {best['point']}, "
+    print(f"\n{feature}: best unit {unit} -> select from {point}, "
           f"sign {sign}, threshold 0.3, on at >= 90% of the span; base rate: {base:.1%} of chars have {feature} = 1")
     for name, a, b, k, n, c, i, e, _, _ in rows:
         print(f"  {name:12} span {a}-{b}: {k:3d} units selected ({e} on almost everywhere, not matched), "
