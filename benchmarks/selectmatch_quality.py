@@ -32,6 +32,7 @@ import numpy as np
 
 import rnnviz
 from rnnviz.app.discover import DiscoverPanel, SelectMatch
+from rnnviz.app.selectmatch import SIGNS
 from rnnviz.app.store import DumpView
 from rnnviz.errors import RnnvizError
 from rnnviz.names import kinds_in, parse_point
@@ -80,7 +81,10 @@ class SpanFigure:
 
 def best_point(ranking, feature: str) -> tuple[str, str, str]:
     """(unit, point, sign) of the feature's best unit: the test's rule for where to select from."""
-    best = ranking[ranking["feature"] == feature].iloc[0]
+    rows = ranking[ranking["feature"] == feature]
+    if rows.empty:
+        raise RnnvizError(f"the dump's analysis has no '{feature}' ranking: analyse it with that feature")
+    best = rows.iloc[0]
     return str(best["unit"]), str(best["point"]), "negative" if best["score"] < 0 else "positive"
 
 
@@ -96,7 +100,7 @@ def figures(path: str, feature: str) -> tuple[list[SpanFigure], dict]:
     panel = DiscoverPanel(sorted({parse_point(p)[0] for p in view.points}), kinds_in(view.points),
                           lambda *a: None, lambda *a: None)
     panel.points = lambda recorded: [point]
-    panel.sign.active = ("positive", "negative").index(sign)
+    panel.sign.active = SIGNS.index(sign)
     query = SelectMatch(view, panel)
     rows = []
     for name, a, b in first_literals(text, sources, TOKENS[feature]):
@@ -116,6 +120,9 @@ def main() -> None:
     ap.add_argument("dumps", nargs="+", help="analysed dumps (rnnviz dump, then rnnviz analyze)")
     ap.add_argument("--features", default="in_string,in_comment")
     args = ap.parse_args()
+    unknown = set(args.features.split(",")) - set(TOKENS)
+    if unknown:
+        ap.error(f"--features: {', '.join(sorted(unknown))}: expected some of {', '.join(TOKENS)}")
     for path in args.dumps:
         for feature in args.features.split(","):
             t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from rnnviz.errors import RnnvizError
 
 # The figure's rule and counting, shared with the browser-free benchmark of the same figure.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from selectmatch_quality import best_point, counted_runs, first_literals  # noqa: E402
+from selectmatch_quality import TOKENS, best_point, counted_runs, first_literals  # noqa: E402
 from selectmatch_quality import figures as offline_figures  # noqa: E402
 
 
@@ -287,7 +287,7 @@ def _run_match(driver):
     return driver.execute_script(DATA, "match_runs")
 
 
-def _match_figures(chrome, demo, feature, token_type):
+def _match_figures(chrome, demo, feature):
     """Per held-out module: the app's top-20 matches for its first literal, counted as the issue says."""
     import rnnviz
     url, dump = demo
@@ -299,8 +299,9 @@ def _match_figures(chrome, demo, feature, token_type):
     # the app's defaults (threshold 0.3, on at >= 90% of the span, off 1 char before, 0 after).
     unit, point, sign = best_point(ranking, feature)
     rows = []
-    for name, a, b in first_literals(text, sources, token_type):
-        _open(chrome, f"{url}?unit={unit}&span={a}-{b}&sign={sign[:3]}&from={point}")
+    word = {v: k for k, v in urlstate.SIGN_WORDS.items()}[sign]      # the address's word for the sign
+    for name, a, b in first_literals(text, sources, TOKENS[feature]):
+        _open(chrome, f"{url}?unit={unit}&span={a}-{b}&sign={word}&from={point}")
         units = chrome.execute_script(DATA, "selected_units")
         note = chrome.execute_script(TEXT, "select_note")
         matched = [u for u, e in zip(units["unit"], units["everywhere"]) if not e]
@@ -332,14 +333,12 @@ def _match_figures(chrome, demo, feature, token_type):
 
 @pytest.fixture(scope="module")
 def string_figures(chrome, demo):
-    import tokenize
-    return _match_figures(chrome, demo, "in_string", tokenize.STRING)
+    return _match_figures(chrome, demo, "in_string")
 
 
 @pytest.fixture(scope="module")
 def comment_figures(chrome, demo):
-    import tokenize
-    return _match_figures(chrome, demo, "in_comment", tokenize.COMMENT)
+    return _match_figures(chrome, demo, "in_comment")
 
 
 # The issue asks for >= 80% of the counted runs entirely inside the feature. With LSTMVis's
