@@ -17,7 +17,7 @@
    string literal (``in_string`` on each sample) per condition, with the spread over seeds.
    Also the string cell at its "outside" value (the other percentile), to show which way
    the unit pushes. ``--unit`` clamps that unit instead of the best one (e.g. the demo's
-   quote cell layer2.c[76]); ``--show`` prints the start of one clamped sample.
+   quote cell, the best unit for ``in_short_string``); ``--show`` prints the start of one clamped sample.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ preset's eight held-out files, analysed (the default, exact ranking over every c
 and its errors are broken down with the long-range test, all through the real CLI. Prints
 the tables docs/experiments.md quotes and writes the figures under --out.
 
-    python docs/experiments.py lstm=rnnviz/data/stdlib.pt gru=runs/gru.pt rnn=runs/rnn.pt
+    python docs/experiments.py lstm=runs/lstm.pt gru=runs/gru.pt rnn=runs/rnn.pt
 
 Each run's CPU seconds (user + system of the command and its children) are printed too.
 """
@@ -101,7 +101,7 @@ def parse_cells(items) -> list[tuple[str, Path]]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cells", nargs="+", help="NAME=CHECKPOINT, e.g. lstm=rnnviz/data/stdlib.pt")
+    p.add_argument("cells", nargs="+", help="NAME=CHECKPOINT, e.g. lstm=runs/lstm.pt")
     p.add_argument("--out", type=Path, default=Path("dumps/experiments"))
     p.add_argument("--reuse", action="store_true",
                    help="take a cell's results from --out when an earlier run of this script finished it")

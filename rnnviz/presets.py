@@ -13,9 +13,9 @@ STDLIB_HELDOUT = ("textwrap.py", "shlex.py", "csv.py", "fnmatch.py", "string.py"
 
 PRESETS = {
     "stdlib": {
-        "model": {"num_layers": 3, "hidden_size": 256, "embedding_size": 48, "dropout": 0.0},
+        "model": {"num_layers": 3, "hidden_size": 256, "embedding_size": 48, "dropout": 0.2},
         "train": {"seq_length": 100, "batch_size": 64, "lr": 3e-3, "lr_decay": 0.9,
-                  "decay_after": 1, "max_steps": 4500, "epochs": 50, "eval_every": 250,
+                  "decay_after": 1, "max_steps": 11250, "epochs": 50, "eval_every": 250,
                   "sample_every": 1000, "seed": 1234,
                   "keep_optimizer": False},
     },

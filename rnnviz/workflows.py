@@ -176,7 +176,7 @@ def describe_checkpoint(path) -> str:
 
 DEMO_DUMP = Path("dumps") / "demo.h5"
 # The demo opens on the unit that best tracks this: Karpathy's quote cell. (The shipped model's
-# unit for any string literal is mostly a docstring cell; see the README.)
+# unit for any string literal tracks docstrings best; see the README.)
 DEMO_FEATURE = "in_short_string"
 
 

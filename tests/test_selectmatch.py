@@ -19,7 +19,7 @@ from rnnviz.errors import RnnvizError
 
 # The figure's rule and counting, shared with the browser-free benchmark of the same figure.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from selectmatch_quality import TOKENS, best_point, counted_runs, first_literals  # noqa: E402
+from selectmatch_quality import TOKENS, counted_runs, first_literals, span_rule  # noqa: E402
 from selectmatch_quality import figures as offline_figures  # noqa: E402
 
 
@@ -295,13 +295,14 @@ def _match_figures(chrome, demo, feature):
         text, sources, ranking, feats = d.text, d.sources, d.ranking, d.features
     on = feats[feature].to_numpy() > 0.5
     prose = (feats["in_string"].to_numpy() > 0.5) | (feats["in_comment"].to_numpy() > 0.5)
-    # The rule: the best unit for the feature decides the layer, the kind and the sign; the rest is
-    # the app's defaults (threshold 0.3, on at >= 90% of the span, off 1 char before, 0 after).
-    unit, point, sign = best_point(ranking, feature)
+    # The rule: the best unit for the span's own kind of literal (a docstring: in_long_string) decides
+    # the layer, the kind and the sign; the rest is the app's defaults (threshold 0.3, on at >= 90%
+    # of the span, off 1 char before, 0 after).
     rows = []
-    word = {v: k for k, v in urlstate.SIGN_WORDS.items()}[sign]      # the address's word for the sign
+    word = {v: k for k, v in urlstate.SIGN_WORDS.items()}      # the address's word for the sign
     for name, a, b in first_literals(text, sources, TOKENS[feature]):
-        _open(chrome, f"{url}?unit={unit}&span={a}-{b}&sign={word}&from={point}")
+        unit, point, sign = span_rule(ranking, text, (a, b), feature)
+        _open(chrome, f"{url}?unit={unit}&span={a}-{b}&sign={word[sign]}&from={point}")
         units = chrome.execute_script(DATA, "selected_units")
         note = chrome.execute_script(TEXT, "select_note")
         matched = [u for u, e in zip(units["unit"], units["everywhere"]) if not e]
@@ -310,16 +311,16 @@ def _match_figures(chrome, demo, feature):
         inside = sum(bool(on[s:e].all()) for s, e in counted)
         in_prose = sum(bool(prose[s:e].all()) for s, e in counted)
         rows.append((name, a, b, len(units["unit"]), len(found["start"]), len(counted), inside,
-                     len(units["unit"]) - len(matched), note, in_prose))
+                     len(units["unit"]) - len(matched), note, in_prose, f"{point} {sign} ({unit})"))
     # benchmarks/selectmatch_quality.py computes the same figure without a browser: it must agree.
     offline, _ = offline_figures(str(dump), feature)
-    assert [(r.name, *r.span, r.selected, r.counted, r.inside) for r in offline] == \
-        [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in rows]
+    assert [(r.name, *r.span, f"{r.point} {r.sign} ({r.unit})", r.selected, r.counted, r.inside) for r in offline] == \
+        [(r[0], r[1], r[2], r[10], r[3], r[5], r[6]) for r in rows]
     base = on.mean()
-    print(f"\n{feature}: best unit {unit} -> select from {point}, "
-          f"sign {sign}, threshold 0.3, on at >= 90% of the span; base rate: {base:.1%} of chars have {feature} = 1")
-    for name, a, b, k, n, c, i, e, _, _ in rows:
-        print(f"  {name:12} span {a}-{b}: {k:3d} units selected ({e} on almost everywhere, not matched), "
+    print(f"\n{feature}: each span selected from the best unit's point and sign for its kind of literal, "
+          f"threshold 0.3, on at >= 90% of the span; base rate: {base:.1%} of chars have {feature} = 1")
+    for name, a, b, k, n, c, i, e, _, _, rule in rows:
+        print(f"  {name:12} span {a}-{b} from {rule}: {k:3d} units selected ({e} on almost everywhere, not matched), "
               f"{n:2d} matches, {c:2d} counted, {i:2d} entirely inside ({i / c:.0%})" if c else
               f"  {name:12} span {a}-{b}: {k} units ({e} on almost everywhere), no runs")
     counted = sum(r[5] for r in rows)
@@ -341,38 +342,39 @@ def comment_figures(chrome, demo):
     return _match_figures(chrome, demo, "in_comment")
 
 
-# The issue asks for >= 80% of the counted runs entirely inside the feature. With LSTMVis's
-# query (every char of the span) the shipped model reached 15/160 and 27/160; with the default
-# of on at >= 90% of the span it reaches 76% for strings and 39% for comments (figures, base
-# rates and why: docs/select-match.md). These tests hold what it reaches, so that a change that
-# makes it worse shows.
+# The issue asks for >= 80% of the counted runs entirely inside the feature. The shipped model
+# (dropout 0.2) reaches it for strings: 159/160 (base rate 21%); the model before it reached
+# 122/160. For comments it does not: 104/160 (65%; base rate 14%; the model before: 63/160).
+# Figures, base rates and why: docs/select-match.md.
 @pytest.mark.browser
 @pytest.mark.slow
-def test_strings_matches_lie_inside_string_literals_as_measured(string_figures):
+def test_strings_matches_lie_inside_string_literals(string_figures):
     assert len(string_figures) == 8
-    for name, a, b, k, n, counted, inside, everywhere, note, _ in string_figures:
+    for name, a, b, k, n, counted, inside, everywhere, note, _, _ in string_figures:
         assert counted == min(n, 20) and counted >= 10, name     # the runs never overlap the literal or each other
         # Every first literal is a module docstring at the start of its file, where the state has
-        # just been reset: most units selected there are on almost everywhere; the note says so.
-        assert everywhere >= k // 2 and "99% of all the text" in note, name
+        # just been reset: some units selected there are on almost everywhere; the note says so.
+        assert everywhere > 0 and "99% of all the text" in note, name
     # and that "off before" had no char to check (csv.py opens with a blank line: one char in).
     assert [r[0] for r in string_figures if "starts a file" not in r[8]] == ["csv.py"]
     counted = sum(r[5] for r in string_figures)
     inside = sum(r[6] for r in string_figures)
-    assert inside >= 115 and counted == 160                      # measured: 122/160 (76%; base rate 21%)
+    assert counted == 160 and inside >= 0.8 * counted            # measured: 159/160
 
 
 @pytest.mark.browser
 @pytest.mark.slow
 def test_comments_matches_lie_inside_comments_as_measured(comment_figures):
+    """Below the issue's 80%: this holds what the shipped model reaches, so that a change that
+    makes it worse shows."""
     assert len(comment_figures) == 8
-    for name, a, b, k, n, counted, inside, everywhere, note, _ in comment_figures:
+    for name, a, b, k, n, counted, inside, everywhere, note, _, _ in comment_figures:
         assert counted == min(n, 20) and counted >= 10, name
     counted = sum(r[5] for r in comment_figures)
     inside = sum(r[6] for r in comment_figures)
-    assert inside >= 55 and counted == 160                       # measured: 63/160 (39%; base rate 14%)
+    assert inside >= 95 and counted == 160                       # measured: 104/160 (65%; base rate 14%)
     # What the comment units find is prose: almost every run lies inside a comment or a string
-    # (docstrings), the model's first layer telling them apart no better than this.
+    # (docstrings), the model telling them apart no better than this.
     assert sum(r[9] for r in comment_figures) >= 150             # measured: 156/160 (base rate 36%)
 
 

@@ -8,9 +8,9 @@ the cell candidate have a sign that matters); with "both", either, each unit
 keeping the sign it has in the span. LSTMVis asks for every character (``cover=1``);
 rnnviz's default lets a unit be off at up to 10% of them, because a unit that tracks a
 region turns on a character or two after the region's first one (an opening quote is
-read before the state knows it is inside a string): on the demo, the string cell
-layer0.c[169] is at -0.28 on the first quote of a module docstring, just short of t = 0.3,
-so asking for every character never selects it there.
+read before the state knows it is inside a string): in the model the demo shipped before
+its preset gained dropout, the string cell was at -0.28 on the first quote of a module
+docstring, just short of t = 0.3, so asking for every character never selected it there.
 
 *Match* (as LSTMVis's data handler does it): per character, count the selected
 units that are on. Candidates are runs of >= ``min_length`` characters where all of
