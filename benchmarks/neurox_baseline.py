@@ -28,7 +28,7 @@ from rnnviz.analyze import analyze_dump
 from rnnviz.dumpfile import open_dump
 from rnnviz.features import TextIndex, feature_values, select_features
 from rnnviz.setprobe import MAX_K, test_score
-from rnnviz.unitsets import part_bounds, score_sets
+from rnnviz.unitsets import PARTS, part_bounds, score_sets
 
 MAX_ITER = 20       # saga epochs per C, each C starting from the previous one's weights (NeuroX trains 10)
 
@@ -103,7 +103,7 @@ def main() -> None:
     order, c, l1_test, trace = neurox_order(x, y, f, s, np.logspace(-3, 2, 10))
     t_neurox = time.time() - t
     t = time.time()
-    res = analyze_dump(args.dump, features=[args.feature], store=False, shifts=0)
+    res = analyze_dump(args.dump, features=[args.feature], store=False, shifts=0, parts=PARTS)  # sets are opt-in
     t_sets = time.time() - t
     sets = res.sets.set_index("k")
     col = {u: i for i, u in enumerate(units)}

@@ -3,7 +3,7 @@
     python docs/screenshots.py dumps/demo.h5      # after `rnnviz demo` made the dump
 
 Writes
-- docs/app.png: the demo's first view (the best unit for quoted strings);
+- docs/app.png: the demo's unit (the best for docstrings) with the in_string track;
 - docs/heatmap.png: the best unit of eight features as a heatmap under the text (topped up
   to eight units from the in_string ranking where one unit is best for two), and the
   model's top-3 guesses under each line;
@@ -32,9 +32,9 @@ sys.path.insert(0, str(HERE.parent / "benchmarks"))
 from selectmatch_quality import best_point, first_literals, span_rule  # noqa: E402
 
 from rnnviz.app.urlstate import SIGN_WORDS  # noqa: E402
+from rnnviz.workflows import DEMO_FEATURE  # noqa: E402
 
-HEAT_FEATURES = ("in_short_string", "in_string", "in_comment", "line_pos", "indent", "depth", "in_long_string",
-                 "in_word")
+HEAT_FEATURES = ("in_long_string", "in_short_string", "in_string", "in_comment", "line_pos", "indent", "depth", "in_word")
 PAGE_READY = ("const d = window.Bokeh && Bokeh.documents[0]; const s = d && d.get_model_by_name('text_source'); "
               "return s && s.data.v.length")
 MATCHES_READY = ("const d = Bokeh.documents[0]; const t = d.get_model_by_name('match_note').text; "
@@ -63,6 +63,7 @@ def views(dump: str) -> dict[str, tuple[str, str, int | None, tuple[int, int]]]:
         raise SystemExit(f"{dump} has no analysis: run `rnnviz analyze {dump}` first")
     best = {f: best_point(ranking, f) for f in HEAT_FEATURES if f in set(ranking["feature"])}
     quote_unit, quote_point, _ = best["in_short_string"]
+    demo_unit = best[DEMO_FEATURE][0]
     heat = list(dict.fromkeys(u for u, _, _ in best.values()))      # a unit best for two features once
     heat += [u for u in ranking.loc[ranking["feature"] == "in_string", "unit"] if u not in heat][:8 - len(heat)]
     heat = ", ".join(heat)
@@ -71,8 +72,8 @@ def views(dump: str) -> dict[str, tuple[str, str, int | None, tuple[int, int]]]:
     docstring = next((a, b) for name, a, b in first_literals(text, sources, tokenize.STRING) if name == "shlex.py")
     string_unit, string_point, string_sign = span_rule(ranking, text, docstring, "in_string")
     return {
-        "app.png": (f"?unit={quote_unit}&feature=in_string&pos=3000", "", None, SMALL),
-        "heatmap.png": (f"?unit={quote_unit}&pos=3000",
+        "app.png": (f"?unit={demo_unit}&feature=in_string&pos=3000", "", None, SMALL),
+        "heatmap.png": (f"?unit={demo_unit}&pos=3000",
                         f"d.get_model_by_name('heat_units').value = '{heat}'; "
                         "d.get_model_by_name('strip_select').value = '3';", None, SMALL),
         "select-match.png": (f"?unit={quote_unit}&span={quoted}-{quoted + 13}&sign={word['both']}&from={quote_point}",

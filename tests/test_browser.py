@@ -182,7 +182,7 @@ def test_demo_opens_on_a_string_unit_with_the_text_coloured(tmp_path, browser):
         assert _wait(lambda: browser.execute_script(READY), what="the demo document") > 1000
         seconds = time.monotonic() - began
         feature = browser.execute_script("return Bokeh.documents[0].get_model_by_name('feature_select').value")
-        assert feature == "in_short_string"
+        assert feature == "in_long_string"
         unit_line = browser.execute_script(MODEL_TEXT, "unit_line")
         time.sleep(1.0)
         pixels = _text_pixels(browser).reshape(-1, 3).astype(int)
@@ -194,7 +194,7 @@ def test_demo_opens_on_a_string_unit_with_the_text_coloured(tmp_path, browser):
             browser.save_screenshot(os.environ["RNNVIZ_DEMO_SCREENSHOT"])
     finally:
         log = stop(proc)
-    assert "the unit that best tracks 'in_short_string'" in log
+    assert "the unit that best tracks 'in_long_string'" in log
     unit = log.split("opening the app on ")[1].split(",")[0]
     assert unit in unit_line
     print(f"rnnviz demo: command to coloured page in {seconds:.1f} s")

@@ -98,7 +98,7 @@ def test_demo_dumps_analyzes_serves_then_reuses(tmp_path, stdlib_text_file):
     first = stop(proc)
     dump = tmp_path / "dumps" / "demo.h5"
     assert "recording the shipped model" in first and str(Path("dumps") / "demo.h5") in first
-    assert "the unit that best tracks 'in_short_string'" in first
+    assert "the unit that best tracks 'in_long_string'" in first
     assert "/static/js/bokeh" in page
     with h5py.File(dump, "r") as f:
         assert "analysis/ranking" in f and f["text/codes"].shape == (6000,)
