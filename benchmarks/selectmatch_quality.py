@@ -11,8 +11,8 @@ is a module docstring), ``in_short_string`` for a quoted one, ``in_comment`` for
 comment. (Until the shipped model gained dropout the rule took the best ``in_string``
 unit, which was its docstring cell too; in the dropout model the quote cell can score
 higher for any string literal, and selecting a docstring from the quote cell's layer
-asks the wrong cells.) Everything else is the app's default (threshold 0.3, on at >= 90% of the span, off on 1
-character before it, 0 after). Of the top 20 runs, those that overlap neither the span nor
+asks the wrong cells.) Everything else is the app's default (threshold 0.3, on at >= 90%
+of the span, off on 1 character before it, 0 after). Of the top 20 runs, those that overlap neither the span nor
 a run counted before are counted, and the figure is the share of them that lie entirely
 inside the feature (every character has it).
 

@@ -63,7 +63,7 @@ def views(dump: str) -> dict[str, tuple[str, str, int | None, tuple[int, int]]]:
         raise SystemExit(f"{dump} has no analysis: run `rnnviz analyze {dump}` first")
     best = {f: best_point(ranking, f) for f in HEAT_FEATURES if f in set(ranking["feature"])}
     quote_unit, quote_point, _ = best["in_short_string"]
-    demo_unit = best[DEMO_FEATURE][0]
+    demo_unit = best_point(ranking, DEMO_FEATURE)[0]      # the unit `rnnviz demo` opens on
     heat = list(dict.fromkeys(u for u, _, _ in best.values()))      # a unit best for two features once
     heat += [u for u in ranking.loc[ranking["feature"] == "in_string", "unit"] if u not in heat][:8 - len(heat)]
     heat = ", ".join(heat)
